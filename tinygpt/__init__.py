@@ -1,0 +1,10 @@
+"""tinygpt: the book "Build a Large Language Model (From Scratch)" on a small NumPy + Numba
+tensor library with reverse-mode autograd. This module never imports torch."""
+from .core.autograd import is_grad_enabled, no_grad
+from .core.random import get_rng_state, manual_seed, set_rng_state
+from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
+from .ops import (argmax, cat, matmul, stack, topk, tril, triu, where)
+from .ops.sampling import multinomial
+from . import nn, optim  # noqa: E402  (nn and optim build on the names above)
+
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""Reverse-mode automatic differentiation: `Function`, grad mode and the backward pass.
+
+Every differentiable op is a `Function` subclass whose `forward` and `backward` work on raw
+ndarrays (no higher-order gradients). `Function.apply` records the op in the graph only when
+grad mode is on and some input requires a gradient, so frozen parameters and `no_grad` code
+cost no graph bookkeeping and no gradient work.
+"""
+import contextlib
+
+import numpy as np
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no graph is recorded (evaluation, generation, optimizer updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+class Function:
+    """One differentiable op. Subclasses implement `forward(*arrays, **options)` returning an
+    ndarray and `backward(grad)` returning one gradient (or None) per tensor input.
+    `self.needs_input_grad[i]` tells backward which gradients are wanted, so it can skip work."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.parents = ()
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, grad):
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        from .tensor import Tensor, as_tensor  # tensor.py imports this module first
+
+        tensors = [as_tensor(x) for x in inputs]
+        needs = [t.requires_grad for t in tensors]
+        fn = cls(needs)
+        out = Tensor(fn.forward(*[t.data for t in tensors], **options))
+        if _grad_enabled and any(needs):
+            out.requires_grad = True
+            out._ctx = fn
+            fn.parents = tensors
+        return out
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient back to the shape of the input it belongs to (undo NumPy broadcasting):
+    first the leading axes broadcasting added, then the size-1 axes it stretched."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _toposort(root):
+    """Nodes reachable from root, each after all its parents; iterative, so a 10k-op chain works."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for parent in node._ctx.parents:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
+    """Propagate `grad` from `root` to every leaf that requires a gradient, accumulating into
+    `.grad` as PyTorch does. Unless `retain_graph`, each op's saved arrays are freed once used,
+    and a second backward through the same graph raises."""
+    grads = {id(root): grad}
+    for node in reversed(_toposort(root)):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        ctx = node._ctx
+        if ctx is None:  # a leaf
+            node.grad = g.copy() if node.grad is None else node.grad + g
+            continue
+        if getattr(ctx, "freed", False):
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time (op {type(ctx).__name__}): "
+                "its saved arrays were freed; call backward(retain_graph=True) the first time")
+        input_grads = ctx.backward(g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for parent, pg in zip(ctx.parents, input_grads):
+            if pg is None or not parent.requires_grad:
+                continue
+            pg = unbroadcast(np.asarray(pg), parent.shape)
+            if pg.shape != parent.shape:
+                raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of shape "
+                                   f"{pg.shape} for an input of shape {parent.shape}")
+            if pg.dtype != parent.dtype:
+                pg = pg.astype(parent.dtype)
+            key = id(parent)
+            grads[key] = pg if key not in grads else grads[key] + pg
+        if not retain_graph:
+            ctx.__dict__ = {"freed": True, "parents": ctx.parents,
+                            "needs_input_grad": ctx.needs_input_grad}

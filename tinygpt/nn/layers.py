@@ -1,0 +1,135 @@
+"""The layers the book uses, initialised like PyTorch's defaults so that training behaves alike."""
+import math
+
+import numpy as np
+
+from ..core.dtypes import DEFAULT_FLOAT
+from ..core.random import generator
+from . import functional as F
+from .module import Module, Parameter
+
+
+def _uniform(shape, bound, dtype):
+    return generator().uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Linear(Module):
+    """y = x @ W.T + b with W stored (out_features, in_features), as in torch.nn.Linear.
+    Init: kaiming-uniform(a=sqrt(5)) for W and U(-1/sqrt(in), 1/sqrt(in)) for b, both of which
+    come to U(-1/sqrt(in_features), 1/sqrt(in_features))."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
+        super().__init__()
+        dtype = dtype or DEFAULT_FLOAT
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
+        self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input of shape "
+                             f"{x.shape}: last dim must be {self.in_features}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table (book section 2.7); init N(0, 1) like torch.nn.Embedding."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = Parameter(generator().standard_normal(
+            (num_embeddings, embedding_dim)).astype(dtype or DEFAULT_FLOAT))
+
+    def forward(self, idx):
+        return F.embedding(idx, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """The book's LayerNorm (section 4.2): parameters named `scale` and `shift`, eps 1e-5."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.scale = Parameter(np.ones(emb_dim, dtype or DEFAULT_FLOAT))
+        self.shift = Parameter(np.zeros(emb_dim, dtype or DEFAULT_FLOAT))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.scale, self.shift, self.eps)
+
+
+class GELU(Module):
+    """GELU with the tanh approximation (book section 4.3)."""
+
+    def forward(self, x):
+        return F.gelu(x)
+
+
+class Dropout(Module):
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Sequential(Module):
+    def __init__(self, *modules):
+        super().__init__()
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+
+class ModuleList(Module):
+    def __init__(self, modules=()):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module):
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __setitem__(self, i, module):
+        setattr(self, str(range(len(self))[i]), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())

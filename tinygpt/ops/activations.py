@@ -1,0 +1,82 @@
+"""Softmax family and GELU (book sections 3.3-3.5 and 4.3).
+
+The row softmax, the attention softmax fused with its 1/sqrt(d) scale and causal mask, and GELU
+run in `tinygpt.kernels`; `log_softmax` is plain NumPy (it only feeds small heads and tests; the
+training loss uses the fused cross-entropy kernel)."""
+import numpy as np
+
+from .. import kernels
+from ..core.autograd import Function
+from ..core.tensor import as_tensor
+from .shape import _axis
+
+
+def _last_axis_view(a, axis):
+    return a if axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
+
+
+class Softmax(Function):
+    def forward(self, a, axis):
+        self.axis = axis
+        self.out = np.moveaxis(kernels.softmax_forward(_last_axis_view(a, axis)), -1, axis)
+        return self.out
+
+    def backward(self, g):
+        y, g = _last_axis_view(self.out, self.axis), _last_axis_view(g, self.axis)
+        return np.moveaxis(kernels.softmax_backward(y, g), -1, self.axis)
+
+
+class LogSoftmax(Function):
+    def forward(self, a, axis):
+        self.axis = axis
+        shifted = a - a.max(axis=axis, keepdims=True)
+        self.out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        return self.out
+
+    def backward(self, g):
+        return g - np.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+
+
+class ScaledCausalSoftmax(Function):
+    """softmax(scale * scores) where query i may only see keys up to its own position.
+    No (T, T) mask array exists: the kernel skips the masked entries."""
+
+    def forward(self, scores, scale):
+        self.scale = scale
+        self.out = kernels.causal_softmax_forward(scores, scale)
+        return self.out
+
+    def backward(self, g):
+        return kernels.causal_softmax_backward(self.out, g, self.scale)
+
+
+class Gelu(Function):
+    def forward(self, a):
+        self.a = a
+        return kernels.gelu_forward(a)
+
+    def backward(self, g):
+        return kernels.gelu_backward(self.a, g)
+
+
+def softmax(a, dim=-1):
+    a = as_tensor(a)
+    return Softmax.apply(a, axis=_axis(dim, a.ndim, "softmax"))
+
+
+def log_softmax(a, dim=-1):
+    a = as_tensor(a)
+    return LogSoftmax.apply(a, axis=_axis(dim, a.ndim, "log_softmax"))
+
+
+def scaled_causal_softmax(scores, scale: float):
+    scores = as_tensor(scores)
+    if scores.ndim < 2 or scores.shape[-1] < scores.shape[-2]:
+        raise ValueError(f"scaled_causal_softmax needs scores (..., queries, keys) with keys >= "
+                         f"queries, got shape {scores.shape}")
+    return ScaledCausalSoftmax.apply(scores, scale=float(scale))
+
+
+def gelu(a):
+    """GELU, tanh approximation (GPT-2's and the book's), not the exact erf form."""
+    return Gelu.apply(as_tensor(a))

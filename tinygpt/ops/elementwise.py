@@ -1,0 +1,246 @@
+"""Elementwise ops with NumPy broadcasting (book appendix A's autograd, one op at a time).
+
+Each op's backward may return a gradient in the broadcast shape; the engine sums it back to the
+input's shape (`autograd.unbroadcast`).
+"""
+import numpy as np
+
+from ..core.autograd import Function
+from ..core.tensor import Tensor, as_tensor
+
+
+def binary_operands(a, b):
+    """Make both operands tensors; a Python scalar adopts the other side's float dtype (a NumPy
+    float64 scalar would upcast float32 data). Shapes must broadcast; the error names both."""
+    if not isinstance(a, Tensor):
+        a = Tensor(np.asarray(a, dtype=_scalar_dtype(a, b)))
+    if not isinstance(b, Tensor):
+        b = Tensor(np.asarray(b, dtype=_scalar_dtype(b, a)))
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+    return a, b
+
+
+def _scalar_dtype(scalar, other):
+    if isinstance(other, Tensor) and other.dtype.kind == "f":
+        return other.dtype
+    if isinstance(scalar, float):
+        return np.float32
+    return None
+
+
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        return g, g
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g):
+        return g, (-g if self.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        return (g * self.b if self.needs_input_grad[0] else None,
+                g * self.a if self.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga = g / self.b if self.needs_input_grad[0] else None
+        gb = -g * self.a / (self.b * self.b) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    """a ** b for a tensor exponent; `PowScalar` is the common, cheaper case."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = np.power(a, b)
+        return self.out
+
+    def backward(self, g):
+        ga = g * self.b * np.power(self.a, self.b - 1) if self.needs_input_grad[0] else None
+        gb = g * self.out * np.log(self.a) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class PowScalar(Function):
+    def forward(self, a, exponent):
+        self.a, self.exponent = a, exponent
+        if exponent == 2:  # x*x is exact and ~50x faster than powf on float32 (PERF-NOTES)
+            return a * a
+        if exponent == 3:
+            return a * a * a
+        return np.power(a, a.dtype.type(exponent))
+
+    def backward(self, g):
+        e = self.exponent
+        if e == 2:
+            return g * 2.0 * self.a
+        if e == 3:
+            return g * 3.0 * (self.a * self.a)
+        return g * e * np.power(self.a, self.a.dtype.type(e - 1))
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = np.exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return np.log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.out = np.sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g / (2.0 * self.out)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.out = np.tanh(a)
+        return self.out
+
+    def backward(self, g):
+        return g * (1.0 - self.out * self.out)
+
+
+class Relu(Function):
+    def forward(self, a):
+        self.positive = a > 0
+        return np.where(self.positive, a, a.dtype.type(0))
+
+    def backward(self, g):
+        return np.where(self.positive, g, g.dtype.type(0))
+
+
+class Where(Function):
+    """where(cond, a, b); `cond` is a constant bool array, gradients flow to a and b."""
+
+    def forward(self, a, b, cond):
+        self.cond = cond
+        return np.where(cond, a, b)
+
+    def backward(self, g):
+        zero = g.dtype.type(0)
+        return (np.where(self.cond, g, zero) if self.needs_input_grad[0] else None,
+                np.where(self.cond, zero, g) if self.needs_input_grad[1] else None)
+
+
+class MaskedFill(Function):
+    def forward(self, a, mask, value):
+        self.mask = mask
+        return np.where(mask, a.dtype.type(value), a)
+
+    def backward(self, g):
+        return np.where(self.mask, g.dtype.type(0), g)
+
+
+class Triangle(Function):
+    """tril/triu of the last two dims; the gradient keeps the same triangle."""
+
+    def forward(self, a, lower, diagonal):
+        self.lower, self.diagonal = lower, diagonal
+        return np.tril(a, diagonal) if lower else np.triu(a, diagonal)
+
+    def backward(self, g):
+        return np.tril(g, self.diagonal) if self.lower else np.triu(g, self.diagonal)
+
+
+# --- functional forms ------------------------------------------------------------------
+def _bool_mask(mask, what):
+    mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{what} must be a bool array, got dtype {mask.dtype}")
+    return mask
+
+
+def where(cond, a, b) -> Tensor:
+    cond = _bool_mask(cond, "where(cond, ...): cond")
+    a, b = binary_operands(a, b)
+    try:
+        np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: cond shape {cond.shape} does not broadcast with "
+                         f"{a.shape} and {b.shape}") from None
+    return Where.apply(a, b, cond=cond)
+
+
+def masked_fill(a, mask, value) -> Tensor:
+    mask = _bool_mask(mask, "masked_fill mask")
+    a = as_tensor(a)
+    try:
+        if np.broadcast_shapes(mask.shape, a.shape) != a.shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"masked_fill: mask shape {mask.shape} does not broadcast to "
+                         f"tensor shape {a.shape}") from None
+    return MaskedFill.apply(a, mask=mask, value=float(value))
+
+
+def tril(x, diagonal: int = 0) -> Tensor:
+    return Triangle.apply(as_tensor(x), lower=True, diagonal=diagonal)
+
+
+def triu(x, diagonal: int = 0) -> Tensor:
+    return Triangle.apply(as_tensor(x), lower=False, diagonal=diagonal)
+
+
+def power(a, b) -> Tensor:
+    if isinstance(b, (int, float)) and isinstance(a, Tensor):
+        return PowScalar.apply(a, exponent=b)
+    return Pow.apply(*binary_operands(a, b))
+
+
+def compare(op, a, b) -> Tensor:
+    """Comparisons give bool tensors with no gradient."""
+    a, b = binary_operands(a, b)
+    return Tensor(op(a.data, b.data))
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.in_dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.in_dtype)

@@ -1,0 +1,36 @@
+"""Cross-entropy over the vocabulary (book section 5.1.2): a fused log-softmax + negative
+log-likelihood, mean over the targets that are not `ignore_index` (like PyTorch)."""
+import numpy as np
+
+from .. import kernels
+from ..core.autograd import Function
+from ..core.dtypes import check_index_array
+from ..core.tensor import Tensor, as_tensor
+
+
+class CrossEntropy(Function):
+    def forward(self, logits, targets, ignore_index):
+        self.logits, self.targets, self.ignore_index = logits, targets, ignore_index
+        loss, self.lse = kernels.cross_entropy_forward(logits, targets, ignore_index)
+        return np.asarray(loss)
+
+    def backward(self, g):
+        return kernels.cross_entropy_backward(self.logits, self.targets, self.lse,
+                                              self.ignore_index, float(g))
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100):
+    """logits (N, C) and integer targets (N,) -> scalar mean loss."""
+    logits = as_tensor(logits)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    targets = check_index_array(targets, "cross_entropy targets")
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy needs logits (N, C) and targets (N,), got {logits.shape} "
+                         f"and {targets.shape} (flatten batch and tokens first: "
+                         "logits.flatten(0, 1), targets.flatten())")
+    valid = targets != ignore_index
+    if valid.any() and (targets[valid].min() < 0 or targets[valid].max() >= logits.shape[1]):
+        bad = targets[valid & ((targets < 0) | (targets >= logits.shape[1]))][0]
+        raise IndexError(f"cross_entropy target {bad} is out of range for {logits.shape[1]} classes")
+    return CrossEntropy.apply(logits, targets=np.ascontiguousarray(targets),
+                              ignore_index=int(ignore_index))

@@ -1,0 +1,35 @@
+"""AdamW (decoupled weight decay, Loshchilov & Hutter), the optimizer the book trains with.
+Defaults and update follow torch.optim.AdamW; the arithmetic runs in one in-place kernel pass
+per parameter (`kernels.adamw_step`)."""
+import numpy as np
+
+from .. import kernels
+from .optimizer import Optimizer
+
+
+class AdamW(Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamW: invalid hyperparameters lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(id(p))
+                if state is None:
+                    if not p.data.flags.c_contiguous:
+                        p.data = np.ascontiguousarray(p.data)
+                    state = self.state[id(p)] = {"step": 0, "exp_avg": np.zeros_like(p.data),
+                                                 "exp_avg_sq": np.zeros_like(p.data)}
+                state["step"] += 1
+                grad = p.grad if p.grad.flags.c_contiguous else np.ascontiguousarray(p.grad)
+                kernels.adamw_step(p.data, grad.astype(p.dtype, copy=False), state["exp_avg"],
+                                   state["exp_avg_sq"], state["step"], float(group["lr"]),
+                                   float(beta1), float(beta2), float(group["eps"]),
+                                   float(group["weight_decay"]))

@@ -1,0 +1,60 @@
+"""Optimizer base: parameter groups, zero_grad, and state dicts for resuming (book appendix A.7)."""
+import copy
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, params, defaults: dict):
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = defaults
+        self.param_groups = []
+        for group in groups:
+            group = {**defaults, **group, "params": list(group["params"])}
+            self.param_groups.append(group)
+        self.state = {}  # id(param) -> per-parameter state dict
+
+    def _params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none: bool = True):
+        for p in self._params():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    def step(self):
+        raise NotImplementedError(f"{type(self).__name__} must define step")
+
+    def state_dict(self) -> dict:
+        """{'state': {index: {name: value}}, 'param_groups': [...]} with parameters replaced by
+        their index in `parameters()` order, as PyTorch does; arrays are copies."""
+        index = {id(p): i for i, p in enumerate(self._params())}
+        state = {index[pid]: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                 for pid, s in self.state.items() if pid in index}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
+            raise ValueError("optimizer state_dict does not match this optimizer's parameter groups")
+        params = self._params()
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and v.shape != p.shape:
+                    raise ValueError(f"optimizer state {k!r} for parameter {i} has shape {v.shape}, "
+                                     f"parameter has {p.shape}")
+        self.state = {id(params[int(i)]): {k: (np.array(v, dtype=params[int(i)].dtype)
+                                                if isinstance(v, np.ndarray) else v)
+                                            for k, v in s.items()}
+                      for i, s in state_dict["state"].items()}
+        for mine, saved in zip(self.param_groups, groups):
+            mine.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
