@@ -1,0 +1,41 @@
+"""Book chapter 5: pretrain GPT-2 124M (context 256) on "The Verdict", offline.
+
+The book's exact setup: 90/10 split, batch 2, AdamW lr 4e-4 and weight decay 0.1, 10 epochs,
+evaluation every 5 steps over 5 batches, seed 123, a greedy sample from "Every effort moves you"
+after each epoch. Training loss falls from ~10 to below 1 while validation loss levels off
+near 6.4 (the model memorises a 5,000-token story). Writes runs/ch05/model.safetensors (resume with
+--resume) and runs/ch05/loss-plot.png.
+
+    python examples/ch05_pretrain.py [--epochs 10] [--config book-124M] [--out runs/ch05]
+"""
+import argparse
+import time
+
+from tinygpt.assets import asset_path
+from tinygpt.train.pretrain import pretrain, resolve_config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--config", default="book-124M", help="book-124M, small or tiny")
+    parser.add_argument("--out", default="runs/ch05")
+    parser.add_argument("--resume", help="checkpoint to continue from")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    text = asset_path("the-verdict.txt").read_text(encoding="utf-8")
+    start = time.perf_counter()
+    model, result = pretrain(text, resolve_config(args.config), num_epochs=args.epochs,
+                             out_dir=args.out, resume=args.resume, quiet=args.quiet)
+    wall = time.perf_counter() - start
+    print(f"final: train loss {result['train_losses'][-1]:.3f}, "
+          f"val loss {result['val_losses'][-1]:.3f}")
+    print(f"wall time {wall:.1f} s (training loop {result['seconds']:.1f} s, "
+          f"{result['tokens_per_second']:.0f} tokens/s incl. evaluation and samples)")
+    print(f"checkpoint {result['checkpoint']}" + (f", plot {result['plot']}" if "plot" in result else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Pretraining (book chapter 5 and appendix D): losses, the training loops, checkpoints, plots."""
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .loop import evaluate_model, generate_and_print_sample, train_model, train_model_simple
+from .loss import calc_loss_batch, calc_loss_loader, perplexity
+from .plotting import plot_losses, plot_values
+
+__all__ = ["load_checkpoint", "read_checkpoint", "save_checkpoint", "evaluate_model",
+           "generate_and_print_sample", "train_model", "train_model_simple", "calc_loss_batch",
+           "calc_loss_loader", "perplexity", "plot_losses", "plot_values"]

@@ -1,0 +1,51 @@
+"""Loss and accuracy curves (book sections 5.2 and 6.7). matplotlib is an optional extra
+(`pip install tinygpt[plot]`); without it these functions raise a clear ImportError."""
+import os
+import pathlib
+import tempfile
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'tinygpt[plot]' "
+                          "(or pip install matplotlib)") from None
+    matplotlib.use("Agg")  # files only: works on machines without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_values(epochs_seen, examples_seen, train_values, val_values, path, label="loss",
+                examples_label="Tokens seen"):
+    """Train and validation curves against epochs, with examples (or tokens) seen on a twin
+    x-axis, saved as an image at `path` (atomically). Returns the path."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+    fig, ax1 = plt.subplots(figsize=(5, 3))
+    ax1.plot(epochs_seen, train_values, label=f"Training {label}")
+    ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel(label.capitalize())
+    ax1.legend(loc="upper right")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2 = ax1.twiny()  # same curve against tokens seen, drawn invisibly to get the axis
+    ax2.plot(examples_seen, train_values, alpha=0)
+    ax2.set_xlabel(examples_label)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+    return path
+
+
+def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses, path="loss-plot.png"):
+    """The book's chapter-5 loss plot."""
+    return plot_values(epochs_seen, tokens_seen, train_losses, val_losses, path, label="loss")

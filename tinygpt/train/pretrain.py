@@ -1,0 +1,76 @@
+"""The book's chapter-5 pretraining run as one function, shared by `examples/ch05_pretrain.py`
+and `tinygpt pretrain`: split a text 90/10, build the sliding-window loaders, train a GPT with
+AdamW, then save the checkpoint and the loss plot."""
+import json
+import pathlib
+
+from ..core.random import manual_seed
+from ..data import create_dataloader_v1
+from ..model import GPT_CONFIG_124M, GPTModel
+from ..optim import AdamW
+from ..tokenizer import get_gpt2_tokenizer
+from .loop import train_model
+from .plotting import plot_losses
+
+# Named model configurations for the command line and the benchmarks.
+PRESETS = {
+    # the book's chapter-5 run: GPT-2 124M with a 256-token context
+    "book-124M": {**GPT_CONFIG_124M, "context_length": 256, "drop_rate": 0.1, "qkv_bias": False},
+    "small": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4,
+              "n_layers": 4, "drop_rate": 0.1, "qkv_bias": False},
+    "tiny": {"vocab_size": 50257, "context_length": 64, "emb_dim": 64, "n_heads": 4,
+             "n_layers": 2, "drop_rate": 0.0, "qkv_bias": False},
+}
+
+
+def resolve_config(name_or_path) -> dict:
+    """A preset name, a model_configs name ("gpt2-small (124M)" ...) or a JSON file path."""
+    from ..model import model_configs
+    if name_or_path in PRESETS:
+        return dict(PRESETS[name_or_path])
+    if name_or_path in model_configs:
+        return {**GPT_CONFIG_124M, **model_configs[name_or_path], "qkv_bias": False}
+    path = pathlib.Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        return json.loads(path.read_text())
+    names = ", ".join(list(PRESETS) + list(model_configs))
+    raise ValueError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
+
+
+def pretrain(text: str, cfg: dict, num_epochs=10, batch_size=2, lr=4e-4, weight_decay=0.1,
+             train_ratio=0.9, eval_freq=5, eval_iter=5, seed=123,
+             start_context="Every effort moves you", out_dir="runs/pretrain", resume=None,
+             schedule=False, quiet=False, plot=True, max_steps=None, checkpoint_every=None):
+    """Train `GPTModel(cfg)` on `text` as the book's section 5.2 does; returns (model, result).
+    Writes `model.safetensors` (a resumable checkpoint) and `loss-plot.png` into `out_dir`."""
+    tokenizer = get_gpt2_tokenizer()
+    split = int(train_ratio * len(text))
+    ctx = cfg["context_length"]
+    manual_seed(seed)
+    train_loader = create_dataloader_v1(text[:split], batch_size=batch_size, max_length=ctx,
+                                        stride=ctx, drop_last=True, shuffle=True, seed=seed)
+    val_loader = create_dataloader_v1(text[split:], batch_size=batch_size, max_length=ctx,
+                                      stride=ctx, drop_last=False, shuffle=False)
+    if len(train_loader) == 0:
+        raise ValueError(f"the training text ({len(text[:split])} characters) is too short for one "
+                         f"batch of {batch_size} x {ctx} tokens: use a longer text or a smaller "
+                         "context/batch")
+    manual_seed(seed)
+    model = GPTModel(cfg)
+    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    out_dir = pathlib.Path(out_dir)
+    options = dict(quiet=quiet, checkpoint_path=out_dir / "model.safetensors", resume_from=resume,
+                   max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg)
+    # schedule=False is exactly train_model_simple (section 5.2); True adds appendix D's extras
+    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
+                         eval_iter, start_context, tokenizer, schedule=schedule, **options)
+    if plot and result["train_losses"]:
+        n = len(result["train_losses"])
+        epochs = [num_epochs * i / max(n - 1, 1) for i in range(n)]
+        try:
+            result["plot"] = plot_losses(epochs, result["tokens_seen"], result["train_losses"],
+                                         result["val_losses"], out_dir / "loss-plot.png")
+        except ImportError as err:
+            print(f"(no plot: {err})")
+    result["checkpoint"] = out_dir / "model.safetensors"
+    return model, result
