@@ -1,0 +1,31 @@
+"""Tokenizers of book chapter 2: the simple regex tokenizers (2.3-2.4), GPT-2's byte-pair tokenizer
+through tiktoken, offline (2.5), and a readable from-scratch byte-pair encoder with training."""
+from tinygpt.tokenizer.bpe import BPETokenizer
+from tinygpt.tokenizer.gpt2 import (
+    ENDOFTEXT,
+    GPT2Encoding,
+    get_gpt2_tokenizer,
+    load_gpt2_ranks,
+)
+from tinygpt.tokenizer.pretokenize import split_words
+from tinygpt.tokenizer.simple import (
+    SimpleTokenizerV1,
+    SimpleTokenizerV2,
+    UnknownTokenError,
+    build_vocab,
+    simple_split,
+)
+
+__all__ = [
+    "ENDOFTEXT",
+    "BPETokenizer",
+    "GPT2Encoding",
+    "SimpleTokenizerV1",
+    "SimpleTokenizerV2",
+    "UnknownTokenError",
+    "build_vocab",
+    "get_gpt2_tokenizer",
+    "load_gpt2_ranks",
+    "simple_split",
+    "split_words",
+]
