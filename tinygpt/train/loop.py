@@ -113,6 +113,10 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
                                 tok_s=f"{(loop['tokens'] - tokens_at_start) / max(elapsed, 1e-9):.0f}")
                 if step % eval_freq == 0:
+                    if hasattr(train_loader, "set_epoch"):
+                        # evaluate on this epoch's first batches: a function of (seed, epoch) only,
+                        # so a resumed run evaluates exactly what an uninterrupted one does
+                        train_loader.set_epoch(loop["epoch"])
                     train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
                     loop["train_losses"].append(train_loss)
                     loop["val_losses"].append(val_loss)

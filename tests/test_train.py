@@ -1,0 +1,195 @@
+"""Pretraining (issue: chapter 5 / appendix D): the loops, losses, schedule, checkpoints, resume."""
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+import tinygpt as tg
+from tinygpt.assets import asset_path
+from tinygpt.data import create_dataloader_v1
+from tinygpt.model import GPTModel
+from tinygpt.nn import functional as F
+from tinygpt.optim import AdamW, warmup_cosine_lr
+from tinygpt.tokenizer import get_gpt2_tokenizer
+from tinygpt.train import (calc_loss_batch, calc_loss_loader, load_checkpoint, perplexity,
+                           plot_losses, read_checkpoint, save_checkpoint, train_model,
+                           train_model_simple)
+from tinygpt.train import checkpoint as checkpoint_module
+
+CFG = {"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
+       "drop_rate": 0.1, "qkv_bias": False}
+
+
+def loaders(chars=3000, batch_size=4, seed=7):
+    text = asset_path("the-verdict.txt").read_text()[:chars]
+    split = int(0.9 * len(text))
+    ctx = CFG["context_length"]
+    train = create_dataloader_v1(text[:split], batch_size=batch_size, max_length=ctx, stride=ctx,
+                                 shuffle=True, drop_last=True, seed=seed)
+    val = create_dataloader_v1(text[split:], batch_size=batch_size, max_length=ctx, stride=ctx,
+                               shuffle=False, drop_last=False)
+    return train, val
+
+
+def fresh(seed=123, lr=1e-3):
+    tg.manual_seed(seed)
+    model = GPTModel(CFG)
+    return model, AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+
+
+def test_calc_loss_batch_equals_direct_cross_entropy():
+    train, _ = loaders()
+    model, _ = fresh()
+    model.eval()
+    inputs, targets = next(iter(train))
+    logits = model(inputs).data.astype(np.float64).reshape(-1, CFG["vocab_size"])
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    direct = np.mean(lse - logits[np.arange(len(logits)), targets.reshape(-1)])
+    assert abs(calc_loss_batch(inputs, targets, model).item() - direct) < 1e-4
+
+
+def test_calc_loss_loader_averages_batches_and_respects_num_batches():
+    train, val = loaders()
+    model, _ = fresh()
+    model.eval()
+    per_batch = [calc_loss_batch(x, y, model).item() for x, y in val]
+    assert math.isclose(calc_loss_loader(val, model), np.mean(per_batch), rel_tol=1e-6)
+    assert math.isclose(calc_loss_loader(val, model, num_batches=1), per_batch[0], rel_tol=1e-6)
+    assert math.isclose(perplexity(2.0), math.exp(2.0))
+
+
+def test_training_lowers_the_loss():
+    train, val = loaders()
+    model, opt = fresh(lr=4e-3)
+    tr, va, tokens = train_model_simple(model, train, val, opt, num_epochs=3, eval_freq=2, eval_iter=2,
+                                        start_context="Every effort", tokenizer=get_gpt2_tokenizer(),
+                                        quiet=True)
+    assert len(tr) == len(va) == len(tokens) and tokens == sorted(tokens)
+    assert tr[-1] < tr[0] - 1.0, tr
+
+
+def test_schedule_warms_up_then_decays_as_in_appendix_d():
+    lrs = [warmup_cosine_lr(s, 100, 20, peak_lr=0.01, initial_lr=1e-4, min_lr=1e-5) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4)
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))
+    assert lrs[20] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    progress = (60 - 20) / 80
+    assert lrs[60] == pytest.approx(1e-5 + (0.01 - 1e-5) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def test_train_model_tracks_learning_rate_and_clips():
+    train, val = loaders()
+    model, opt = fresh(lr=1e-2)
+    result = train_model(model, train, val, opt, num_epochs=2, eval_freq=3, eval_iter=1,
+                         start_context="", tokenizer=None, warmup_steps=3, initial_lr=1e-4,
+                         min_lr=1e-5, quiet=True)
+    assert len(result["lrs"]) == 2 * len(train)
+    assert result["lrs"][0] == pytest.approx(1e-4) and max(result["lrs"]) <= 1e-2 + 1e-12
+    assert result["lrs"][-1] < result["lrs"][3]
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    """Stop mid-epoch (dropout on, shuffled loader), resume from the checkpoint in a fresh model
+    and optimizer: the loss history must equal the uninterrupted run's exactly."""
+    kw = dict(num_epochs=3, eval_freq=2, eval_iter=2, start_context="", tokenizer=None, quiet=True)
+    model, opt = fresh()
+    train, val = loaders()
+    full = train_model(model, train, val, opt, schedule=True, warmup_steps=2, **kw)
+
+    model, opt = fresh()
+    train, val = loaders()
+    ckpt = tmp_path / "ckpt.safetensors"
+    steps = len(train) + len(train) // 2 + 1  # mid-way through the second epoch
+    first = train_model(model, train, val, opt, schedule=True, warmup_steps=2,
+                        checkpoint_path=ckpt, max_steps=steps, **kw)
+    assert first["global_step"] == steps - 1 and ckpt.exists()
+
+    tg.manual_seed(999)  # a different seed everywhere: the checkpoint must restore all of it
+    model, opt = GPTModel(CFG), AdamW(GPTModel(CFG).parameters(), lr=5.0)
+    opt = AdamW(model.parameters(), lr=5.0, weight_decay=0.1)
+    train, val = loaders()
+    resumed = train_model(model, train, val, opt, schedule=True, warmup_steps=2,
+                          resume_from=ckpt, **kw)
+    assert resumed["train_losses"] == full["train_losses"]
+    assert resumed["val_losses"] == full["val_losses"]
+    assert resumed["lrs"] == full["lrs"] and resumed["tokens_seen"] == full["tokens_seen"]
+
+
+def test_checkpoint_round_trip_with_tied_weights_and_state(tmp_path):
+    model, opt = fresh()
+    model.out_head.weight = model.tok_emb.weight
+    train, _ = loaders()
+    x, y = next(iter(train))
+    calc_loss_batch(x, y, model).backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "a.safetensors", model, opt, loop={"epoch": 3}, config=CFG)
+    model2, opt2 = fresh(seed=5)
+    model2.out_head.weight = model2.tok_emb.weight
+    state = load_checkpoint(path, model2, opt2)
+    assert state["loop"] == {"epoch": 3} and state["config"] == CFG
+    for k, v in model.state_dict().items():
+        assert np.array_equal(v, model2.state_dict()[k])
+    assert model2.out_head.weight is model2.tok_emb.weight
+    a, b = opt.state_dict(), opt2.state_dict()
+    for i in a["state"]:
+        assert a["state"][i]["step"] == b["state"][i]["step"]
+        assert np.array_equal(a["state"][i]["exp_avg_sq"], b["state"][i]["exp_avg_sq"])
+
+
+def test_truncated_or_foreign_checkpoint_is_refused_and_nothing_loads(tmp_path):
+    model, opt = fresh()
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    other, other_opt = fresh(seed=9)
+    before = {k: v.copy() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(truncated, other, other_opt)
+    from safetensors.numpy import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": np.zeros(3, np.float32)}, str(foreign))
+    with pytest.raises(ValueError, match="not a tinygpt checkpoint"):
+        load_checkpoint(foreign, other, other_opt)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.safetensors")
+    smaller = GPTModel({**CFG, "emb_dim": 16})
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_checkpoint(path, smaller)
+    for k, v in other.state_dict().items():
+        assert np.array_equal(v, before[k])
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, opt = fresh()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, opt, loop={"step": 1})
+    good = path.read_bytes()
+    real_save = checkpoint_module.save_file
+
+    def dies_midway(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as f:  # half the bytes are on disk when the process "dies"
+            f.truncate(len(good) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_file", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, opt, loop={"step": 2})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+    assert read_checkpoint(path)[2]["loop"] == {"step": 1}
+
+
+def test_plot_losses_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plot_losses([0, 1, 2], [10, 20, 30], [3.0, 2.0, 1.0], [3.5, 3.0, 2.9], tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install 'tinygpt\[plot\]'"):
+        plot_losses([0], [1], [1.0], [1.0], tmp_path / "p.png")
