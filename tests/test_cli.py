@@ -1,0 +1,72 @@
+"""The `tinygpt` command line, run as a user would: in a subprocess."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinygpt.assets import asset_path
+
+TINY = {"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 1,
+        "drop_rate": 0.0, "qkv_bias": False}
+
+
+def tinygpt(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    text = tmp / "story.txt"
+    text.write_text(asset_path("the-verdict.txt").read_text()[:4000])
+    cfg = tmp / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    out = tinygpt("pretrain", "--text", str(text), "--config", str(cfg), "--epochs", "2",
+                  "--batch-size", "4", "--eval-freq", "4", "--out", str(tmp / "run"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    return tmp, out
+
+
+def test_pretrain_writes_checkpoint_and_prints_losses(pretrained):
+    tmp, out = pretrained
+    assert (tmp / "run" / "model.safetensors").is_file()
+    assert "checkpoint:" in out.stdout
+
+
+def test_generate_from_the_checkpoint(pretrained):
+    tmp, _ = pretrained
+    out = tinygpt("generate", "--checkpoint", str(tmp / "run" / "model.safetensors"),
+                  "--prompt", "Every effort moves you", "--max-new-tokens", "5")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Every effort moves you")
+
+
+def test_resume_continues_a_run(pretrained):
+    tmp, _ = pretrained
+    out = tinygpt("pretrain", "--text", str(tmp / "story.txt"), "--config", str(tmp / "tiny.json"),
+                  "--epochs", "3", "--batch-size", "4", "--out", str(tmp / "run2"), "--quiet",
+                  "--resume", str(tmp / "run" / "model.safetensors"))
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pretrain", "--text", "no-such-file.txt"], "text file no-such-file.txt does not exist"),
+    (["pretrain", "--text", "{story}", "--config", "gpt5"], "unknown config 'gpt5'"),
+    (["generate", "--checkpoint", "missing.safetensors", "--prompt", "x"], "does not exist"),
+    (["generate", "--checkpoint", "{story}", "--prompt", "x"], "not a readable tinygpt checkpoint"),
+])
+def test_user_mistakes_give_one_line_errors(pretrained, args, message):
+    tmp, _ = pretrained
+    args = [a.replace("{story}", str(tmp / "story.txt")) for a in args]
+    out = tinygpt(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sub", ["pretrain", "generate", "download"])
+def test_help_for_each_subcommand(sub):
+    out = tinygpt(sub, "--help")
+    assert out.returncode == 0 and f"usage: tinygpt {sub}" in out.stdout
