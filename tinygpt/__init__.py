@@ -6,5 +6,6 @@ from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
 from .ops import (argmax, cat, matmul, stack, topk, tril, triu, where)
 from .ops.sampling import multinomial
 from . import nn, optim  # noqa: E402  (nn and optim build on the names above)
+from .model import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple  # noqa: E402
 
 __version__ = "0.1.0"

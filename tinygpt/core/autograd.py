@@ -68,7 +68,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
-    return grad
+    return np.asarray(grad)  # a sum down to shape () gives a NumPy scalar
 
 
 def _toposort(root):
@@ -102,7 +102,8 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             continue
         ctx = node._ctx
         if ctx is None:  # a leaf
-            node.grad = g.copy() if node.grad is None else node.grad + g
+            # np.array/asarray: arithmetic on 0-d arrays returns NumPy scalars, .grad is an ndarray
+            node.grad = np.array(g) if node.grad is None else np.asarray(node.grad + g)
             continue
         if getattr(ctx, "freed", False):
             raise RuntimeError(

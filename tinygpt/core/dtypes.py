@@ -18,8 +18,8 @@ def as_array(data, dtype=None) -> np.ndarray:
     """Turn user data into an ndarray: Python floats become float32, ndarrays keep their dtype."""
     if dtype is not None:
         return np.asarray(data, dtype=np.dtype(dtype))
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):  # NumPy values keep their dtype
+        arr = np.asarray(data)
     else:
         arr = np.asarray(data)
         if arr.dtype == np.float64:  # Python floats and lists of them

@@ -30,6 +30,10 @@ def matmul(a, b):
         raise TypeError(f"matmul operands have different dtypes {a.dtype} and {b.dtype}")
     if a.dtype.kind != "f":
         raise TypeError(f"matmul needs float32/float64 operands, got {a.dtype}")
+    if a.ndim == 1 and b.ndim == 1:  # a dot product
+        if a.shape != b.shape:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
+        return matmul(unsqueeze(a, 0), unsqueeze(b, 1)).reshape(())
     if a.ndim == 1:  # a vector on the left is a row, as in torch.matmul
         return squeeze(matmul(unsqueeze(a, 0), b), -2)
     if b.ndim == 1:

@@ -11,11 +11,11 @@ def normalize_dims(dim, ndim: int) -> tuple:
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    out = []
+    out, span = [], ndim if ndim > 0 else 1  # (this module's `max` shadows the builtin)
     for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
+        if not -span <= d < span:
             raise ValueError(f"dim {d} is out of range for a tensor with {ndim} dims")
-        out.append(int(d) % max(ndim, 1))
+        out.append(int(d) % span)
     if len(set(out)) != len(out):
         raise ValueError(f"dim {dim} repeats an axis")
     return tuple(sorted(out))
@@ -41,7 +41,8 @@ class Mean(Function):
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         self.count = int(np.prod([a.shape[i] for i in axes])) if a.ndim else 1
-        return np.asarray(a.mean(axis=axes, keepdims=keepdim))
+        with np.errstate(invalid="ignore", divide="ignore"):  # mean of nothing is NaN, as in torch
+            return np.asarray(a.mean(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
         g = _expand_back(g, self.shape, self.axes, self.keepdim) / float(self.count)
