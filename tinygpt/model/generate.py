@@ -1,0 +1,138 @@
+"""Text generation, book sections 4.7 (`generate_text_simple`) and 5.3 (`generate`), plus the
+section-5.1 helpers `text_to_token_ids` / `token_ids_to_text`.
+
+`generate(..., use_cache=True)` keeps a KV cache: the prompt is fed once, then one token per
+step, and the cached keys and values of earlier tokens are reused. It produces the same tokens
+as `use_cache=False` (the book's loop), for greedy decoding and for seeded sampling alike: both
+paths draw from `tinygpt.multinomial` once per step, in the same order.
+
+Past the context window. The book crops the input to its last `context_size` tokens every step
+(a sliding window), so once the text is longer than the window every position shifts by one per
+step and earlier keys/values no longer apply. The cached path does exactly the same: when its
+cache is full it is reset and rebuilt from the last `context_size` tokens, every step from then
+on. The tokens stay identical to the uncached path; only the speed falls back to the uncached
+rate once the window slides.
+"""
+import numpy as np
+
+from ..core.autograd import no_grad
+from ..core.tensor import Tensor
+from ..ops import argmax, topk
+from ..ops.sampling import multinomial
+from .gpt import GPTModel
+
+
+def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
+    """Section 5.1.1: encode text (allowing '<|endoftext|>') -> int64 ndarray (1, n)."""
+    try:
+        ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    except TypeError:  # a tokenizer whose encode takes the text only
+        ids = tokenizer.encode(text)
+    return np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (1, n)
+
+
+def token_ids_to_text(token_ids, tokenizer) -> str:
+    """Section 5.1.1: ids of shape (1, n) or (n,) (ndarray, Tensor or list) -> text."""
+    ids = np.asarray(token_ids.data if isinstance(token_ids, Tensor) else token_ids)
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids[0]                                 # (n,)
+    if ids.ndim != 1:
+        raise ValueError(f"token_ids_to_text needs ids of shape (1, n) or (n,), got {ids.shape}")
+    return tokenizer.decode([int(i) for i in ids])
+
+
+def _token_ids(idx):
+    """(ids as an int64 ndarray (batch, tokens), whether the caller passed a Tensor)."""
+    was_tensor = isinstance(idx, Tensor)
+    ids = np.asarray(idx.data if was_tensor else idx)
+    if ids.dtype.kind not in "iu" or ids.ndim != 2:
+        raise ValueError(f"idx must be integer token ids of shape (batch, tokens), got dtype "
+                         f"{ids.dtype} and shape {ids.shape} (add a batch axis: idx[None, :])")
+    return ids.astype(np.int64), was_tensor
+
+
+def _check_context_size(model, context_size):
+    if not isinstance(context_size, (int, np.integer)) or context_size <= 0:
+        raise ValueError(f"context_size must be a positive int, got {context_size!r}")
+    ctx = getattr(model, "cfg", {}).get("context_length")
+    if ctx is not None and context_size > ctx:
+        raise ValueError(f"context_size {context_size} exceeds the model's context_length {ctx}")
+
+
+def _last_logits(model, ids, kv_cache=None) -> np.ndarray:
+    """Logits of the last position, (batch, vocab) ndarray."""
+    if isinstance(model, GPTModel):
+        logits = model(ids, kv_cache=kv_cache, last_only=True)  # (b, 1, vocab)
+    else:
+        logits = model(ids)                                      # (b, T, vocab)
+    return logits.data[:, -1, :]                                 # (b, vocab)
+
+
+def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
+    """Section 4.7: greedy decoding, the whole (cropped) context recomputed every step.
+    idx (batch, n) int ndarray or Tensor -> (batch, n + max_new_tokens), same kind as idx."""
+    ids, was_tensor = _token_ids(idx)
+    _check_context_size(model, context_size)
+    with no_grad():
+        for _ in range(max_new_tokens):
+            idx_cond = ids[:, -context_size:]        # (b, <= context_size)
+            logits = model(idx_cond)                 # (b, T, vocab)
+            logits = logits[:, -1, :]                # (b, vocab)
+            probas = logits.softmax(dim=-1)          # (b, vocab)
+            idx_next = argmax(probas, dim=-1, keepdim=True).data  # (b, 1)
+            ids = np.concatenate([ids, idx_next], axis=1)         # (b, n + 1)
+    return Tensor(ids) if was_tensor else ids
+
+
+def _next_token(logits: np.ndarray, temperature: float, top_k) -> np.ndarray:
+    """Section 5.3: top-k filter with -inf, temperature scaling, then multinomial sampling
+    (temperature > 0) or argmax (temperature 0). logits (b, vocab) -> ids (b, 1)."""
+    if top_k is not None:
+        top_logits, _ = topk(Tensor(logits), top_k)  # (b, k), descending
+        min_val = top_logits.data[:, -1:]            # (b, 1)
+        logits = np.where(logits < min_val, -np.inf, logits)  # (b, vocab)
+    if temperature > 0.0:
+        logits = logits / temperature                # (b, vocab)
+        probs = Tensor(logits).softmax(dim=-1)       # (b, vocab)
+        return multinomial(probs, num_samples=1).data  # (b, 1)
+    return argmax(Tensor(logits), dim=-1, keepdim=True).data  # (b, 1)
+
+
+def generate(model, idx, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+             top_k: int | None = None, eos_id: int | None = None,
+             use_cache: bool = True):
+    """Section 5.3: generate up to `max_new_tokens` tokens after `idx` (batch, n).
+
+    temperature 0.0: greedy (argmax); > 0: logits / temperature, softmax, then one draw from
+    `tinygpt.multinomial` per step (seed with `tinygpt.manual_seed`). top_k: keep the k largest
+    logits, the rest become -inf. eos_id: stop before appending the first generated eos_id
+    (batch size 1 only, as in the book). use_cache: reuse keys/values through a KV cache
+    (GPTModel only); identical tokens, see the module docstring for the sliding window.
+    The model's train/eval mode is left as it is: call model.eval() first, as the book does.
+    Returns (batch, n + generated) int64, an ndarray or a Tensor like `idx`."""
+    ids, was_tensor = _token_ids(idx)
+    _check_context_size(model, context_size)
+    temperature = float(temperature)
+    if temperature < 0.0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if eos_id is not None and ids.shape[0] != 1:
+        raise ValueError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
+                         f"{ids.shape[0]}")
+    if use_cache and not isinstance(model, GPTModel):
+        raise TypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
+                        "pass use_cache=False")
+    with no_grad():
+        cache = model.new_kv_cache(context_size) if use_cache else None
+        for _ in range(max_new_tokens):
+            if cache is None:
+                logits = _last_logits(model, ids[:, -context_size:])  # (b, vocab)
+            elif 0 < cache.length < context_size:
+                logits = _last_logits(model, ids[:, -1:], cache)      # (b, vocab), one new token
+            else:  # first step, or the window slides: (re)build the cache from the window
+                cache.reset()
+                logits = _last_logits(model, ids[:, -context_size:], cache)  # (b, vocab)
+            idx_next = _next_token(logits, temperature, top_k)        # (b, 1)
+            if eos_id is not None and idx_next[0, 0] == eos_id:
+                break
+            ids = np.concatenate([ids, idx_next], axis=1)             # (b, n + 1)
+    return Tensor(ids) if was_tensor else ids
