@@ -403,3 +403,31 @@ def test_scaled_causal_softmax_large_torch(shape, dtype):
     scale = 1 / math.sqrt(64)
     check_op(lambda t: F.scaled_causal_softmax(t, scale), lambda t: torch_causal_softmax(t, scale), [s],
              name="scaled_causal_softmax large")
+
+
+# ---- linear (the fused x @ W.T + b op behind nn.Linear) ---------------------------------------
+
+@st.composite
+def linear_case(draw, dtype):
+    lead = draw(S.shapes(max_dims=2))
+    n_in, n_out = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    x = draw(S.arrays((*lead, n_in), dtype))
+    w = draw(S.arrays((n_out, n_in), dtype))
+    return x, w, draw(S.arrays((n_out,), dtype)), draw(st.booleans())
+
+
+@DT
+@given(data=st.data())
+def test_linear_torch(dtype, data):
+    x, w, b, with_bias = data.draw(linear_case(dtype))
+    if with_bias:
+        check_op(F.linear, TF.linear, [x, w, b], name="linear")
+    else:
+        check_op(F.linear, TF.linear, [x, w], name="linear (no bias)")
+
+
+@FD
+@given(data=st.data())
+def test_linear_fd(data):
+    x, w, b, with_bias = data.draw(linear_case(F64))
+    fd_check(F.linear, [x, w, b] if with_bias else [x, w], name="linear")

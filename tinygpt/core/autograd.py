@@ -91,19 +91,33 @@ def _toposort(root):
     return order
 
 
+def _owned(g, handed_out: set) -> np.ndarray:
+    """A gradient array a leaf may keep (optimizers and clipping update .grad in place): copy it
+    only when it could be shared (a view, read-only, or already given to another leaf)."""
+    if isinstance(g, np.ndarray) and g.base is None and g.flags.writeable and id(g) not in handed_out:
+        handed_out.add(id(g))
+        return g
+    g = np.array(g)
+    handed_out.add(id(g))
+    return g
+
+
 def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Propagate `grad` from `root` to every leaf that requires a gradient, accumulating into
     `.grad` as PyTorch does. Unless `retain_graph`, each op's saved arrays are freed once used,
     and a second backward through the same graph raises."""
     grads = {id(root): grad}
+    handed_out = set()
     for node in reversed(_toposort(root)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
         ctx = node._ctx
         if ctx is None:  # a leaf
-            # np.array/asarray: arithmetic on 0-d arrays returns NumPy scalars, .grad is an ndarray
-            node.grad = np.array(g) if node.grad is None else np.asarray(node.grad + g)
+            if node.grad is None:
+                node.grad = _owned(g, handed_out)
+            else:  # accumulate like PyTorch; np.asarray because 0-d arithmetic gives scalars
+                node.grad = np.asarray(node.grad + g)
             continue
         if getattr(ctx, "freed", False):
             raise RuntimeError(
