@@ -1,29 +1,18 @@
-"""Checksummed, resumable downloads, and the GPT-2 files on the Hugging Face Hub.
-
-`download_file(url, dest, sha256=None, size=None)` streams into `dest + ".part"` with a tqdm bar,
-resumes an existing .part with an HTTP Range request, verifies size and sha256, and only then
-renames the .part to `dest` (atomic on one filesystem). So a file at `dest` has always passed
-verification; a corrupt download is deleted, never used. Standard library + tqdm only: the
-dataset downloaders reuse it.
+"""The GPT-2 files on the Hugging Face Hub (the download itself is `tinygpt.data.download`).
 
 `download_gpt2(name)` fetches config.json + model.safetensors of one GPT-2 size into
 `$TINYGPT_HOME/models/<repo>/` (default `~/.cache/tinygpt/models/<repo>/`) from
 `$TINYGPT_HF_ENDPOINT` (default https://huggingface.co; tests point it at 127.0.0.1).
 """
-import hashlib
 import json
 import os
-import re
-import time
-import urllib.error
-import urllib.request
-from http.client import HTTPException
 from pathlib import Path
 
-from tqdm.auto import tqdm
+
+from ..data.download import (ChecksumError, DownloadError, cache_home, download_file,  # noqa: F401
+                             sha256_file)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-CHUNK = 1 << 20
 
 # The four GPT-2 sizes as published on the Hub. `sha256`/`size` of model.safetensors are the
 # Hub's LFS values. Only gpt2 (124M) is recorded: size 548,105,171 and its sha256 agree across
@@ -48,144 +37,10 @@ GPT2_MODELS = {
 }
 
 
-class DownloadError(OSError):
-    """A download that could not complete or did not verify; the message says what was tried."""
-
-
-class ChecksumError(DownloadError):
-    """The downloaded bytes are not the expected file (the file was deleted)."""
-
-
-class _Interrupted(Exception):
-    """The connection broke mid-body: the .part file is kept and can be resumed."""
-
-
-def cache_home() -> Path:
-    return Path(os.environ.get("TINYGPT_HOME") or Path.home() / ".cache" / "tinygpt").expanduser()
-
-
 def hf_endpoint(endpoint: str = None) -> str:
     return (endpoint or os.environ.get("TINYGPT_HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download_file(url: str, dest, sha256: str = None, size: int = None, *, progress: bool = True,
-                  timeout: float = 30.0, retries: int = 3, validate=None, desc: str = None) -> Path:
-    """Download `url` to `dest` unless `dest` already exists (with the expected size, if known).
-
-    Bytes go to `dest.part`; an existing .part is resumed with `Range: bytes=<n>-`. A connection
-    cut mid-body is resumed up to `retries` times, then DownloadError says where the partial file
-    is (run again to resume). When complete: size, sha256 and `validate(path)` (a callable that
-    raises on bad content) are checked; on failure the file is deleted and ChecksumError raised;
-    on success it is renamed to `dest`. Returns `dest` as a Path."""
-    dest = Path(dest)
-    if dest.exists():
-        if size is None or dest.stat().st_size == size:
-            return dest
-        dest.unlink()  # not the file we want (truncated by hand, or an older version)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
-        try:
-            _fetch(url, part, size, progress, timeout, desc or dest.name)
-            break
-        except _Interrupted as e:
-            if attempt == retries:
-                have = part.stat().st_size if part.exists() else 0
-                raise DownloadError(f"download of {url} was interrupted ({e}); the partial file "
-                                    f"{part} ({have:,} bytes) is kept: run again to resume") from None
-            time.sleep(min(0.5 * 2 ** attempt, 8.0))
-    _verify(url, part, sha256, size, validate)
-    os.replace(part, dest)
-    return dest
-
-
-def _fetch(url, part: Path, size, progress, timeout, desc) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
-        part.unlink()
-        have = 0
-    if size is not None and have == size:
-        return  # complete from an earlier run; only verification is left
-    headers = {"User-Agent": "tinygpt", "Accept-Encoding": "identity"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:
-            return  # nothing left to send: the .part is complete (verification decides)
-        raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}{_kept(part)}") from None
-    except (urllib.error.URLError, OSError, HTTPException) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"could not download {url}: {reason} (offline, or the server is "
-                            f"down?){_kept(part)}") from None
-    with resp:
-        mode = "wb"
-        if have and resp.status == 206:
-            m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != have:
-                part.unlink()
-                raise _Interrupted(f"server resumed at the wrong offset "
-                                   f"({resp.headers.get('Content-Range')!r} for {have})")
-            mode = "ab"
-        else:
-            have = 0  # a plain 200: the server sends the whole file again
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        total = have + length if length is not None else size
-        got = 0
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=desc, disable=not progress,
-                                         leave=False) as bar:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, HTTPException) as e:  # reset, timeout, IncompleteRead
-                    raise _Interrupted(f"{type(e).__name__}: {e}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
-    if length is not None and got < length:  # http.client does not raise for a short body
-        raise _Interrupted(f"connection closed after {have + got:,} of {have + length:,} bytes")
-
-
-def _kept(part: Path) -> str:
-    if part.exists():
-        return f"; the partial file {part} ({part.stat().st_size:,} bytes) is kept for a resume"
-    return ""
-
-
-def _verify(url, part: Path, sha256, size, validate) -> None:
-    """Check the finished .part; delete it and raise ChecksumError if it is not the file."""
-    problem = None
-    actual = part.stat().st_size
-    if size is not None and actual != size:
-        problem = f"has {actual:,} bytes, expected {size:,}"
-    elif sha256 is not None and (digest := sha256_file(part)) != sha256.lower():
-        problem = f"has sha256 {digest}, expected {sha256.lower()}"
-    elif validate is not None:
-        try:
-            validate(part)
-        except Exception as e:
-            problem = f"is not valid: {e}"
-    if problem:
-        part.unlink()
-        raise ChecksumError(f"the file downloaded from {url} {problem}; the corrupt file {part} "
-                            f"was deleted. Try again; if it fails again the file on the server "
-                            f"differs from the one recorded.")
-
-
-# --- GPT-2 on the Hugging Face Hub --------------------------------------------------------
 def resolve_model_name(name) -> str | None:
     """The canonical name ("gpt2-small (124M)", ...) for any accepted spelling, else None."""
     if not isinstance(name, str):
