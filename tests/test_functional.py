@@ -105,7 +105,9 @@ def layer_norm_case(draw, dtype):
     """x (..., D), D >= 2, with well-conditioned rows: each row is rescaled in place (keeping the
     drawn memory layout) to mean in [-2, 2] and std in [0.5, 2], so rstd <= 2 and rounding is
     not amplified; rows with variance << eps are test_layer_norm_degenerate_rows_torch's job."""
-    shape = (*draw(S.shapes(max_dims=3)), draw(st.integers(2, 6)))
+    # D >= 3: with 2 features each row normalises to (-1, 1) whatever x is, so dx is exactly 0
+    # in theory and only rounding noise in practice, which no relative tolerance can judge
+    shape = (*draw(S.shapes(max_dims=3)), draw(st.integers(3, 6)))
     x = draw(S.arrays(shape, dtype))
     if not x.flags.writeable:  # a broadcast view; along the last axis it would be constant rows
         x = x.copy()

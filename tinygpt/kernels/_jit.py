@@ -1,0 +1,136 @@
+"""Numba plumbing shared by the kernel modules: njit, the compile policy, and row-chunk threading.
+
+Compile policy. ``njit`` is ``numba.njit(cache=True, nogil=True)``. Kernels compile lazily, on their
+first call, for the argument types actually seen (float32 or float64, C-contiguous: every wrapper
+calls ``np.ascontiguousarray`` first); ``cache=True`` keeps the machine code in ``__pycache__`` (or
+``NUMBA_CACHE_DIR``), so importing tinygpt compiles nothing and a later interpreter only loads
+what it uses. Without Numba, or under ``NUMBA_DISABLE_JIT=1``, kernels run as plain Python.
+Numba's cache does not track callees: after editing a helper (``_rows.py``, ``chunk_bounds``) delete
+``tinygpt/kernels/__pycache__/*.nb[ic]``, or its callers keep the old machine code.
+
+Threading. Kernels are serial Numba functions over a contiguous block of independent output rows
+(``kernel(..., c, nchunks)`` handles rows [c*R//n, (c+1)*R//n)); ``run_chunks`` hands the chunks out
+one at a time to the calling thread and a small persistent thread pool (the kernels release the
+GIL). Up to 4 chunks per thread, claimed dynamically: with static halves, a 2-thread call waited
+for the half whose thread did not get a core, and ran 3-7x slower than 1 thread while another
+process was busy (bench/kernels.py, softmax fwd 5.2 ms vs 1.4 ms).
+Why not ``parallel=True``/``prange``: the same kernels written with prange took 28.2 s of CPU to
+compile cold (every kernel, float32 and float64) against 12.6 s serial, and prange brings the
+threading-layer trouble of STYLE.md (OpenMP threads spin-wait; 10x slower under contention). A
+waiting pool thread sleeps on a lock instead. 2-thread run times of the two designs could not be
+compared fairly here (1.5+ other cores busy all session; both varied 2-4x run to run). A hand-off
+costs ~25 us (measured: 1 us for one chunk, 23-29 us for two), so kernels only split when each
+chunk gets ~0.2 ms of work (their ``MIN_ELEMS``). Thread count: ``NUMBA_NUM_THREADS`` (default: the
+CPU count), changeable with ``set_num_threads``.
+"""
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    import numba
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a hard dependency in practice
+    numba = None
+    HAVE_NUMBA = False
+
+
+def njit(*args, **kwargs):
+    """``numba.njit(cache=True, nogil=True, error_model="numpy")``; kernels are top-level functions.
+
+    error_model="numpy": x / 0 gives inf/nan like NumPy instead of raising; the default "python"
+    model puts a zero test in front of every division, which stops LLVM vectorising the loop
+    (measured: AdamW 8.4 ns/param scalar).
+    """
+    kwargs.setdefault("cache", True)
+    kwargs.setdefault("nogil", True)
+    kwargs.setdefault("error_model", "numpy")
+    if not HAVE_NUMBA:
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+    return numba.njit(*args, **kwargs)
+
+
+_threads = int(numba.config.NUMBA_NUM_THREADS) if HAVE_NUMBA else (os.cpu_count() or 1)
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+CHUNKS_PER_THREAD = 4  # >1 so a thread that gets the CPU late just takes fewer chunks
+
+
+def num_threads():
+    return _threads
+
+
+def set_num_threads(n):
+    """Threads the kernels may use (>= 1)."""
+    global _threads
+    _threads = max(1, int(n))
+
+
+def chunks(rows, min_rows):
+    """Number of independent row chunks: 1 on one thread, else up to CHUNKS_PER_THREAD per thread,
+    none smaller than `min_rows` rows."""
+    if _threads == 1:
+        return 1
+    return max(1, min(CHUNKS_PER_THREAD * _threads, rows // max(1, min_rows)))
+
+
+def chunk_bounds(c, nchunks, rows):
+    """Rows [lo, hi) of chunk c."""
+    return c * rows // nchunks, (c + 1) * rows // nchunks
+
+
+if HAVE_NUMBA:
+    chunk_bounds = njit(chunk_bounds)
+
+
+class _Job:
+    """Chunks 0..n-1 of one kernel call, handed out one at a time to whichever thread asks first."""
+
+    def __init__(self, kernel, args, n):
+        self.kernel, self.args, self.n = kernel, args, n
+        self.next = itertools.count()  # next() is atomic under the GIL
+        self.left = n
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error = None
+
+    def work(self):
+        while (c := next(self.next)) < self.n:
+            try:
+                self.kernel(*self.args, c, self.n)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                self.error = e
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+
+def run_chunks(kernel, nchunks, *args):
+    """kernel(*args, c, nchunks) for every c in range(nchunks), on this thread and the pool.
+
+    Chunks are claimed dynamically: when the other core is busy (another process), this thread
+    simply runs more of them, and it only waits for chunks a pool thread has actually started.
+    """
+    global _pool, _pool_size
+    if nchunks == 1:
+        kernel(*args, 0, 1)
+        return
+    job = _Job(kernel, args, nchunks)
+    helpers = min(_threads, nchunks) - 1
+    with _pool_lock:
+        if _pool_size < helpers:  # (re)build once with enough workers; the old one winds down
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool_size = max(helpers, _threads - 1)
+            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="tinygpt-kernel")
+        for _ in range(helpers):
+            _pool.submit(job.work)
+    job.work()
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
