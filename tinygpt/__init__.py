@@ -9,3 +9,8 @@ from . import nn, optim  # noqa: E402  (nn and optim build on the names above)
 from .model import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple  # noqa: E402
 
 __version__ = "0.1.0"
+
+__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "rand", "arange", "tril", "triu", "cat",
+           "stack", "where", "argmax", "topk", "matmul", "multinomial", "no_grad",
+           "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state", "nn", "optim",
+           "GPTModel", "GPT_CONFIG_124M", "generate", "generate_text_simple"]
