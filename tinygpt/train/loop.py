@@ -80,7 +80,7 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
 
     bar = tqdm(total=total_steps, initial=loop["global_step"] + 1, disable=quiet, unit="step",
                dynamic_ncols=True, desc="train")
-    write = (lambda s: None) if quiet else bar.write
+    write = print if quiet else bar.write  # quiet: no progress bar; evaluations still print
     start, tokens_at_start = time.perf_counter(), loop["tokens"]
     model.train()
     try:
