@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         runners[args.command](args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, ImportError,
-            ConnectionError) as err:
+    except (ValueError, OSError, ImportError) as err:  # OSError: missing files, downloads, network
         print(f"tinygpt {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

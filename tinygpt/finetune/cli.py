@@ -1,0 +1,7 @@
+"""Registers the fine-tuning subcommands (book chapters 6 and 7) with the `tinygpt` command."""
+from . import classify_cmd, instruct_cmd
+
+
+def register(command) -> None:
+    classify_cmd.add_cli(command)
+    instruct_cmd.add_cli(command)
