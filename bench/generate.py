@@ -1,42 +1,68 @@
 """Generation speed: new tokens per second, GPT_CONFIG_124M (random weights), batch 1, greedy.
 
-    python bench/generate.py                      # 200 new tokens after an 8-token prompt
-    python bench/generate.py --threads 1          # pin BLAS/Numba to one thread
-    python bench/generate.py --runners tinygpt-cached --new-tokens 50 --json runs/gen.json
+    python bench/generate.py                      # 200 new tokens after an 8-token prompt; 1 and 2 threads
+    python bench/generate.py --threads 1          # one thread count (runs in this process)
+    python bench/generate.py --runners tinygpt-cached torch-kv-cache --new-tokens 50 --json runs/gen.json
 
-Each runner is a factory registered with `@runner(name)`: given the config and the prompt it
-builds what it needs (models are shared through `shared_model`) and returns a function
-`generate(prompt_ids, new_tokens) -> ids (1, n + new_tokens)`. A PyTorch baseline is one more
-factory (for example the book's `generate_text_simple` on tests/reference/torch_gpt.py's
-GPTModel with the same weights): add it below and it shows up in the table and the JSON.
+Runners (all on the same weights: the PyTorch model is the book's `llms_from_scratch.ch04.GPTModel`
+loaded with tinygpt's state dict):
+  tinygpt-book-simple  tinygpt's section-4.7 loop (full logits for the whole window every step)
+  tinygpt-uncached     generate(use_cache=False): window recomputed every step, last logits only
+  tinygpt-cached       generate(use_cache=True): prompt once, then one token per step (KV cache)
+  torch-book-simple    the book's own `ch04.generate_text_simple` on the PyTorch model
+  torch-kv-cache       a PyTorch KV-cache decoder of the same model, written here (the book
+                       package's `kv_cache.gpt2` fails on its first cached step, PERF-NOTES.md):
+                       the ch04 modules (its LayerNorm, GELU, Linear layers) with a preallocated
+                       cache per layer and the causal mask only on the prompt step
+Each runner is a factory registered with `@runner(name)`: given the config and the seed it builds
+what it needs (models are shared through `shared_model` / `shared_torch_model`) and returns
+`generate(prompt_ids, new_tokens) -> ids (1, n + new_tokens)` as a NumPy array.
 
-Every line records the background load (busy CPUs from /proc/stat minus this process's own CPU
-time): 2-thread figures taken while something else runs are not trustworthy (PERF-NOTES.md).
+Each runner gets one untimed 2-token call (compile, page-in), then one timed call.
+Memory bandwidth: a 256 MB float32 array copied in `threads` slices by `threads` threads, best of
+7, counted STREAM-style (bytes read + bytes written) / s. Decoding one token reads every weight
+once (all parameters but the two embedding tables, of which one row each), so
+bound = weight bytes / bandwidth is the floor on ms per token; "x bound" = ms/token / bound.
+
+With several thread counts (default 1,2) each count runs in a child process with OMP/OPENBLAS/
+MKL/NUMBA_NUM_THREADS set before NumPy/torch load; the parent prints one combined table.
+Every line records the background load (other processes' CPU, cores: /proc/stat minus this
+process's CPU): a multi-thread figure taken with more than 0.2 cores of it is not reported
+(PERF-NOTES.md); --show-busy prints it anyway, marked *.
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (LoadMeter, busy, fmt, header, markdown_table, set_threads,  # noqa: E402
+                     thread_env, write_json)
 
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--prompt-tokens", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None,
-                   help="set OMP/OPENBLAS/MKL/NUMBA thread counts (default: library defaults)")
+    p.add_argument("--threads", default="1,2",
+                   help="comma-separated thread counts (default 1,2); one count runs in-process")
     p.add_argument("--runners", nargs="*", default=None,
                    help="which runners to time (default: all registered); choose from the table")
+    p.add_argument("--quick", action="store_true", help="50 new tokens, skip the *-book-simple runners")
+    p.add_argument("--show-busy", action="store_true", help="print figures taken under background load (marked *)")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 ARGS = _parse_args() if __name__ == "__main__" else _parse_args([])
-if ARGS.threads:  # before NumPy/Numba/torch are imported, or it has no effect
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
+SINGLE = "," not in ARGS.threads
+if SINGLE:  # before NumPy/Numba/torch are imported, or it has no effect
+    os.environ.update({k: v for k, v in thread_env(int(ARGS.threads)).items() if k.endswith("NUM_THREADS")})
 
 import numpy as np  # noqa: E402
 
@@ -65,6 +91,21 @@ def shared_model(cfg, seed):
     return _MODELS[key]
 
 
+def shared_torch_model(cfg, seed):
+    """The book's PyTorch GPTModel (llms_from_scratch.ch04) with shared_model's weights, eval mode."""
+    key = ("torch", tuple(sorted(cfg.items())), seed)
+    if key not in _MODELS:
+        import torch
+        from llms_from_scratch import ch04
+        if SINGLE:
+            torch.set_num_threads(int(ARGS.threads))
+        model = ch04.GPTModel(cfg)
+        sd = shared_model(cfg, seed).state_dict()
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        _MODELS[key] = model.eval()
+    return _MODELS[key]
+
+
 @runner("tinygpt-book-simple")
 def _tinygpt_book(cfg, seed):
     """The book's section-4.7 loop: full logits for the whole window every step."""
@@ -86,67 +127,245 @@ def _tinygpt_cached(cfg, seed):
     return lambda ids, n: generate(model, ids, n, cfg["context_length"], use_cache=True)
 
 
+@runner("torch-book-simple")
+def _torch_book(cfg, seed):
+    """The book's own ch04.generate_text_simple on its GPTModel (whole window every step)."""
+    import torch
+    from llms_from_scratch import ch04
+    model = shared_torch_model(cfg, seed)
+
+    def gen(ids, n):
+        return ch04.generate_text_simple(model, torch.from_numpy(ids), n, cfg["context_length"]).numpy()
+    return gen
+
+
+class TorchKVDecoder:
+    """Greedy KV-cache decoding for the book's ch04.GPTModel (eval mode, batch 1+).
+
+    The same modules and arithmetic as ch04's forward (its LayerNorm, FeedForward with its GELU,
+    W_query/W_key/W_value/out_proj, dropout off in eval), but keys and values of past positions
+    come from a cache preallocated to `max_len`; new tokens attend to cache[:pos + t]. Only the
+    prompt step (t > 1) needs the causal mask; a single new token sees every cached position."""
+
+    def __init__(self, model, max_len):
+        self.model, self.max_len = model, max_len
+
+    def _forward(self, ids, caches, start):
+        import torch
+        m = self.model
+        b, t = ids.shape
+        x = m.tok_emb(ids) + m.pos_emb(torch.arange(start, start + t))   # (b, t, d)
+        end = start + t
+        for block, (kc, vc) in zip(m.trf_blocks, caches):
+            att = block.att
+            h, hd = att.num_heads, att.head_dim
+            y = block.norm1(x)
+            q = att.W_query(y).view(b, t, h, hd).transpose(1, 2)          # (b, h, t, hd)
+            kc[:, :, start:end] = att.W_key(y).view(b, t, h, hd).transpose(1, 2)
+            vc[:, :, start:end] = att.W_value(y).view(b, t, h, hd).transpose(1, 2)
+            scores = q @ kc[:, :, :end].transpose(2, 3)                     # (b, h, t, end)
+            if t > 1:
+                mask = torch.ones(t, end, dtype=torch.bool).triu(start + 1)  # query i sees <= start+i
+                scores.masked_fill_(mask, -torch.inf)
+            w = torch.softmax(scores / hd ** 0.5, dim=-1)
+            ctx = (w @ vc[:, :, :end]).transpose(1, 2).reshape(b, t, att.d_out)
+            x = x + att.out_proj(ctx)
+            x = x + block.ff(block.norm2(x))
+        return m.out_head(m.final_norm(x[:, -1:, :]))[:, -1, :]           # (b, vocab)
+
+    def generate(self, idx, max_new_tokens):
+        import torch
+        m = self.model
+        b = idx.shape[0]
+        att0 = m.trf_blocks[0].att
+        shape = (b, att0.num_heads, self.max_len, att0.head_dim)
+        with torch.no_grad():
+            caches = [(torch.empty(shape), torch.empty(shape)) for _ in m.trf_blocks]
+            if idx.shape[1] + max_new_tokens > self.max_len:
+                raise ValueError("TorchKVDecoder: prompt + new tokens exceed the cache (no sliding window)")
+            logits = self._forward(idx, caches, 0)
+            pos, out = idx.shape[1], [idx]
+            for i in range(max_new_tokens):
+                nxt = torch.argmax(logits, dim=-1, keepdim=True)           # (b, 1)
+                out.append(nxt)
+                if i + 1 < max_new_tokens:
+                    logits = self._forward(nxt, caches, pos)
+                    pos += 1
+        return torch.cat(out, dim=1)
+
+
+@runner("torch-kv-cache")
+def _torch_kv(cfg, seed):
+    """TorchKVDecoder above: prompt once, then one token per step."""
+    import torch
+    dec = TorchKVDecoder(shared_torch_model(cfg, seed), cfg["context_length"])
+    return lambda ids, n: dec.generate(torch.from_numpy(ids), n).numpy()
+
+
 # --- measuring ----------------------------------------------------------------------------------
-def _cpu_jiffies():
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+def memory_bandwidth(threads, mbytes=256, repeats=7):
+    """GB/s of a large float32 copy in `threads` slices by `threads` threads (NumPy releases the GIL
+    in the copy loop), STREAM convention: (bytes read + bytes written) / s; best of `repeats`."""
+    from concurrent.futures import ThreadPoolExecutor
+    n = mbytes * 2 ** 20 // 4
+    src = np.ones(n, np.float32)
+    dst = np.zeros(n, np.float32)
+    dst[:] = 0.0  # first touch outside the timing
+    bounds = [(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+
+    def part(i):
+        lo, hi = bounds[i]
+        np.copyto(dst[lo:hi], src[lo:hi])
+
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(part, range(threads)))
+            best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9
 
 
-def _background_cpus(busy0, total0, own0, wall):
-    """Average number of CPUs kept busy by other processes during the run."""
-    busy1, total1 = _cpu_jiffies()
-    ncpu = os.cpu_count() or 1
-    if total1 == total0 or wall <= 0:
-        return float("nan")
-    busy_cpus = ncpu * (busy1 - busy0) / (total1 - total0)
-    own = (time.process_time() - own0) / wall
-    return max(0.0, busy_cpus - own)
+def decode_weight_bytes(model):
+    """Bytes one decoding step must read: every parameter except the embedding tables (one row of
+    each is read), each shared Parameter once."""
+    total, seen = 0, set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        data = p.data
+        total += data.nbytes if name not in ("tok_emb.weight", "pos_emb.weight") else data[0].nbytes
+    return total
 
 
 def time_runner(name, generate_fn, prompt, new_tokens):
     generate_fn(prompt, 2)  # warm-up: Numba compiles, first-touch page faults
-    busy0, total0 = _cpu_jiffies()
-    own0, t0 = time.process_time(), time.perf_counter()
+    meter = LoadMeter().start()
+    t0 = time.perf_counter()
     out = generate_fn(prompt, new_tokens)
     wall = time.perf_counter() - t0
+    meter.stop()
     out = np.asarray(out.data if isinstance(out, tg.Tensor) else out)
     produced = out.shape[1] - prompt.shape[1]
     return {"runner": name, "new_tokens": int(produced), "seconds": wall,
             "tokens_per_s": produced / wall, "ms_per_token": 1e3 * wall / max(produced, 1),
-            "background_cpus": _background_cpus(busy0, total0, own0, wall),
-            "tokens": out[0].tolist()}
+            "background_cpus": meter.cores, "tokens": out[0].tolist()}
 
 
-def main():
+BASELINE = {"tinygpt-cached": "torch-kv-cache", "tinygpt-uncached": "torch-book-simple",
+            "tinygpt-book-simple": "torch-book-simple"}
+
+
+def table(results, show_busy):
+    """One markdown table over every thread count's results."""
+    rows = []
+    for res in results:
+        thr, bound_ms = res["threads"], res["bound_ms"]
+        by_name = {r["runner"]: r for r in res["results"]}
+        for r in res["results"]:
+            hide = busy(r["background_cpus"], thr) and not show_busy
+            mark = "*" if busy(r["background_cpus"], thr) and not hide else ""
+            base = by_name.get(BASELINE.get(r["runner"]))
+            vs = r["tokens_per_s"] / base["tokens_per_s"] if base else None
+            base_busy = base is not None and busy(base["background_cpus"], thr) and not show_busy
+            rows.append([r["runner"], thr, fmt(r["tokens_per_s"], ".2f", hide) + mark,
+                         fmt(r["ms_per_token"], ".1f", hide) + mark,
+                         fmt(r["ms_per_token"] / bound_ms, ".2f", hide) + mark,
+                         (fmt(vs, ".2f", hide or base_busy) + mark) if base else "",
+                         f"{r['background_cpus']:.2f}"])
+    return markdown_table(["runner", "threads", "tok/s", "ms/token", "x bound", "vs torch", "bg load"], rows)
+
+
+def run_single(threads):
+    """Time every runner in this process; returns the result dict (and prints a line per runner)."""
     cfg = dict(GPT_CONFIG_124M)
-    names = ARGS.runners or list(RUNNERS)
+    names = ARGS.runners or [n for n in RUNNERS if not (ARGS.quick and n.endswith("book-simple"))]
     unknown = [n for n in names if n not in RUNNERS]
     if unknown:
         sys.exit(f"unknown runner(s) {unknown}; registered: {list(RUNNERS)}")
+    new_tokens = 50 if ARGS.quick and ARGS.new_tokens == 200 else ARGS.new_tokens
     rng = np.random.default_rng(ARGS.seed)
     prompt = rng.integers(0, cfg["vocab_size"], size=(1, ARGS.prompt_tokens)).astype(np.int64)
-    print(f"GPT_CONFIG_124M, random weights, batch 1, greedy, {ARGS.prompt_tokens}-token prompt, "
-          f"{ARGS.new_tokens} new tokens, threads={ARGS.threads or 'default'}, "
-          f"kernels={tg.kernels.BACKEND}, cpus={os.cpu_count()}")
-    print(f"{'runner':24s} {'tok/s':>8s} {'ms/tok':>8s} {'seconds':>8s} {'bg cpus':>8s}")
+    if any(n.startswith("torch") for n in names):
+        import torch  # noqa: F401  (so set_threads sets its pool too)
+    pools = set_threads(threads)
+    meter = LoadMeter().start()
+    bw = memory_bandwidth(threads)
+    meter.stop()
+    weight_bytes = decode_weight_bytes(shared_model(cfg, ARGS.seed))
+    bound_ms = 1e3 * weight_bytes / (bw * 1e9)
+    print(f"## {threads} thread(s): GPT_CONFIG_124M, random weights, batch 1, greedy, {ARGS.prompt_tokens}-token "
+          f"prompt, {new_tokens} new tokens, kernels={tg.kernels.BACKEND}; thread pools {pools}")
+    print(f"## memory bandwidth {bw:.1f} GB/s (copy, {threads} thread(s), bg {meter.cores:.2f} cores); "
+          f"decode reads {weight_bytes / 1e6:.0f} MB of weights per token -> bound {bound_ms:.1f} ms/token "
+          f"({1e3 / bound_ms:.1f} tok/s)")
+    print(f"{'runner':24s} {'tok/s':>8s} {'ms/tok':>8s} {'x bound':>8s} {'seconds':>8s} {'bg cpus':>8s}")
     results = []
     for name in names:
-        res = time_runner(name, RUNNERS[name](cfg, ARGS.seed), prompt, ARGS.new_tokens)
+        res = time_runner(name, RUNNERS[name](cfg, ARGS.seed), prompt, new_tokens)
         results.append(res)
         print(f"{name:24s} {res['tokens_per_s']:8.2f} {res['ms_per_token']:8.1f} "
-              f"{res['seconds']:8.2f} {res['background_cpus']:8.2f}", flush=True)
+              f"{res['ms_per_token'] / bound_ms:8.2f} {res['seconds']:8.2f} {res['background_cpus']:8.2f}",
+              flush=True)
     token_sets = {tuple(r["tokens"]) for r in results}
     print("all runners produced the same tokens" if len(token_sets) == 1 else
-          "WARNING: runners produced different tokens")
+          "WARNING: runners produced different tokens: " + ", ".join(
+              f"{r['runner']} {r['tokens'][ARGS.prompt_tokens:ARGS.prompt_tokens + 6]}" for r in results))
     by_name = {r["runner"]: r for r in results}
     if "tinygpt-cached" in by_name and "tinygpt-uncached" in by_name:
         print(f"KV cache speed-up: {by_name['tinygpt-cached']['tokens_per_s'] / by_name['tinygpt-uncached']['tokens_per_s']:.1f}x")
+    return {"threads": threads, "bandwidth_gbs": bw, "bandwidth_bg_cpus": meter.cores,
+            "weight_bytes": weight_bytes, "bound_ms": bound_ms, "new_tokens": new_tokens, "results": results}
+
+
+def main():
+    if SINGLE:
+        if not ARGS.child:
+            print(header("tinygpt generation bench (bench/generate.py)"))
+        res = run_single(int(ARGS.threads))
+        if not ARGS.child:
+            print()
+            print(table([res], ARGS.show_busy))
+        if ARGS.json:
+            write_json(ARGS.json, {"args": vars(ARGS), "runs": [res]})
+        return
+    print(header("tinygpt generation bench (bench/generate.py)"))
+    runs = []
+    for threads in [int(t) for t in ARGS.threads.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "gen.json")
+            cmd = [sys.executable, os.path.abspath(__file__)] + _child_argv(sys.argv[1:], threads, out)
+            res = subprocess.run(cmd, check=False, env=thread_env(threads))
+            if res.returncode:
+                raise SystemExit(f"generate child ({threads} threads) failed")
+            with open(out) as f:
+                runs += json.load(f)["runs"]
+        print()
+    print(f"### Generation, GPT_CONFIG_124M, batch 1, greedy, {ARGS.prompt_tokens}-token prompt\n")
+    print(table(runs, ARGS.show_busy))
+    print("\nx bound = ms/token / (decode weight bytes / copy bandwidth); vs torch: tinygpt-cached against "
+          "torch-kv-cache, the uncached tinygpt runners against torch-book-simple.")
+    if any(busy(r["background_cpus"], run["threads"]) for run in runs for r in run["results"]):
+        print("'busy' / *: taken while other processes used > 0.2 cores; rerun on a quiet machine.")
     if ARGS.json:
-        os.makedirs(os.path.dirname(os.path.abspath(ARGS.json)), exist_ok=True)
-        with open(ARGS.json, "w") as f:
-            json.dump({"args": vars(ARGS), "results": results}, f, indent=1)
+        write_json(ARGS.json, {"args": vars(ARGS), "runs": runs})
+
+
+def _child_argv(argv, threads, json_path):
+    """The parent's arguments with --threads and --json replaced for one child."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--threads", "--json"):
+            skip = True
+            continue
+        if a.startswith(("--threads=", "--json=")):
+            continue
+        out.append(a)
+    return out + ["--threads", str(threads), "--json", json_path, "--child"]
 
 
 if __name__ == "__main__":
