@@ -25,6 +25,8 @@ from ..nn import Linear
 from ..nn import functional as F
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
+from ..train import loop as train_loop
+from ..train import loss as train_loss
 from ..train.checkpoint import read_checkpoint, save_checkpoint
 
 TRAINABLE = ("last", "all", "head")  # book setup, full fine-tuning, head only
@@ -66,16 +68,7 @@ def calc_loss_batch(input_batch, target_batch, model):
 
 def calc_loss_loader(data_loader, model, num_batches=None):
     """Mean batch loss over the loader or its first `num_batches` batches; NaN when empty."""
-    if len(data_loader) == 0:
-        return float("nan")
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    total = 0.0
-    with no_grad():
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if i >= num_batches:
-                break
-            total += calc_loss_batch(input_batch, target_batch, model).item()
-    return total / num_batches
+    return train_loss.calc_loss_loader(data_loader, model, num_batches, loss_fn=calc_loss_batch)
 
 
 def calc_accuracy_loader(data_loader, model, num_batches=None):
@@ -98,11 +91,7 @@ def calc_accuracy_loader(data_loader, model, num_batches=None):
 
 def evaluate_model(model, train_loader, val_loader, eval_iter):
     """Train and validation loss over the first `eval_iter` batches of each, in eval mode."""
-    model.eval()
-    train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter)
-    model.train()
-    return train_loss, val_loss
+    return train_loop.evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=calc_loss_batch)
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,

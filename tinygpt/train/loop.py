@@ -14,11 +14,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .loss import calc_loss_batch, calc_loss_loader
 
 
-def evaluate_model(model, train_loader, val_loader, eval_iter):
+def evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=None):
     """Train and validation loss over the first `eval_iter` batches of each, in eval mode."""
     model.eval()
-    train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter)
+    train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
+    val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
     model.train()
     return train_loss, val_loss
 

@@ -13,9 +13,11 @@ def calc_loss_batch(input_batch, target_batch, model):
     return F.cross_entropy(logits.flatten(0, 1), np.asarray(target_batch).reshape(-1))
 
 
-def calc_loss_loader(data_loader, model, num_batches=None) -> float:
+def calc_loss_loader(data_loader, model, num_batches=None, loss_fn=None) -> float:
     """Average batch loss over the loader, or over its first `num_batches` batches.
-    Returns NaN for an empty loader, as the book does."""
+    Returns NaN for an empty loader, as the book does. `loss_fn(inputs, targets, model)` defaults
+    to the next-token `calc_loss_batch`; chapter 6 passes its last-token classification loss."""
+    loss_fn = loss_fn or calc_loss_batch
     if len(data_loader) == 0:
         return float("nan")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -24,7 +26,7 @@ def calc_loss_loader(data_loader, model, num_batches=None) -> float:
         for i, (inputs, targets) in enumerate(data_loader):
             if i >= num_batches:
                 break
-            total += calc_loss_batch(inputs, targets, model).item()
+            total += loss_fn(inputs, targets, model).item()
     return total / num_batches
 
 
