@@ -19,9 +19,9 @@ NC = 256   # columns per task
 KC = 256   # depth of a B panel
 
 
-def matmul_ref(a, b):
-    # a (..., M, K) @ b (..., K, N) -> (..., M, N), batch dims broadcast
-    return np.matmul(a, b)
+def matmul_ref(a, b, out=None):
+    # a (..., M, K) @ b (..., K, N) -> (..., M, N), batch dims broadcast; out: write there
+    return np.matmul(a, b, out=out)
 
 
 @njit(fastmath={"contract"})
@@ -138,7 +138,11 @@ def use_numba_gemm(a, b):
     return RULE[shape_class(a, b)] == "numba"
 
 
-def matmul_numba(a, b):
+def matmul_numba(a, b, out=None):
     if use_numba_gemm(a, b):
-        return gemm_numba(a, b)
-    return np.matmul(a, b)
+        c = gemm_numba(a, b)
+        if out is None:
+            return c
+        out[...] = c
+        return out
+    return np.matmul(a, b, out=out)

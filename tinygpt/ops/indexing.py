@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import kernels
+from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor, as_tensor
@@ -56,7 +57,8 @@ class Embedding(Function):
         return weight[idx]
 
     def backward(self, g):
-        return kernels.embedding_backward(self.idx, g, self.num)
+        out = buffers.zeros("embedding.grad", (self.num, g.shape[-1]), g.dtype)
+        return kernels.embedding_backward(self.idx, g, self.num, out=out)
 
 
 def embedding(idx, weight):

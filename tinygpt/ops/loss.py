@@ -3,6 +3,7 @@ log-likelihood, mean over the targets that are not `ignore_index` (like PyTorch)
 import numpy as np
 
 from .. import kernels
+from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor, as_tensor
@@ -16,7 +17,9 @@ class CrossEntropy(Function):
 
     def backward(self, g):
         return kernels.cross_entropy_backward(self.logits, self.targets, self.lse,
-                                              self.ignore_index, float(g))
+                                              self.ignore_index, float(g),
+                                              out=buffers.empty("cross_entropy.grad", self.logits.shape,
+                                                                self.logits.dtype))
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100):

@@ -1,0 +1,101 @@
+"""Reused storage for the huge per-step arrays (tinygpt/core/buffers.py): reuse only when idle,
+and a training run gives the same numbers with and without it."""
+import numpy as np
+import pytest
+
+import tinygpt as tg
+from tinygpt.core import buffers
+from tinygpt.model import GPTModel
+from tinygpt.optim import AdamW
+from tinygpt.train import calc_loss_batch
+
+CFG = {"vocab_size": 97, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
+       "drop_rate": 0.0, "qkv_bias": False}
+
+
+@pytest.fixture
+def pool_everything(monkeypatch):
+    """Pool every array, however small, so a tiny model exercises every reuse path."""
+    buffers.clear()
+    monkeypatch.setattr(buffers, "MIN_BYTES", 0)
+    yield
+    buffers.clear()
+
+
+@pytest.fixture
+def pool_nothing(monkeypatch):
+    buffers.clear()
+    monkeypatch.setattr(buffers, "MIN_BYTES", 1 << 62)
+    yield
+
+
+def test_small_arrays_are_never_pooled():
+    a = buffers.empty("t", (4, 4), np.float32)
+    del a
+    assert buffers.empty("t", (4, 4), np.float32).shape == (4, 4)
+    assert buffers.pooled_bytes() == 0
+
+
+def test_idle_array_is_reused_and_busy_one_is_not(pool_everything):
+    a = buffers.empty("t", (3, 5), np.float64)
+    b = buffers.empty("t", (3, 5), np.float64)
+    assert a is not b                        # a still referenced
+    a_id = id(a)
+    del a
+    c = buffers.empty("t", (3, 5), np.float64)
+    assert id(c) == a_id                     # the idle one came back
+    view = c[1:]
+    del c
+    d = buffers.empty("t", (3, 5), np.float64)
+    assert d.base is None and view.base is not d   # a live view keeps its base busy
+    assert buffers.empty("t", (3, 5), np.float32).dtype == np.float32  # dtype is part of the key
+    assert buffers.empty("other", (3, 5), np.float64) is not d
+
+
+def test_zeros_are_zero_even_when_reused(pool_everything):
+    a = buffers.zeros("z", (4, 6), np.float32)
+    a += 7
+    del a
+    assert not buffers.zeros("z", (4, 6), np.float32).any()
+
+
+def test_pool_size_is_capped(pool_everything, monkeypatch):
+    monkeypatch.setattr(buffers, "MAX_POOL_BYTES", 100)
+    keep = [buffers.empty("cap", (10,), np.float32) for _ in range(4)]  # 40 bytes each
+    assert buffers.pooled_bytes() == 80 and len(keep) == 4
+
+
+def _train(steps, zero_grad=True, keep_grads=False):
+    tg.manual_seed(5)
+    model = GPTModel(CFG)
+    opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, CFG["vocab_size"], (3, 8))
+    y = rng.integers(0, CFG["vocab_size"], (3, 8))
+    losses, kept = [], []
+    for _ in range(steps):
+        if zero_grad:
+            opt.zero_grad()
+        loss = calc_loss_batch(x, y, model)
+        loss.backward()
+        losses.append(loss.item())
+        if keep_grads:  # a user holding on to last step's gradients must see them unchanged
+            kept.append([(p.grad, p.grad.copy()) for p in model.parameters()])
+        opt.step()
+    grads = [p.grad.copy() for p in model.parameters()]
+    return losses, grads, [p.data.copy() for p in model.parameters()], kept
+
+
+@pytest.mark.parametrize("zero_grad", [True, False])
+def test_training_is_identical_with_and_without_reuse(request, zero_grad):
+    request.getfixturevalue("pool_nothing")
+    expected = _train(4, zero_grad)
+    request.getfixturevalue("pool_everything")
+    got = _train(4, zero_grad, keep_grads=True)
+    assert buffers.pooled_bytes() > 0          # the pool was really used
+    assert got[0] == expected[0]
+    for a, b in zip(got[1] + got[2], expected[1] + expected[2]):
+        np.testing.assert_array_equal(a, b)
+    for step in got[3]:
+        for live, snapshot in step:
+            np.testing.assert_array_equal(live, snapshot)
