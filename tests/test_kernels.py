@@ -317,12 +317,45 @@ def test_embedding_backward(idx_shape, d, num, layout, dtype, seed):
         NB["embedding_backward"](np.array([num]), np.zeros((1, d), dtype), num)
 
 
+# ---------------------------------------------------------------- dropout
+
+@fast(60)
+@given(shape=st.lists(ODD, min_size=1, max_size=3), layout=LAYOUTS, dtype=DTYPES,
+       p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), seed=st.integers(0, 2**63 - 1))
+def test_dropout(shape, layout, dtype, p, seed):
+    rng = np.random.default_rng(seed % 2**32)
+    x = make(rng, tuple(shape), dtype, layout=layout)
+    y, keep = NB["dropout_forward"](x, p, seed)
+    y_ref, keep_ref = REF["dropout_forward"](x, p, seed)
+    assert keep.dtype == np.bool_ and y.dtype == dtype and y.shape == x.shape
+    assert np.array_equal(keep, keep_ref) and np.array_equal(y, y_ref)  # same hash: bit-identical
+    g = make(rng, x.shape, dtype)
+    assert np.array_equal(NB["dropout_backward"](g, keep, p), REF["dropout_backward"](g, keep_ref, p))
+
+
+def test_dropout_mask_rate_and_independence():
+    n = 1 << 20
+    for p in (0.1, 0.5):
+        a = REF["dropout_forward"](np.ones(n, np.float32), p, 1)[1]
+        b = REF["dropout_forward"](np.ones(n, np.float32), p, 2)[1]
+        sd = np.sqrt(p * (1 - p) / n)
+        assert abs(1 - a.mean() - p) < 5 * sd                       # drop rate p
+        assert abs((a & b).mean() - (1 - p) ** 2) < 5 * sd          # seeds give independent masks
+        assert abs((a[1:] & a[:-1]).mean() - (1 - p) ** 2) < 5 * sd  # neighbours independent
+
+
+def test_dropout_keeps_nan_like_torch():
+    x = np.array([np.nan] * 64, np.float32)
+    y, keep = NB["dropout_forward"](x, 0.5, 3)
+    assert not keep.all() and np.isnan(y).all()
+
+
 # ---------------------------------------------------------------- the multi-thread split
 
 def test_chunked_paths(monkeypatch):
     """Force many chunks on small inputs: every row-split kernel still equals its reference."""
-    from tinygpt.kernels import adamw, cross_entropy, gelu, layernorm, softmax
-    for mod in (softmax, layernorm, gelu, cross_entropy, adamw):
+    from tinygpt.kernels import adamw, cross_entropy, dropout, gelu, layernorm, softmax
+    for mod in (softmax, layernorm, gelu, cross_entropy, adamw, dropout):
         monkeypatch.setattr(mod, "MIN_ELEMS", 1)
     old = _jit.num_threads()
     _jit.set_num_threads(3)
@@ -360,6 +393,9 @@ def test_chunked_paths(monkeypatch):
             NB["adamw_step"](p1, dy2, m1, v1, 1, 1e-3, 0.9, 0.999, 1e-8, 0.1)
             REF["adamw_step"](p2, dy2, m2, v2, 1, 1e-3, 0.9, 0.999, 1e-8, 0.1)
             assert np.array_equal(p1, p2)
+            (y, keep), (y_ref, keep_ref) = NB["dropout_forward"](x, 0.3, 11), REF["dropout_forward"](x, 0.3, 11)
+            assert np.array_equal(keep, keep_ref) and np.array_equal(y, y_ref)
+            assert np.array_equal(NB["dropout_backward"](dy, keep, 0.3), REF["dropout_backward"](dy, keep, 0.3))
     finally:
         _jit.set_num_threads(old)
 

@@ -10,6 +10,7 @@ import os
 
 from . import adamw as _adamw
 from . import cross_entropy as _ce
+from . import dropout as _drop
 from . import embedding as _emb
 from . import gelu as _gelu
 from . import gemm as _mm
@@ -35,6 +36,7 @@ _NAMES = (
     (_ce, "cross_entropy_forward"), (_ce, "cross_entropy_backward"),
     (_adamw, "adamw_step"),
     (_emb, "embedding_backward"),
+    (_drop, "dropout_forward"), (_drop, "dropout_backward"),
 )
 
 # REFERENCE[name] / NUMBA[name]: both implementations, whatever the backend (tests compare them)
@@ -55,6 +57,8 @@ cross_entropy_forward = _CHOSEN["cross_entropy_forward"]
 cross_entropy_backward = _CHOSEN["cross_entropy_backward"]
 adamw_step = _CHOSEN["adamw_step"]
 embedding_backward = _CHOSEN["embedding_backward"]
+dropout_forward = _CHOSEN["dropout_forward"]
+dropout_backward = _CHOSEN["dropout_backward"]
 
 __all__ = ["BACKEND", "REFERENCE", "NUMBA", "warmup", "num_threads", "set_num_threads"] + [name for _, name in _NAMES]
 
@@ -90,4 +94,6 @@ def warmup(dtype="float32"):
     p = np.zeros(8, dt)
     f["adamw_step"](p, w, np.zeros(8, dt), np.zeros(8, dt), 1, 1e-3, 0.9, 0.999, 1e-8, 0.0)
     f["embedding_backward"](t[2:], x2[:4], 6)
+    y, keep = f["dropout_forward"](x2, 0.5, 1)
+    f["dropout_backward"](y, keep, 0.5)
     return time.perf_counter() - t0

@@ -36,13 +36,15 @@ def layer_norm(x, scale, shift, eps: float = 1e-5):
 
 
 class Dropout(Function):
+    # inverted dropout: kept values are rescaled by 1 / (1 - p) at train time, so eval does nothing
     def forward(self, a, p):
-        keep = generator().random(a.shape, dtype=np.float32) >= p
-        self.mask = keep * a.dtype.type(1.0 / (1.0 - p))  # inverted: rescale at train time
-        return a * self.mask
+        seed = int(generator().integers(0, 2**63))  # the mask is a hash of (seed, position)
+        out, self.keep = kernels.dropout_forward(a, p, seed)
+        self.p = p
+        return out
 
     def backward(self, g):
-        return g * self.mask
+        return kernels.dropout_backward(g, self.keep, self.p)
 
 
 def dropout(a, p: float = 0.5, training: bool = True):
