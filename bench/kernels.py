@@ -6,7 +6,8 @@ Each thread count runs in its own subprocess with OPENBLAS_NUM_THREADS = NUMBA_N
 (the kernels' thread count) and torch.set_num_threads(n), so all three sides get the same cores.
 Times are medians of repeats run in alternating blocks (ms). Ratios > 1 mean the Numba kernel is faster ("np/nb"
 vs NumPy, "pt/nb" vs PyTorch). For matmul, "numba" is our GEMM (``gemm_numba``) whatever the rule,
-and "rule" is the path ``kernels.matmul`` picks (the rule must never pick a slower path).
+or for few-row products against a weight (decoding) our GEMV (``gemv_numba``); "rule" is the path
+``kernels.matmul`` picks (the rule must never pick a slower path).
 
 Also reported: cold / warm compile (import + first call of every kernel, float32 then float64) in a
 subprocess with a fresh NUMBA_CACHE_DIR, wall and CPU seconds; whether OPENBLAS_CORETYPE /
@@ -54,10 +55,14 @@ def cases(quick, np, torch, K):
           ("attn p.T@do", (B * H, T, T), (B * H, T, 64), "AT"),
           ("small q@k.T", (32, 128, 64), (32, 128, 64), "T"), ("small p@v", (32, 128, 128), (32, 128, 64), ""),
           ("tiny q@k.T", (64, 64, 16), (64, 64, 16), "T"), ("tiny p@v", (64, 64, 64), (64, 64, 16), ""),
-          ("tiny x@W.T", (1024, 64), (192, 64), "T")]
+          ("tiny x@W.T", (1024, 64), (192, 64), "T"),
+          # decoding one token (M = 1; weights of the small ones stay in cache here, unlike a real
+          # decode step, which streams all 495 MB: see bench/generate.py for that)
+          ("decode x@W.T", (1, C), (C, C), "T"), ("decode ff1", (1, C), (FF, C), "T"),
+          ("decode ff2", (1, FF), (C, FF), "T"), ("decode head", (1, C), (V, C), "T")]
     if quick:
         mm = [m for m in mm if m[0] in ("qkv x@W.T", "dW ff1 G.T@X", "attn q@k.T", "attn p@v",
-                                         "small p@v", "tiny q@k.T", "tiny p@v")]
+                                         "small p@v", "tiny q@k.T", "tiny p@v", "decode ff1", "decode head")]
     for label, sa, sb, how in mm:
         a, b = arr(*sa), arr(*sb)
         if "T" in how.replace("AT", ""):
@@ -66,7 +71,11 @@ def cases(quick, np, torch, K):
             a = arr(*sa[:-2], sa[-1], sa[-2]).swapaxes(-1, -2)
         ta, tb = tt(a), tt(b)
         rule = "numba" if K._mm.use_numba_gemm(a, b) else "blas"
-        yield ("matmul", f"{label} {sa}@{b.shape}", lambda a=a, b=b: K._mm.gemm_numba(a, b),
+        ours = K._mm.gemm_numba
+        if K._mm.shape_class(a, b) == "gemv":
+            ours = lambda a, b: K._mm.gemv_numba(a, b.T)  # noqa: E731 - the few-row kernel
+            rule = "gemv" if rule == "numba" else rule
+        yield ("matmul", f"{label} {sa}@{b.shape}", lambda a=a, b=b, ours=ours: ours(a, b),
                lambda a=a, b=b: np.matmul(a, b), lambda ta=ta, tb=tb: torch.matmul(ta, tb), rule)
 
     x = arr(B, H, T, T, scale=3.0)
@@ -170,6 +179,19 @@ def cases(quick, np, torch, K):
     yield ("embedding bwd", f"idx {idx.shape}, ({V}, {C})", lambda: nbk["embedding_backward"](idx, g, V),
            lambda: ref["embedding_backward"](idx, g, V),
            lambda: torch.ops.aten.embedding_dense_backward(tg_, tidx, V, -1, False), None)
+
+    # dropout p=0.1 on the attention weights and on the residual stream (torch: its fused native op)
+    for shape in ((B, H, T, T), (B, T, C)):
+        x = arr(*shape)
+        keep = ref["dropout_forward"](x, 0.1, 1)[1]
+        tx = tt(x)
+        tkeep = tt(keep)
+        yield ("dropout fwd", f"{shape}", lambda x=x: nbk["dropout_forward"](x, 0.1, 7),
+               lambda x=x: ref["dropout_forward"](x, 0.1, 7),
+               lambda tx=tx: torch.native_dropout(tx, 0.1, True), None)
+        yield ("dropout bwd", f"{shape}", lambda x=x, keep=keep: nbk["dropout_backward"](x, keep, 0.1),
+               lambda x=x, keep=keep: ref["dropout_backward"](x, keep, 0.1),
+               lambda tx=tx, tkeep=tkeep: torch.ops.aten.native_dropout_backward(tx, tkeep, 1 / 0.9), None)
 
 
 # ---------------------------------------------------------------- measurement helpers

@@ -145,6 +145,40 @@ def test_gemm_panels_and_tasks(dtype):
     check("gemm_numba", K._mm.gemm_numba(a, b), np.matmul(a, b), scale=20.0)
 
 
+@fast(60)
+@given(m=st.sampled_from([1, 2, 4]), k=ODD, n=ODD, dtype=DTYPES, seed=SEEDS, out=st.booleans())
+def test_gemv(m, k, n, dtype, seed, out):
+    """The decode-time product x @ W.T (few rows, W stored (out, in)): kernel and dispatch."""
+    rng = np.random.default_rng(seed)
+    x, w = make(rng, (m, k), dtype), make(rng, (n, k), dtype)
+    want = x @ w.T
+    check("gemv_numba", K._mm.gemv_numba(x, w), want, scale=np.sqrt(k))
+    buf = np.empty((m, n), dtype) if out else None
+    got = NB["matmul"](x, w.T, out=buf)
+    check("matmul gemv class", got, want, scale=np.sqrt(k))
+    assert buf is None or got is buf
+
+
+def test_gemv_rule_and_thread_split(monkeypatch):
+    x, w = np.ones((1, 8), np.float32), np.ones((50, 8), np.float32)
+    old = _jit.num_threads()
+    try:
+        _jit.set_num_threads(1)
+        assert K._mm.shape_class(x, w.T) == "gemv"                      # one thread: always
+        assert K._mm.shape_class(np.ones((5, 8), np.float32), w.T) == "2d"  # too many rows
+        assert K._mm.shape_class(x, np.ascontiguousarray(w.T)) == "2d"   # not a stored weight
+        _jit.set_num_threads(3)
+        assert K._mm.shape_class(x, w.T) == "2d"                         # small: threaded BLAS
+        monkeypatch.setattr(K._mm, "GEMV_MIN_ELEMS", 16)
+        assert K._mm.shape_class(x, w.T) == "gemv"                       # head-sized: ours, split
+        rng = np.random.default_rng(1)
+        for dt in (np.float32, np.float64):
+            x, w = make(rng, (3, 65), dt), make(rng, (131, 65), dt)
+            check("gemv chunks", NB["matmul"](x, w.T), x @ w.T, scale=8.0)
+    finally:
+        _jit.set_num_threads(old)
+
+
 # ---------------------------------------------------------------- softmax
 
 @fast(80)

@@ -79,6 +79,7 @@ def warmup(dtype="float32"):
     f = NUMBA
     f["matmul"](x, x.swapaxes(-1, -2))
     _mm.gemm_numba(x, x.swapaxes(-1, -2))
+    _mm.gemv_numba(x[0], x[1])
     y = f["softmax_forward"](x)
     f["softmax_backward"](y, x)
     y = f["causal_softmax_forward"](x, 0.5)

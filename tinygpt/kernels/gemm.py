@@ -6,13 +6,18 @@ its C tile: no races). Inside a task, K is walked in 256-deep panels (the B pane
 and a 4-row x 4-deep micro-kernel updates C rows with a j-loop LLVM vectorises; each C element is
 summed in plain k order, so float64 agrees with BLAS to ~1e-15. fastmath={'contract'} only (FMA).
 
+The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a few rows M and a weight W (N, K)
+stored as Linear keeps it: one contiguous dot product per output, memory-bound, rows of W split
+over threads only for the output head.
+
 DISPATCH RULE (``matmul_numba``): by shape class, table ``RULE`` below with the bench numbers behind
-it. Today every class goes to np.matmul (OpenBLAS), because OpenBLAS was faster on every GPT shape
-measured; ``gemm_numba`` stays callable, tested and benched, so a class can be flipped by data.
+it. Every GEMM class goes to np.matmul (OpenBLAS), which was faster on every GPT training shape
+measured (``gemm_numba`` stays callable, tested and benched, so a class can be flipped by data);
+few-row products against a weight (decoding) go to ``gemv_numba``.
 """
 import numpy as np
 
-from ._jit import HAVE_NUMBA, chunk_bounds, chunks, njit, run_chunks
+from ._jit import HAVE_NUMBA, chunk_bounds, chunks, njit, num_threads, run_chunks
 
 MC = 64    # rows per task
 NC = 256   # columns per task
@@ -105,6 +110,39 @@ def gemm_numba(a, b):
     return c.reshape(batch + (M, N))
 
 
+@njit(fastmath={"reassoc", "contract"})
+def _gemv_rows(x, w, c, chunk, nchunks):
+    # c (M, N) = x (M, K) @ w (N, K).T for a few rows M: each weight row is read once and dotted
+    # with every x row (decoding: M = 1, the product is one pass over the weights, memory-bound).
+    # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
+    for n in range(n0, n1):
+        wn = w[n]
+        for m in range(M):
+            xm = x[m]
+            s = c.dtype.type(0.0)
+            for k in range(K):
+                s += xm[k] * wn[k]
+            c[m, n] = s
+
+
+GEMV_MAX_ROWS = 4         # up to this many rows of x, a weight row is reused from cache for each
+GEMV_MIN_ELEMS = 1 << 22  # weight values per thread chunk: one thread streams ~25 GB/s already,
+                          # so only the output head (38.6 M values) is worth a thread hand-off
+
+
+def gemv_numba(x, w, out=None):
+    """x (M, K) @ w.T for w (N, K) C-contiguous -> (M, N); the decode-time Linear product."""
+    x = np.ascontiguousarray(x)
+    M, K = x.shape
+    N = w.shape[0]
+    c = np.empty((M, N), x.dtype) if out is None else out
+    if c.size:
+        run_chunks(_gemv_rows, chunks(N, max(1, GEMV_MIN_ELEMS // max(1, K))), x, w, c)
+    return c
+
+
 # DISPATCH RULE: shape class -> path. Numbers: bench/kernels.py, float32, 1 thread, 2026-11-22, with
 # ~1.5 other cores busy (2-thread runs under that load are not trusted), "np.matmul ms / Numba ms":
 #   2d            Linear x @ W.T: (512,768)@(768,2304) 0.53, (768,3072) 0.43, (512,3072)@(3072,768) 0.48,
@@ -118,12 +156,21 @@ def gemm_numba(a, b):
 # against ~90. So every class goes to BLAS; flip a class to "numba" only on a quiet-machine bench
 # that shows it faster (PERF-NOTES: np.matmul's batched attention barely uses a second core, so the
 # 2-thread "batched" class is the one to re-check).
-RULE = {"2d": "blas", "batched": "blas", "batched_small": "blas"}
+#   gemv          x (M <= 4, K) @ W.T, W (N, K) C-contiguous: the decode-time Linear. 2026-11-22, quiet:
+#                 output head (1,768)@(768,50257) 1.96x (1 thread) / 1.99x (2 threads); on one thread
+#                 also the blocks' (1,768)@(768,768) 1.08x, @(768,3072) 1.13x, (1,3072)@(3072,768) 0.95x
+#                 in cache, but 1.2-1.9x when the weights stream from memory as in decoding (a 124M
+#                 decode step: 38.6 -> 31.3 ms); on two threads OpenBLAS's threaded gemv wins the
+#                 small ones (0.5x in cache, a tie when streaming), so they stay on BLAS there.
+RULE = {"2d": "blas", "batched": "blas", "batched_small": "blas", "gemv": "numba"}
 SMALL_MNK = 64 * 64 * 64
 
 
 def shape_class(a, b):
     if a.ndim == 2 and b.ndim == 2:
+        if (a.shape[0] <= GEMV_MAX_ROWS and b.T.flags.c_contiguous
+                and (num_threads() == 1 or b.size >= GEMV_MIN_ELEMS)):
+            return "gemv"
         return "2d"
     M, K = a.shape[-2:]
     return "batched_small" if M * K * b.shape[-1] <= SMALL_MNK else "batched"
@@ -140,6 +187,8 @@ def use_numba_gemm(a, b):
 
 def matmul_numba(a, b, out=None):
     if use_numba_gemm(a, b):
+        if shape_class(a, b) == "gemv":
+            return gemv_numba(a, b.T, out=out)
         c = gemm_numba(a, b)
         if out is None:
             return c
