@@ -1,0 +1,106 @@
+"""The whole chapter-5 run, end to end: tinygpt's `examples/ch05_pretrain.py` against the book's own
+PyTorch code (`llms_from_scratch`: ch02 loader, ch04 GPTModel, ch05 train_model_simple) on the same
+text, settings and CPU threads.
+
+    python bench/ch05_run.py                 # both, 2 threads (~6 + ~10 min on the 2-core machine)
+    python bench/ch05_run.py --only tinygpt --threads 1
+
+The book's setup: "The Verdict" (shipped in tinygpt/assets), 90/10 split, GPT_CONFIG_124M with
+context 256, batch 2, AdamW(lr 4e-4, weight decay 0.1), 10 epochs, evaluation every 5 steps over
+5 batches, a 50-token greedy sample after each epoch, torch.manual_seed(123). Each side runs in its
+own child process (threads set before NumPy / torch load); the parent prints wall time, final
+losses and the background load (a 2-thread figure taken with > 0.2 other cores busy is marked).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, LoadMeter, busy, header, markdown_table, set_threads, thread_env  # noqa: E402
+
+VERDICT = os.path.join(ROOT, "tinygpt", "assets", "the-verdict.txt")
+
+
+def run_torch():
+    import tiktoken
+    import torch
+    from llms_from_scratch.ch02 import create_dataloader_v1
+    from llms_from_scratch.ch04 import GPTModel
+    from llms_from_scratch.ch05 import train_model_simple
+
+    cfg = {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12,
+           "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
+    with open(VERDICT, encoding="utf-8") as f:
+        text = f.read()
+    split = int(0.9 * len(text))
+    torch.manual_seed(123)
+    train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=256, stride=256,
+                                        drop_last=True, shuffle=True, num_workers=0)
+    val_loader = create_dataloader_v1(text[split:], batch_size=2, max_length=256, stride=256,
+                                      drop_last=False, shuffle=False, num_workers=0)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
+    train, val, _ = train_model_simple(model, train_loader, val_loader, optimizer, "cpu", num_epochs=10,
+                                       eval_freq=5, eval_iter=5, start_context="Every effort moves you",
+                                       tokenizer=tiktoken.get_encoding("gpt2"))
+    return train[-1], val[-1]
+
+
+def run_tinygpt():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import ch05_pretrain
+    result = ch05_pretrain.main(["--quiet", "--out", os.path.join(ROOT, "runs", "bench-ch05")])
+    return result["train_losses"][-1], result["val_losses"][-1]
+
+
+def child(args):
+    set_threads(args.threads)
+    meter = LoadMeter()
+    t0 = time.perf_counter()
+    with meter:
+        train, val = (run_tinygpt if args.framework == "tinygpt" else run_torch)()
+    out = {"framework": args.framework, "threads": args.threads, "seconds": time.perf_counter() - t0,
+           "train_loss": float(train), "val_loss": float(val), "load": meter.cores,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", choices=["tinygpt", "torch"], default=None)
+    p.add_argument("--framework", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    print(header("chapter-5 run end to end (bench/ch05_run.py)"))
+    rows = []
+    for fw in ([args.only] if args.only else ["tinygpt", "torch"]):
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--framework", fw,
+               "--threads", str(args.threads)]
+        res = subprocess.run(cmd, env=thread_env(args.threads), capture_output=True, text=True, cwd=ROOT)
+        if res.returncode:
+            sys.stderr.write(res.stderr[-4000:])
+            raise SystemExit(f"{fw} run failed")
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        mark = "*" if busy(r["load"], args.threads) else ""
+        print(f"#   {fw}: {r['seconds']:.0f} s{mark}, final train {r['train_loss']:.3f} / val "
+              f"{r['val_loss']:.3f} (bg {r['load']:.2f} cores)", flush=True)
+        rows.append([fw, args.threads, f"{r['seconds']:.0f}{mark}", f"{r['seconds'] / 60:.1f}",
+                     f"{r['train_loss']:.3f}", f"{r['val_loss']:.3f}", f"{r['peak_rss_mb']:.0f}",
+                     f"{r['load']:.2f}"])
+    print()
+    print(markdown_table(["framework", "threads", "wall s", "min", "final train loss", "final val loss",
+                          "peak RSS MB", "bg load"], rows))
+    if any(r[2].endswith("*") for r in rows):
+        print("\n*: other processes used > 0.2 cores during the run; rerun on a quiet machine.")
+
+
+if __name__ == "__main__":
+    main()
