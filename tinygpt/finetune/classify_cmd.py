@@ -1,5 +1,6 @@
 """`tinygpt finetune-classify` and `tinygpt classify` (book chapter 6). Registered by
 tinygpt/finetune/cli.py through `add_cli(command)`; both call tinygpt.finetune.classify."""
+from .cli import require_at_least_one
 
 
 def add_cli(command) -> None:
@@ -26,10 +27,7 @@ def add_cli(command) -> None:
 
         def run(args):
             from .classify import run_classification
-            for name in ("epochs", "batch_size", "eval_freq", "eval_iter"):
-                value = getattr(args, name)
-                if value is not None and value < 1:
-                    raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            require_at_least_one(args, ("epochs", "batch_size", "eval_freq", "eval_iter"))
             result = run_classification(
                 weights=args.weights, out_dir=args.out, num_epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

@@ -4,6 +4,7 @@
     tinygpt finetune-instruct --weights "gpt2-medium (355M)"    # the book's run
     tinygpt finetune-instruct --weights "gpt2-medium (355M)" --lora-rank 16 --ollama-model llama3
 """
+from .cli import require_at_least_one
 
 
 def add_cli(command) -> None:
@@ -33,10 +34,7 @@ def add_cli(command) -> None:
 
         def run(args):
             from .instruct import run_instruction_finetune
-            for name in ("epochs", "batch_size", "lora_rank", "max_new_tokens"):
-                value = getattr(args, name)
-                if value is not None and value < 1:
-                    raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            require_at_least_one(args, ("epochs", "batch_size", "lora_rank", "max_new_tokens"))
             try:
                 result = run_instruction_finetune(
                     weights=args.weights, data_path=args.data, out_dir=args.out,
