@@ -16,6 +16,7 @@ other processes during each row, from /proc/stat minus our own CPU time). Trust 
 taken with load > ~0.2 cores.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -56,8 +57,8 @@ def cases(quick, np, torch, K):
           ("small q@k.T", (32, 128, 64), (32, 128, 64), "T"), ("small p@v", (32, 128, 128), (32, 128, 64), ""),
           ("tiny q@k.T", (64, 64, 16), (64, 64, 16), "T"), ("tiny p@v", (64, 64, 64), (64, 64, 16), ""),
           ("tiny x@W.T", (1024, 64), (192, 64), "T"),
-          # decoding one token (M = 1; weights of the small ones stay in cache here, unlike a real
-          # decode step, which streams all 495 MB: see bench/generate.py for that)
+          # decoding one token (M = 1): a decode step streams all 495 MB of weights from memory,
+          # so each call here takes the next of enough weight copies (>= 128 MB) to defeat the caches
           ("decode x@W.T", (1, C), (C, C), "T"), ("decode ff1", (1, C), (FF, C), "T"),
           ("decode ff2", (1, FF), (C, FF), "T"), ("decode head", (1, C), (V, C), "T")]
     if quick:
@@ -69,12 +70,21 @@ def cases(quick, np, torch, K):
             b = b.swapaxes(-1, -2)        # a transposed view, as the engine passes it
         if how == "AT":
             a = arr(*sa[:-2], sa[-1], sa[-2]).swapaxes(-1, -2)
-        ta, tb = tt(a), tt(b)
         rule = "numba" if K._mm.use_numba_gemm(a, b) else "blas"
         ours = K._mm.gemm_numba
         if K._mm.shape_class(a, b) == "gemv":
             ours = lambda a, b: K._mm.gemv_numba(a, b.T)  # noqa: E731 - the few-row kernel
             rule = "gemv" if rule == "numba" else rule
+        if label.startswith("decode"):
+            copies = [b] + [arr(*sb).swapaxes(-1, -2) for _ in range((128 << 20) // b.nbytes)]
+            nxt = itertools.cycle(range(len(copies))).__next__
+            tcopies = [tt(w) for w in copies]
+            yield ("matmul", f"{label} {sa}@{b.shape}",
+                   lambda a=a, ours=ours, w=copies, nxt=nxt: ours(a, w[nxt()]),
+                   lambda a=a, w=copies, nxt=nxt: np.matmul(a, w[nxt()]),
+                   lambda ta=tt(a), w=tcopies, nxt=nxt: torch.matmul(ta, w[nxt()]), rule)
+            continue
+        ta, tb = tt(a), tt(b)
         yield ("matmul", f"{label} {sa}@{b.shape}", lambda a=a, b=b, ours=ours: ours(a, b),
                lambda a=a, b=b: np.matmul(a, b), lambda ta=ta, tb=tb: torch.matmul(ta, tb), rule)
 
