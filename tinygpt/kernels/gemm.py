@@ -7,13 +7,12 @@ and a 4-row x 4-deep micro-kernel updates C rows with a j-loop LLVM vectorises; 
 summed in plain k order, so float64 agrees with BLAS to ~1e-15. fastmath={'contract'} only (FMA).
 
 The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a few rows M and a weight W (N, K)
-stored as Linear keeps it: one contiguous dot product per output, memory-bound, rows of W split
-over threads only for the output head.
+stored as Linear keeps it: contiguous dot products, four weight rows at a time, memory-bound, serial.
 
 DISPATCH RULE (``matmul_numba``): by shape class, table ``RULE`` below with the bench numbers behind
 it. Every GEMM class goes to np.matmul (OpenBLAS), which was faster on every GPT training shape
 measured (``gemm_numba`` stays callable, tested and benched, so a class can be flipped by data);
-few-row products against a weight (decoding) go to ``gemv_numba``.
+few-row products against a weight (decoding) go to ``gemv_numba`` on one thread, to BLAS on more.
 """
 import numpy as np
 
@@ -111,35 +110,46 @@ def gemm_numba(a, b):
 
 
 @njit(fastmath={"reassoc", "contract"})
-def _gemv_rows(x, w, c, chunk, nchunks):
-    # c (M, N) = x (M, K) @ w (N, K).T for a few rows M: each weight row is read once and dotted
-    # with every x row (decoding: M = 1, the product is one pass over the weights, memory-bound).
+def _gemv(x, w, c):
+    # c (M, N) = x (M, K) @ w (N, K).T for a few rows M (decoding: M = 1), one thread. Memory-bound:
+    # each weight value is read once. Four weight rows at a time give the core four independent
+    # load streams (one row at a time: 9-13 GB/s, four: 11.5-18 GB/s, OpenBLAS's sgemv 7-16 GB/s).
     # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
     M, K = x.shape
-    n0, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
-    for n in range(n0, n1):
+    N = w.shape[0]
+    zero = c.dtype.type(0.0)
+    n = 0
+    while n + 4 <= N:
+        w0 = w[n]; w1 = w[n + 1]; w2 = w[n + 2]; w3 = w[n + 3]
+        for m in range(M):
+            xm = x[m]
+            s0 = zero; s1 = zero; s2 = zero; s3 = zero
+            for k in range(K):
+                v = xm[k]
+                s0 += v * w0[k]; s1 += v * w1[k]; s2 += v * w2[k]; s3 += v * w3[k]
+            c[m, n] = s0; c[m, n + 1] = s1; c[m, n + 2] = s2; c[m, n + 3] = s3
+        n += 4
+    while n < N:
         wn = w[n]
         for m in range(M):
             xm = x[m]
-            s = c.dtype.type(0.0)
+            s = zero
             for k in range(K):
                 s += xm[k] * wn[k]
             c[m, n] = s
+        n += 1
 
 
-GEMV_MAX_ROWS = 4         # up to this many rows of x, a weight row is reused from cache for each
-GEMV_MIN_ELEMS = 1 << 22  # weight values per thread chunk: one thread streams ~25 GB/s already,
-                          # so only the output head (38.6 M values) is worth a thread hand-off
+GEMV_MAX_ROWS = 4  # up to this many rows of x, four weight rows are reused from cache for each
 
 
 def gemv_numba(x, w, out=None):
     """x (M, K) @ w.T for w (N, K) C-contiguous -> (M, N); the decode-time Linear product."""
     x = np.ascontiguousarray(x)
     M, K = x.shape
-    N = w.shape[0]
-    c = np.empty((M, N), x.dtype) if out is None else out
+    c = np.empty((M, w.shape[0]), x.dtype) if out is None else out
     if c.size:
-        run_chunks(_gemv_rows, chunks(N, max(1, GEMV_MIN_ELEMS // max(1, K))), x, w, c)
+        _gemv(x, w, c)
     return c
 
 
@@ -156,22 +166,26 @@ def gemv_numba(x, w, out=None):
 # against ~90. So every class goes to BLAS; flip a class to "numba" only on a quiet-machine bench
 # that shows it faster (PERF-NOTES: np.matmul's batched attention barely uses a second core, so the
 # 2-thread "batched" class is the one to re-check).
-#   gemv          x (M <= 4, K) @ W.T, W (N, K) C-contiguous: the decode-time Linear. 2026-11-22, quiet:
-#                 output head (1,768)@(768,50257) 1.96x (1 thread) / 1.99x (2 threads); on one thread
-#                 also the blocks' (1,768)@(768,768) 1.08x, @(768,3072) 1.13x, (1,3072)@(3072,768) 0.95x
-#                 in cache, but 1.2-1.9x when the weights stream from memory as in decoding (a 124M
-#                 decode step: 38.6 -> 31.3 ms); on two threads OpenBLAS's threaded gemv wins the
-#                 small ones (0.5x in cache, a tie when streaming), so they stay on BLAS there.
-RULE = {"2d": "blas", "batched": "blas", "batched_small": "blas", "gemv": "numba"}
+#   gemv          x (M <= 4, K) @ W.T, W (N, K) C-contiguous: the decode-time Linear, memory-bound.
+#                 2026-12-01, quiet Intel Xeon (2 vCPUs, AVX-512), per call inside a real 124M KV-cache
+#                 decode (bench/generate.py's model), ms Numba / np.matmul: one thread (768,768) 0.180 / 0.185,
+#                 (768,3072) 0.697 / 0.711, (3072,768) 0.688 / 0.696, head (768,50257) 10.72 / 10.95: a 1-3%
+#                 win (both stream ~14.5 GB/s, one core's share of memory bandwidth), so "numba".
+#                 Several threads: OpenBLAS's threaded gemv runs the head at 4.7 ms (33 GB/s) and the blocks'
+#                 products at ~20 GB/s; splitting ours over the thread pool lost both ways, because a hand-
+#                 off to a sleeping pool thread costs 25-100 us on this VM, and in a real decode OpenBLAS's
+#                 worker thread, which spins ~0.1 s after each call, holds the core our pool thread wants
+#                 (head 11.1 ms there against 5.7 ms in isolation). So "blas", and gemv_numba stays serial.
+RULE = {  # shape class -> (path on one thread, path on several threads)
+    "2d": ("blas", "blas"), "batched": ("blas", "blas"), "batched_small": ("blas", "blas"),
+    "gemv": ("numba", "blas"),
+}
 SMALL_MNK = 64 * 64 * 64
 
 
 def shape_class(a, b):
     if a.ndim == 2 and b.ndim == 2:
-        if (a.shape[0] <= GEMV_MAX_ROWS and b.T.flags.c_contiguous
-                and (num_threads() == 1 or b.size >= GEMV_MIN_ELEMS)):
-            return "gemv"
-        return "2d"
+        return "gemv" if a.shape[0] <= GEMV_MAX_ROWS and b.T.flags.c_contiguous else "2d"
     M, K = a.shape[-2:]
     return "batched_small" if M * K * b.shape[-1] <= SMALL_MNK else "batched"
 
@@ -182,7 +196,7 @@ def use_numba_gemm(a, b):
         return False
     if a.dtype not in (np.float32, np.float64) or a.shape[-1] != b.shape[-2]:
         return False
-    return RULE[shape_class(a, b)] == "numba"
+    return RULE[shape_class(a, b)][num_threads() > 1] == "numba"
 
 
 def matmul_numba(a, b, out=None):
