@@ -11,14 +11,14 @@ def relu(x):
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight stored (out_features, in_features) like PyTorch.
-    Activations are flattened to 2-D around the product so BLAS takes its GEMM path."""
-    lead = x.shape[:-1]
-    x2d = x.reshape(-1, x.shape[-1])                              # (rows, in)
-    if x2d.dtype != weight.dtype:
-        raise TypeError(f"linear: input dtype {x2d.dtype} != weight dtype {weight.dtype}")
-    args = (x2d, weight) if bias is None else (x2d, weight, bias)
-    return Linear.apply(*args).reshape(*lead, weight.shape[0])    # (..., out)
+    """x (..., in) @ weight.T + bias -> (..., out), weight stored (out_features, in_features)
+    like PyTorch. One op (tinygpt.ops.linear), which flattens x to 2-D for BLAS."""
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear: input dtype {x.dtype} != weight dtype {weight.dtype}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not end in in_features = "
+                         f"{weight.shape[1]} (weight {weight.shape})")
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax",
