@@ -11,6 +11,7 @@ count: not a tensor, a ``.grad``, a view, a user's variable). Anything still ali
 allocate a new array, so reuse never changes a result. Arrays below ``MIN_BYTES`` come from glibc's
 heap already and are never pooled.
 """
+import math
 import sys
 
 import numpy as np
@@ -37,7 +38,7 @@ def empty(tag: str, shape, dtype) -> np.ndarray:
     `shape` and `dtype` when there is one."""
     global _pooled_bytes
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    nbytes = dtype.itemsize * math.prod(shape)
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     arrays = _pool.setdefault((tag, shape, dtype.str), [])

@@ -16,10 +16,11 @@ def binary_operands(a, b):
         a = Tensor(np.asarray(a, dtype=_scalar_dtype(a, b)))
     if not isinstance(b, Tensor):
         b = Tensor(np.asarray(b, dtype=_scalar_dtype(b, a)))
-    try:
-        np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(f"shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+    if a.shape != b.shape:
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"shapes {a.shape} and {b.shape} cannot be broadcast together") from None
     return a, b
 
 

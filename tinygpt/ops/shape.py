@@ -21,7 +21,7 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, a, dims):
-        self.inverse = tuple(np.argsort(dims))
+        self.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
         return a.transpose(dims)
 
     def backward(self, g):
