@@ -22,6 +22,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSY_CORES = 0.2          # background above this (cores) makes a multi-thread figure untrustworthy
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+# Idle pause before timing one library after another. OpenBLAS's worker threads spin-wait (with
+# sched_yield) for 2^28 cycles, ~0.1 s at 2.6 GHz, after every call: a library timed sooner shares
+# the second core with that spinning thread. Measured on the 2-vCPU VM with a 0.05 s pause: torch's
+# 2-thread matmuls no faster than its 1-thread ones, a 0.79 ms Numba product taking 18.8 ms.
+IDLE_S = 0.15
 
 
 # ---------------------------------------------------------------- background load

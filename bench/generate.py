@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (LoadMeter, busy, fmt, header, markdown_table, set_threads,  # noqa: E402
+from _common import (IDLE_S, LoadMeter, busy, fmt, header, markdown_table, set_threads,  # noqa: E402
                      thread_env, write_json)
 
 
@@ -241,6 +241,7 @@ def decode_weight_bytes(model):
 
 def time_runner(name, generate_fn, prompt, new_tokens):
     generate_fn(prompt, 2)  # warm-up: Numba compiles, first-touch page faults
+    time.sleep(IDLE_S)      # the previous runner's spinning BLAS threads go idle
     meter = LoadMeter().start()
     t0 = time.perf_counter()
     out = generate_fn(prompt, new_tokens)

@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import IDLE_S, cpu_busy_seconds, own_cpu_seconds  # noqa: E402
 
 B, T, C, H, V, FF = 2, 256, 768, 12, 50257, 3072  # GPT-2 124M, batch 2 x ctx 256
 N = B * T
@@ -206,28 +207,18 @@ def cases(quick, np, torch, K):
 
 # ---------------------------------------------------------------- measurement helpers
 
-def cpu_busy_seconds():
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(fields) - fields[3] - fields[4]  # minus idle, iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def median_ms(fns, repeats, budget_s, rounds=3):
     """Median ms of each function. The repeats run in `rounds` blocks per function (nb x k, np x k,
-    pt x k, nb x k, ...): a load change hits all three alike, and each block starts with an untimed
-    call, so one library's spinning threads (torch/OpenBLAS spin-wait after a call) do not bill the next.
+    pt x k, nb x k, ...): a load change hits all three alike. Each block starts after an IDLE_S pause
+    and an untimed call, so one library's spinning threads (OpenBLAS spins ~0.1 s after a call) do
+    not bill the next.
     """
     times = [[] for _ in fns]
     start = time.perf_counter()
     per_round = max(1, repeats // rounds)
     for _ in range(rounds):
         for fn, ts in zip(fns, times):
+            time.sleep(IDLE_S)
             fn()  # untimed: compile / page in / let the previous library's threads go idle
             for _ in range(per_round):
                 t0 = time.perf_counter()

@@ -45,7 +45,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
+from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
                      markdown_table, median, set_threads, thread_env, write_json)
 
 # The configurations, built here exactly (PRESETS["tiny"] differs: vocab 50257).
@@ -59,7 +59,6 @@ CONFIGS = {
 }
 LR, WEIGHT_DECAY = 4e-4, 0.1
 SAMPLE_S = 0.25          # a timed sample lasts at least this long (k steps in a row)
-PAUSE_S = 0.05           # idle pause before each sample (lets the other library's threads sleep)
 
 
 def flops_per_token(cfg, train=True):
@@ -167,7 +166,7 @@ def alternate(fns, ks, samples):
     for s in range(samples):
         for name in (names if s % 2 == 0 else names[::-1]):
             res, fn, k = out[name], fns[name], ks[name]
-            time.sleep(PAUSE_S)
+            time.sleep(IDLE_S)
             res["meter"].start()
             t0 = time.perf_counter()
             for _ in range(k):
