@@ -10,6 +10,7 @@ import contextlib
 import numpy as np
 
 _grad_enabled = True
+Tensor = None  # tinygpt.core.tensor.Tensor; tensor.py sets it (it imports this module first)
 
 
 def is_grad_enabled() -> bool:
@@ -44,9 +45,7 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
-        from .tensor import Tensor, as_tensor  # tensor.py imports this module first
-
-        tensors = [as_tensor(x) for x in inputs]
+        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         needs = [t.requires_grad for t in tensors]
         fn = cls(needs)
         out = Tensor(fn.forward(*[t.data for t in tensors], **options))

@@ -86,6 +86,9 @@ class Tensor:
         autograd.backward(self, grad, retain_graph=retain_graph)
 
 
+autograd.Tensor = Tensor  # Function.apply wraps its inputs and outputs in it
+
+
 def as_tensor(x, dtype=None) -> Tensor:
     """Tensors pass through; anything else becomes a constant tensor (no gradient)."""
     if isinstance(x, Tensor):
