@@ -32,6 +32,12 @@ def run_torch():
     from llms_from_scratch.ch04 import GPTModel
     from llms_from_scratch.ch05 import train_model_simple
 
+    from tinygpt.tokenizer import get_gpt2_tokenizer
+    # tiktoken.get_encoding("gpt2") downloads its files on first use; the book's loader calls it,
+    # so hand it the same encoding built offline from tinygpt's shipped ranks (identical tokens)
+    online = tiktoken.get_encoding
+    tiktoken.get_encoding = lambda name: get_gpt2_tokenizer() if name == "gpt2" else online(name)
+
     cfg = {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12,
            "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
     with open(VERDICT, encoding="utf-8") as f:
@@ -47,7 +53,7 @@ def run_torch():
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
     train, val, _ = train_model_simple(model, train_loader, val_loader, optimizer, "cpu", num_epochs=10,
                                        eval_freq=5, eval_iter=5, start_context="Every effort moves you",
-                                       tokenizer=tiktoken.get_encoding("gpt2"))
+                                       tokenizer=get_gpt2_tokenizer())
     return train[-1], val[-1]
 
 

@@ -324,8 +324,9 @@ def main():
             imp, f32, f64, cpu = ct[name]
             print(f"# compile {name} cache: import {imp:.2f} s + first call of every kernel: float32 {f32:.2f} s, "
                   f"then float64 {f64:.2f} s; wall {imp + f32 + f64:.2f} s, CPU {cpu:.2f} s (process total)")
+    results = {}
     for threads in [int(t) for t in args.threads.split(",")]:
-        res = run_child(threads, args)
+        res = results[threads] = run_child(threads, args)
         print(f"\n## {threads} thread(s): tinygpt kernels {res['kernel_threads']}, torch "
               f"{res['torch_threads']}, OpenBLAS {threads}; background load {res['load']:.2f} cores")
         print(f"| {'kernel':20s} | {'shape':44s} | {'numba ms':>9s} | {'numpy ms':>9s} | {'torch ms':>9s} "
@@ -335,6 +336,29 @@ def main():
             print(f"| {r['kernel']:20s} | {r['shape'][:44]:44s} | {r['nb']:9.3f} | {r['np']:9.3f} | "
                   f"{r['pt']:9.3f} | {r['np'] / r['nb']:6.2f} | {r['pt'] / r['nb']:6.2f} | "
                   f"{r['rule'] or '':>5s} | {r['load']:4.2f} |")
+    print_summary(results)
+
+
+def print_summary(results):
+    """All thread counts side by side (the README's table), then the check that the matmul rule
+    never takes a path slower than np.matmul (a "blas" row is np.matmul itself)."""
+    counts = sorted(results)
+    print(f"\n## Summary: ms, Numba kernel / PyTorch (torch time / ours), threads {', '.join(map(str, counts))}\n")
+    heads = ["kernel", "shape"] + [f"{t} thread{'s' if t > 1 else ''}" for t in counts] + ["rule"]
+    print("| " + " | ".join(heads) + " |")
+    print("|" + "|".join(["---", "---"] + ["--:"] * len(counts) + ["---"]) + "|")
+    for i, r in enumerate(results[counts[0]]["rows"]):
+        cells = []
+        for t in counts:
+            q = results[t]["rows"][i]
+            cells.append(f"{q['nb']:.3g} / {q['pt']:.3g} ({q['pt'] / q['nb']:.2f}x)")
+        print(f"| {r['kernel']} | {r['shape']} | " + " | ".join(cells) + f" | {r['rule'] or ''} |")
+    slower = [(t, q) for t in counts for q in results[t]["rows"]
+              if q["rule"] in ("numba", "gemv") and q["nb"] > 1.05 * q["np"]]
+    print("\nmatmul rule: " + ("never slower than np.matmul (> 5%) on these shapes" if not slower else
+                              "SLOWER than np.matmul on " + "; ".join(
+                                  f"{q['shape']} at {t} thread(s): {q['nb']:.3f} vs {q['np']:.3f} ms"
+                                  for t, q in slower)))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,19 @@ def test_idle_array_is_reused_and_busy_one_is_not(pool_everything):
     assert buffers.empty("other", (3, 5), np.float64) is not d
 
 
+def test_a_new_shape_forgets_the_idle_arrays_of_other_shapes(pool_everything):
+    """A length that grows each step (generate_text_simple's (T, vocab) logits) keeps one array,
+    not one per length; an array still in use is never dropped."""
+    for n in range(1, 30):
+        a = buffers.empty("grow", (n, 7), np.float32)
+        del a
+    assert buffers.pooled_bytes() == 29 * 7 * 4
+    busy = buffers.empty("grow", (2, 7), np.float32)
+    buffers.empty("grow", (3, 7), np.float32)
+    assert buffers.pooled_bytes() == (2 + 3) * 7 * 4
+    assert buffers.empty("grow", (2, 7), np.float32) is not busy
+
+
 def test_zeros_are_zero_even_when_reused(pool_everything):
     a = buffers.zeros("z", (4, 6), np.float32)
     a += 7

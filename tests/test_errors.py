@@ -70,6 +70,13 @@ def test_layer_norm_param_shape_mismatch():
         F.layer_norm(t(2, 4), t(3), t(3))
 
 
+def test_linear_in_features_mismatch_names_shapes():
+    with pytest.raises(ValueError, match=names_all("(2, 5, 4)", "in_features = 3", "(6, 3)")):
+        F.linear(t(2, 5, 4), t(6, 3))
+    with pytest.raises(ValueError, match=names_all("Linear(3, 6)", "(2, 4)")):
+        nn.Linear(3, 6)(t(2, 4))
+
+
 # ---- dtypes ---------------------------------------------------------------------------------
 
 def test_float_index_array_is_a_type_error():

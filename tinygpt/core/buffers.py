@@ -41,7 +41,11 @@ def empty(tag: str, shape, dtype) -> np.ndarray:
     nbytes = dtype.itemsize * math.prod(shape)
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
-    arrays = _pool.setdefault((tag, shape, dtype.str), [])
+    key = (tag, shape, dtype.str)
+    arrays = _pool.get(key)
+    if arrays is None:
+        _drop_idle(tag)
+        arrays = _pool[key] = []
     for a in arrays:
         if sys.getrefcount(a) == _IDLE_REFS:  # only the list and this loop hold it
             return a
@@ -50,6 +54,24 @@ def empty(tag: str, shape, dtype) -> np.ndarray:
         arrays.append(a)
         _pooled_bytes += nbytes
     return a
+
+
+def _drop_idle(tag: str) -> None:
+    # A new shape under `tag`: forget the idle arrays of its other shapes. Otherwise a sequence
+    # that grows by a token per step (the book's generate_text_simple recomputes (T, vocab)
+    # logits for T = 8, 9, 10, ...) would park one array per length, up to MAX_POOL_BYTES.
+    global _pooled_bytes
+    for key in [k for k in _pool if k[0] == tag]:
+        busy = []
+        for a in _pool[key]:
+            if sys.getrefcount(a) == _IDLE_REFS:  # the same test as in `empty`
+                _pooled_bytes -= a.nbytes
+            else:
+                busy.append(a)
+        if busy:
+            _pool[key] = busy
+        else:
+            del _pool[key]
 
 
 def zeros(tag: str, shape, dtype) -> np.ndarray:
