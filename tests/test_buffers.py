@@ -52,17 +52,23 @@ def test_idle_array_is_reused_and_busy_one_is_not(pool_everything):
     assert buffers.empty("other", (3, 5), np.float64) is not d
 
 
-def test_a_new_shape_forgets_the_idle_arrays_of_other_shapes(pool_everything):
-    """A length that grows each step (generate_text_simple's (T, vocab) logits) keeps one array,
-    not one per length; an array still in use is never dropped."""
+def test_a_new_shape_forgets_idle_arrays_of_older_shapes(pool_everything):
+    """A length that grows each step (generate_text_simple's (T, vocab) logits) keeps two arrays,
+    not one per length; two alternating shapes both stay; an array in use is never dropped."""
     for n in range(1, 30):
         a = buffers.empty("grow", (n, 7), np.float32)
         del a
-    assert buffers.pooled_bytes() == 29 * 7 * 4
+    assert buffers.pooled_bytes() == (28 + 29) * 7 * 4
+    ids = set()
+    for n in (5, 6, 5, 6, 5):  # a training batch and a short evaluation batch, alternating
+        a = buffers.empty("alt", (n, 7), np.float32)
+        ids.add(id(a))
+        del a
+    assert len(ids) == 2
     busy = buffers.empty("grow", (2, 7), np.float32)
     buffers.empty("grow", (3, 7), np.float32)
-    assert buffers.pooled_bytes() == (2 + 3) * 7 * 4
-    assert buffers.empty("grow", (2, 7), np.float32) is not busy
+    buffers.empty("grow", (4, 7), np.float32)
+    assert busy.shape == (2, 7) and ("grow", (2, 7), "<f4") in buffers._pool
 
 
 def test_zeros_are_zero_even_when_reused(pool_everything):

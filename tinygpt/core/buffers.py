@@ -18,6 +18,7 @@ import numpy as np
 
 MIN_BYTES = 32 << 20       # glibc's largest mmap threshold: smaller arrays are recycled by malloc
 MAX_POOL_BYTES = 2 << 30   # idle-or-busy storage the pool may hold; beyond it arrays are not kept
+                          # (per tag, idle arrays of at most two shapes are kept: see _drop_idle)
 
 _pool = {}                 # (tag, shape, dtype) -> [arrays]
 _pooled_bytes = 0
@@ -42,10 +43,11 @@ def empty(tag: str, shape, dtype) -> np.ndarray:
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     key = (tag, shape, dtype.str)
-    arrays = _pool.get(key)
+    arrays = _pool.pop(key, None)
     if arrays is None:
         _drop_idle(tag)
-        arrays = _pool[key] = []
+        arrays = []
+    _pool[key] = arrays  # (re)inserted last: the pool's order is least recently used first
     for a in arrays:
         if sys.getrefcount(a) == _IDLE_REFS:  # only the list and this loop hold it
             return a
@@ -57,11 +59,13 @@ def empty(tag: str, shape, dtype) -> np.ndarray:
 
 
 def _drop_idle(tag: str) -> None:
-    # A new shape under `tag`: forget the idle arrays of its other shapes. Otherwise a sequence
-    # that grows by a token per step (the book's generate_text_simple recomputes (T, vocab)
-    # logits for T = 8, 9, 10, ...) would park one array per length, up to MAX_POOL_BYTES.
+    # A new shape under `tag`: forget the idle arrays of its other shapes but the most recently
+    # used one. Otherwise a sequence that grows by a token per step (the book's generate_text_simple
+    # recomputes (T, vocab) logits for T = 8, 9, 10, ...) would park one array per length, up to
+    # MAX_POOL_BYTES; keeping one other shape lets a training batch and a smaller last evaluation
+    # batch alternate without fresh pages each time.
     global _pooled_bytes
-    for key in [k for k in _pool if k[0] == tag]:
+    for key in [k for k in _pool if k[0] == tag][:-1]:
         busy = []
         for a in _pool[key]:
             if sys.getrefcount(a) == _IDLE_REFS:  # the same test as in `empty`
