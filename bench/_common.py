@@ -29,6 +29,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 IDLE_S = 0.15
 
 
+def require(*modules):
+    """Exit with the install command if torch or the book's package is missing (before any child
+    process starts). llms-from-scratch cannot be an extra: its metadata pins TensorFlow, JupyterLab
+    and numpy<2.1, so it is installed with --no-deps."""
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"bench needs {', '.join(missing)}: pip install -e \".[bench]\" && "
+                 "pip install --no-deps llms-from-scratch")
+
+
 # ---------------------------------------------------------------- background load
 
 def cpu_busy_seconds():

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, LoadMeter, busy, header, markdown_table, set_threads, thread_env  # noqa: E402
+from _common import ROOT, LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
 
 VERDICT = os.path.join(ROOT, "tinygpt", "assets", "the-verdict.txt")
 
@@ -85,6 +85,8 @@ def main():
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.only != "tinygpt":
+        require("torch", "llms_from_scratch")
     print(header("chapter-5 run end to end (bench/ch05_run.py)"))
     rows = []
     for fw in ([args.only] if args.only else ["tinygpt", "torch"]):

@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (IDLE_S, LoadMeter, busy, fmt, header, markdown_table, set_threads,  # noqa: E402
+from _common import (IDLE_S, LoadMeter, busy, fmt, header, markdown_table, require, set_threads,  # noqa: E402
                      thread_env, write_json)
 
 
@@ -321,6 +321,7 @@ def run_single(threads):
 
 
 def main():
+    require("torch", "llms_from_scratch")
     if SINGLE:
         if not ARGS.child:
             print(header("tinygpt generation bench (bench/generate.py)"))

@@ -340,19 +340,23 @@ def main():
 
 
 def print_summary(results):
-    """All thread counts side by side (the README's table), then the check that the matmul rule
-    never takes a path slower than np.matmul (a "blas" row is np.matmul itself)."""
+    """All thread counts side by side (the README's table): what tinygpt runs (for matmul the path
+    the rule picks: np.matmul on a "blas" row) against PyTorch; then the check that the matmul rule
+    never takes a path slower than np.matmul."""
     counts = sorted(results)
-    print(f"\n## Summary: ms, Numba kernel / PyTorch (torch time / ours), threads {', '.join(map(str, counts))}\n")
-    heads = ["kernel", "shape"] + [f"{t} thread{'s' if t > 1 else ''}" for t in counts] + ["rule"]
+    print(f"\n## Summary: ms, tinygpt's path / PyTorch (torch time / ours), threads "
+          f"{', '.join(map(str, counts))}\n")
+    heads = ["kernel", "shape"] + [f"{t} thread{'s' if t > 1 else ''}" for t in counts] + ["matmul path"]
     print("| " + " | ".join(heads) + " |")
     print("|" + "|".join(["---", "---"] + ["--:"] * len(counts) + ["---"]) + "|")
     for i, r in enumerate(results[counts[0]]["rows"]):
         cells = []
         for t in counts:
             q = results[t]["rows"][i]
-            cells.append(f"{q['nb']:.3g} / {q['pt']:.3g} ({q['pt'] / q['nb']:.2f}x)")
-        print(f"| {r['kernel']} | {r['shape']} | " + " | ".join(cells) + f" | {r['rule'] or ''} |")
+            ours = q["np"] if q["rule"] == "blas" else q["nb"]
+            cells.append(f"{ours:.3g} / {q['pt']:.3g} ({q['pt'] / ours:.2f}x)")
+        rules = list(dict.fromkeys(results[t]["rows"][i]["rule"] or "" for t in counts))  # per thread count
+        print(f"| {r['kernel']} | {r['shape']} | " + " | ".join(cells) + f" | {' / '.join(rules)} |")
     slower = [(t, q) for t in counts for q in results[t]["rows"]
               if q["rule"] in ("numba", "gemv") and q["nb"] > 1.05 * q["np"]]
     print("\nmatmul rule: " + ("never slower than np.matmul (> 5%) on these shapes" if not slower else

@@ -46,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
-                     markdown_table, median, set_threads, thread_env, write_json)
+                     markdown_table, median, require, set_threads, thread_env, write_json)
 
 # The configurations, built here exactly (PRESETS["tiny"] differs: vocab 50257).
 CONFIGS = {
@@ -327,6 +327,7 @@ def main():
         args.threads = int(args.threads)
         return (child_time if args.child_time else child_mem if args.child_mem else child_profile)(args)
 
+    require("torch", "llms_from_scratch")
     configs = (args.configs or ("small,tiny" if args.quick else ",".join(CONFIGS))).split(",")
     for c in configs:
         if c not in CONFIGS:
