@@ -153,19 +153,20 @@ def gemv_numba(x, w, out=None):
     return c
 
 
-# DISPATCH RULE: shape class -> path. Numbers: bench/kernels.py, float32, 1 thread, 2026-11-22, with
-# ~1.5 other cores busy (2-thread runs under that load are not trusted), "np.matmul ms / Numba ms":
-#   2d            Linear x @ W.T: (512,768)@(768,2304) 0.53, (768,3072) 0.43, (512,3072)@(3072,768) 0.48,
-#                 lm head (768,50257) 0.30; weight grad X.T @ G 0.60; input grad G @ W 0.58;
-#                 tiny (1024,64)@(64,192) 0.61
-#   batched       attention (24,256,64)@(24,64,256) 0.60, (24,256,256)@(24,256,64) 0.40, P.T @ dO 0.53;
-#                 small config (32,128,128)@(32,128,64) 0.19
-#   batched_small M*N*K <= 64**3 per item: tiny config (64,64,16)@(64,16,64) 0.47, (64,64,64)@(64,64,16) 0.12
+# DISPATCH RULE: shape class -> path. Numbers: bench/kernels.py, float32, 2026-12-01, quiet Intel
+# Xeon VM (2 vCPUs, AVX-512), "np.matmul ms / Numba GEMM ms" on 1 thread (2 threads):
+#   2d            Linear x @ W.T: (512,768)@(768,2304) 0.33 (0.26), (768,3072) 0.27 (0.21),
+#                 (512,3072)@(3072,768) 0.30 (0.25), lm head (768,50257) 0.27 (0.21); weight grad
+#                 X.T @ G 0.40 (0.38); input grad G @ W 0.53 (0.47); tiny (1024,64)@(64,192) 0.53 (0.22)
+#   batched       attention (24,256,64)@(24,64,256) 0.59 (0.49), (24,256,256)@(24,256,64) 0.46 (0.25),
+#                 P.T @ dO 0.30 (0.19); small config (32,128,128)@(32,128,64) 0.50 (0.28)
+#   batched_small M*N*K <= 64**3 per item: tiny config (64,64,16)@(64,16,64) 0.49 (0.24),
+#                 (64,64,64)@(64,64,16) 0.22 (0.14)
 # OpenBLAS wins every class: its micro-kernel keeps the C tile in registers across K, ours (LLVM
-# without intrinsics, C in memory) reloads and stores C every 4 k-steps: ~55 GF/s per core at best
-# against ~90. So every class goes to BLAS; flip a class to "numba" only on a quiet-machine bench
-# that shows it faster (PERF-NOTES: np.matmul's batched attention barely uses a second core, so the
-# 2-thread "batched" class is the one to re-check).
+# without intrinsics, C in memory) reloads and stores C every 4 k-steps. So every class goes to
+# BLAS; flip a class to "numba" only on a quiet-machine bench that shows it faster (np.matmul's
+# batched attention barely uses a second core, 1.65 ms against torch's 0.80 for q @ k.T on 2
+# threads, so the 2-thread "batched" class is where a better kernel would pay).
 #   gemv          x (M <= 4, K) @ W.T, W (N, K) C-contiguous: the decode-time Linear, memory-bound.
 #                 2026-12-01, quiet Intel Xeon (2 vCPUs, AVX-512), per call inside a real 124M KV-cache
 #                 decode (bench/generate.py's model), ms Numba / np.matmul: one thread (768,768) 0.180 / 0.185,
