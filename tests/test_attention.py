@@ -133,6 +133,58 @@ def test_load_state_dict_rejects_a_wrong_mask_and_accepts_none():
         module.load_state_dict(sd)
 
 
+# --- packed W_query/W_key/W_value -----------------------------------------------------------------
+def _no_grad_and_graph_outputs(module, x):
+    with tg.no_grad():
+        packed = module(tg.tensor(x)).data
+    return packed, module(tg.tensor(x)).data  # with grad on: the three Linear layers
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_packed_qkv_without_grad_matches_torch_and_the_three_layers(qkv_bias):
+    module = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=qkv_bias)
+    assert module.qkv_packed
+    x, _ = _inputs((3, 5, 6), 2, np.float32)
+    packed, graph = _no_grad_and_graph_outputs(module, x)
+    ref.copy_tinygpt_to_torch(module, twin := ref.MultiHeadAttention(6, 8, 16, 0.0, 2, qkv_bias))
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(packed, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(packed, graph, rtol=1e-5, atol=1e-6)
+
+
+def test_packing_survives_optimizer_steps_and_load_state_dict():
+    module = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=True)
+    x, targets = _inputs((2, 5, 6), 8, np.float32)
+    optimizer = tg.optim.AdamW(module.parameters(), lr=0.1)
+    for _ in range(2):  # the updates must reach the packed array, or no_grad would read stale weights
+        optimizer.zero_grad()
+        tg.nn.functional.cross_entropy(module(tg.tensor(x)).flatten(0, 1), targets.ravel()).backward()
+        optimizer.step()
+    assert module.qkv_packed
+    packed, graph = _no_grad_and_graph_outputs(module, x)
+    np.testing.assert_allclose(packed, graph, rtol=1e-5, atol=1e-6)
+    other = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=True)
+    other.load_state_dict(module.state_dict())
+    assert other.qkv_packed
+    np.testing.assert_allclose(_no_grad_and_graph_outputs(other, x)[0], graph, rtol=1e-5, atol=1e-6)
+
+
+def test_replaced_or_swapped_weights_end_the_packing():
+    module = _build(MultiHeadAttention, np.float32, 6, 6, 16, 0.0, 2)
+    x, _ = _inputs((2, 5, 6), 2, np.float32)
+    module.W_key.weight.data = module.W_key.weight.data * 2.0  # a new array
+    assert not module.qkv_packed
+    packed, graph = _no_grad_and_graph_outputs(module, x)
+    np.testing.assert_array_equal(packed, graph)
+    swapped = _build(MultiHeadAttention, np.float32, 6, 6, 16, 0.0, 2)
+    swapped.W_query.weight, swapped.W_key.weight = swapped.W_key.weight, swapped.W_query.weight
+    assert not swapped.qkv_packed  # each view is still in the packed array, at the other's rows
+    packed, graph = _no_grad_and_graph_outputs(swapped, x)
+    np.testing.assert_array_equal(packed, graph)
+    assert not _build(MultiHeadAttention, np.float64, 6, 6, 16, 0.0, 2).qkv_packed  # .to() copies
+
+
 # --- causality, dropout, errors -------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [CausalAttention, MultiHeadAttention])
 def test_future_tokens_do_not_change_earlier_outputs(cls):

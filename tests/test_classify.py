@@ -193,8 +193,9 @@ def test_classifier_saves_reloads_and_classifies(tmp_path, tok):
     assert state["max_length"] == 20 and state["num_classes"] == 2
     text = "You are a winner you have been specially selected to receive $1000 cash"
     ids = np.asarray([tok.encode(text)[:20]])
-    np.testing.assert_array_equal(classify.last_token_logits(loaded, ids).data,
-                                  classify.last_token_logits(model.eval(), ids).data)
+    with tg.no_grad():  # same path in both: with grad on, only `model`'s frozen blocks pack QKV
+        np.testing.assert_array_equal(classify.last_token_logits(loaded, ids).data,
+                                      classify.last_token_logits(model.eval(), ids).data)
     assert classify_review(text, loaded, tok, max_length=20) in ("spam", "not spam")
     with pytest.raises(ValueError, match="not a saved classifier"):
         save_checkpoint(tmp_path / "lm.safetensors", GPTModel(TINY), config=TINY)

@@ -185,7 +185,13 @@ class MultiHeadAttention(BookStateDict, Module):
     on the attention weights, heads merged and projected by `out_proj`.
 
     `forward(x, kv_cache=None)`: with a `LayerKVCache`, x holds only the new tokens; their keys
-    and values are appended to the cache and the queries attend to everything cached."""
+    and values are appended to the cache and the queries attend to everything cached.
+
+    The three projection weights are row blocks of one (3 d_out, d_in) array (`qkv_packed`), so
+    that where no gradient is needed (generation, evaluation, frozen layers) one product computes
+    queries, keys and values: one pass over x and one BLAS call instead of three. Parameters,
+    names and state dicts stay the book's. Whatever gives a weight a new array (Module.to, LoRA,
+    assigning `.data`) ends the packing, and forward then uses the three layers one by one."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float,
                  num_heads: int, qkv_bias: bool = False):
@@ -200,22 +206,65 @@ class MultiHeadAttention(BookStateDict, Module):
         self.W_value = Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = Dropout(dropout)
+        self._qkv = self._pack_qkv()
 
     def book_mask(self):
         return _book_mask(self.context_length, self.parameters()[0].dtype)
+
+    def _pack_qkv(self):
+        """Copy the projections' weights (and biases) into one array and hand each Parameter its
+        row block as a view. Returns (weight, bias or None, the views given out)."""
+        layers = (self.W_query, self.W_key, self.W_value)
+        weight = np.concatenate([layer.weight.data for layer in layers])  # (3 d_out, d_in)
+        bias = None
+        if layers[0].bias is not None:
+            bias = np.concatenate([layer.bias.data for layer in layers])  # (3 d_out,)
+        views = []
+        for i, layer in enumerate(layers):
+            rows = slice(i * self.d_out, (i + 1) * self.d_out)
+            layer.weight.data = weight[rows]                # (d_out, d_in) view
+            views.append(layer.weight.data)
+            if bias is not None:
+                layer.bias.data = bias[rows]                # (d_out,) view
+                views.append(layer.bias.data)
+        return weight, bias, tuple(views)
+
+    @property
+    def qkv_packed(self) -> bool:
+        """True while W_query, W_key and W_value still hold the views `_pack_qkv` gave them (an
+        identity test, so swapped or replaced weights can never be read from the packed array)."""
+        views = self._qkv[2]
+        params = []
+        for layer in (self.W_query, self.W_key, self.W_value):
+            if type(layer) is not Linear:  # e.g. LinearWithLoRA
+                return False
+            params += [layer.weight] if layer.bias is None else [layer.weight, layer.bias]
+        return len(params) == len(views) and all(p.data is v for p, v in zip(params, views))
+
+    def _split_heads(self, x):
+        """Queries, keys and values (b, H, T, hd) each: one packed product when no graph is to be
+        recorded, else the three Linear layers (each weight gets its own gradient)."""
+        b, num_tokens, _ = x.shape
+        h, hd = self.num_heads, self.head_dim
+        layers = (self.W_query, self.W_key, self.W_value)
+        graph = is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for layer in layers for p in layer.parameters()))
+        if graph or not self.qkv_packed or x.dtype != self._qkv[0].dtype:
+            return tuple(layer(x).reshape(b, num_tokens, h, hd).transpose(1, 2) for layer in layers)
+        weight, bias, _ = self._qkv
+        qkv = F.linear(x, Tensor(weight), None if bias is None else Tensor(bias)).data  # (b, T, 3 d_out)
+        qkv = qkv.reshape(b, num_tokens, 3, h, hd).transpose(2, 0, 3, 1, 4)  # (3, b, H, T, hd)
+        return Tensor(qkv[0]), Tensor(qkv[1]), Tensor(qkv[2])
 
     def forward(self, x, kv_cache: LayerKVCache | None = None):
         b, num_tokens, _ = x.shape
         if kv_cache is None:
             _check_length(num_tokens, self.context_length)
-        h, hd = self.num_heads, self.head_dim
-        queries = self.W_query(x).reshape(b, num_tokens, h, hd).transpose(1, 2)  # (b, H, T, hd)
-        keys = self.W_key(x).reshape(b, num_tokens, h, hd).transpose(1, 2)       # (b, H, T, hd)
-        values = self.W_value(x).reshape(b, num_tokens, h, hd).transpose(1, 2)   # (b, H, T, hd)
+        queries, keys, values = self._split_heads(x)      # (b, H, T, hd) each
         if kv_cache is not None:
             keys, values = kv_cache.append(keys, values)  # (b, H, L, hd), L = cached + T
         attn_scores = queries @ keys.transpose(2, 3)       # (b, H, T, L)
-        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(hd))  # (b, H, T, L)
+        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(self.head_dim))  # (b, H, T, L)
         attn_weights = self.dropout(attn_weights)          # (b, H, T, L)
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, T, H, hd)
         context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, T, d_out)

@@ -83,7 +83,9 @@ class Module:
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy arrays into the parameters. Every problem is collected first, so the model is
         never half-loaded: missing or unexpected keys (when strict) and shape mismatches raise
-        one error listing them all. Arrays are cast to each parameter's dtype."""
+        one error listing them all. Arrays are cast to each parameter's dtype and copied into
+        the parameter's own array, as PyTorch does, so views of it (a packed W_query/W_key/W_value)
+        stay views."""
         own = dict(self.named_parameters(remove_duplicate=False))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -102,7 +104,10 @@ class Module:
             if name in state_dict:
                 value = state_dict[name]
                 value = value.data if isinstance(value, Tensor) else np.asarray(value)
-                param.data = np.array(value, dtype=param.dtype, copy=True)
+                if param.data.flags.writeable:
+                    np.copyto(param.data, value, casting="unsafe")
+                else:
+                    param.data = np.array(value, dtype=param.dtype, copy=True)
         return missing, unexpected
 
     # --- modes ------------------------------------------------------------------------
@@ -126,8 +131,9 @@ class Module:
     def to(self, dtype):
         """Cast every parameter to `dtype` (float32 or float64) in place."""
         for p in self.parameters():
-            p.data = p.data.astype(dtype)
-            p.grad = None
+            if p.dtype != np.dtype(dtype):
+                p.data = p.data.astype(dtype)
+                p.grad = None
         return self
 
     def num_parameters(self) -> int:
