@@ -108,6 +108,18 @@ def cases(quick, np, torch, K):
     yield ("causal softmax bwd", sh, lambda: nbk["causal_softmax_backward"](yc, dy, scale),
            lambda: ref["causal_softmax_backward"](yc, dy, scale),
            lambda: torch._softmax_backward_data(tdy, tyc, -1, tyc.dtype) * scale, None)
+    # the same fused with the attention dropout (p=0.1), against torch's masked softmax + dropout
+    _, yd, keep = ref["causal_softmax_dropout_forward"](x, scale, 0.1, 3)
+    tkeep = torch.from_numpy(keep)
+    yield ("causal softmax+dropout fwd", sh, lambda: nbk["causal_softmax_dropout_forward"](x, scale, 0.1, 3),
+           lambda: ref["causal_softmax_dropout_forward"](x, scale, 0.1, 3),
+           lambda: torch.native_dropout(torch.softmax((tx * scale).masked_fill(mask, float("-inf")), -1),
+                                        0.1, True), None)
+    yield ("causal softmax+dropout bwd", sh,
+           lambda: nbk["causal_softmax_dropout_backward"](yd, keep, dy, scale, 0.1),
+           lambda: ref["causal_softmax_dropout_backward"](yd, keep, dy, scale, 0.1),
+           lambda: torch._softmax_backward_data(torch.ops.aten.native_dropout_backward(tdy, tkeep, 1 / 0.9),
+                                                tyc, -1, tyc.dtype) * scale, None)
 
     def layernorm_cases(rows, d):
         x, w, b, dy = arr(rows, d, scale=2.0), arr(d), arr(d), arr(rows, d)

@@ -397,6 +397,42 @@ def test_scaled_causal_softmax_fd(data):
     fd_check(lambda t: F.scaled_causal_softmax(t, scale), [s], name=f"scaled_causal_softmax({scale:.4g})")
 
 
+@DT
+@TORCH
+@given(data=st.data())
+def test_scaled_causal_softmax_dropout_torch(dtype, data):
+    """With dropout_p, the op equals torch's softmax followed by x * mask / (1 - p), given the mask
+    F.dropout draws from the same seed (the fused kernel hashes positions the same way)."""
+    s, scale = data.draw(causal_case(dtype))
+    p = data.draw(st.sampled_from([0.1, 0.5]))
+    seed = data.draw(st.integers(0, 1000))
+    mask = torch.from_numpy(_dropout_mask(s.shape, dtype, p, seed).astype(dtype))
+
+    def tg_fn(t):
+        tg.manual_seed(seed)
+        return F.scaled_causal_softmax(t, scale, dropout_p=p)
+
+    check_op(tg_fn, lambda t: torch_causal_softmax(t, scale) * mask / (1 - p), [s],
+             name=f"scaled_causal_softmax({scale:.4g}, dropout_p={p})")
+
+
+@FD
+@given(data=st.data())
+def test_scaled_causal_softmax_dropout_fd(data):
+    s, scale = data.draw(causal_case(F64))
+
+    def tg_fn(t):
+        tg.manual_seed(5)  # the same mask in every evaluation
+        return F.scaled_causal_softmax(t, scale, dropout_p=0.3)
+
+    fd_check(tg_fn, [s], name=f"scaled_causal_softmax({scale:.4g}, dropout_p=0.3)")
+
+
+def test_scaled_causal_softmax_rejects_a_bad_dropout_p():
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.scaled_causal_softmax(tg.Tensor(np.zeros((2, 2), np.float32)), 1.0, dropout_p=1.5)
+
+
 @pytest.mark.parametrize("shape", [(2, 12, 64, 64), (1, 3, 1, 17), (2, 4, 33, 65)])
 @DT
 def test_scaled_causal_softmax_large_torch(shape, dtype):

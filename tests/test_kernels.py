@@ -214,6 +214,29 @@ def test_causal_softmax(lead, tq, extra, layout, dtype, scale, seed):
     assert np.all(dx[..., masked] == 0.0)
 
 
+@fast(60)
+@given(lead=st.lists(st.sampled_from([1, 2, 3]), max_size=2), tq=ODD, extra=st.sampled_from([0, 1, 17]),
+       layout=LAYOUTS, dtype=DTYPES, p=st.sampled_from([0.1, 0.5, 1.0]), seed=st.integers(0, 2**63 - 1))
+def test_causal_softmax_dropout(lead, tq, extra, layout, dtype, p, seed):
+    """The fused kernel is bit-identical to the causal softmax kernel followed by the dropout kernel,
+    and agrees with the reference pair (forward and backward)."""
+    rng = np.random.default_rng(seed % 2**32)
+    shape = tuple(lead) + (tq, tq + extra)
+    s, dz = make(rng, shape, dtype, 4.0, layout), make(rng, shape, dtype, layout=layout)
+    z, y, keep = NB["causal_softmax_dropout_forward"](s, 0.5, p, seed)
+    y2 = NB["causal_softmax_forward"](s, 0.5)
+    z2, keep2 = NB["dropout_forward"](y2, p, seed)
+    visible = ~K._sm.causal_mask_ref(*shape[-2:])
+    assert np.array_equal(y, y2) and np.array_equal(z, z2) and np.array_equal(keep, keep2 & visible)
+    dx = NB["causal_softmax_dropout_backward"](y, keep, dz, 0.5, p)
+    assert np.array_equal(dx, NB["causal_softmax_backward"](y, NB["dropout_backward"](dz, keep, p), 0.5))
+    z_ref, y_ref, keep_ref = REF["causal_softmax_dropout_forward"](s, 0.5, p, seed)
+    assert np.array_equal(keep, keep_ref)
+    check("causal_softmax_dropout_forward", z, z_ref, scale=1.0 / (1.0 - p) if p < 1 else 1.0)
+    check("causal_softmax_dropout_backward", dx,
+          REF["causal_softmax_dropout_backward"](y_ref, keep_ref, dz, 0.5, p))
+
+
 def test_causal_softmax_needs_tk_ge_tq():
     s = np.zeros((3, 2), np.float32)
     for impl in (NB, REF):
@@ -401,6 +424,12 @@ def test_chunked_paths(monkeypatch):
             yc = REF["causal_softmax_forward"](x, 0.5)
             check("causal", NB["causal_softmax_forward"](x, 0.5), yc)
             check("causal bwd", NB["causal_softmax_backward"](yc, dy, 0.5), REF["causal_softmax_backward"](yc, dy, 0.5))
+            z, y, keep = NB["causal_softmax_dropout_forward"](x, 0.5, 0.3, 5)
+            z_ref, y_ref, keep_ref = REF["causal_softmax_dropout_forward"](x, 0.5, 0.3, 5)
+            assert np.array_equal(keep, keep_ref)
+            check("causal dropout", z, z_ref, scale=2.0)
+            check("causal dropout bwd", NB["causal_softmax_dropout_backward"](y, keep, dy, 0.5, 0.3),
+                  REF["causal_softmax_dropout_backward"](y_ref, keep, dy, 0.5, 0.3), scale=2.0)
             x2, dy2 = x.reshape(-1, 65), dy.reshape(-1, 65)
             w = make(rng, (65,), dt)
             fwd = REF["layernorm_forward"](x2, w, w, 1e-5)

@@ -31,6 +31,7 @@ _NAMES = (
     (_mm, "matmul"),
     (_sm, "softmax_forward"), (_sm, "softmax_backward"),
     (_sm, "causal_softmax_forward"), (_sm, "causal_softmax_backward"),
+    (_sm, "causal_softmax_dropout_forward"), (_sm, "causal_softmax_dropout_backward"),
     (_ln, "layernorm_forward"), (_ln, "layernorm_backward"),
     (_gelu, "gelu_forward"), (_gelu, "gelu_backward"),
     (_ce, "cross_entropy_forward"), (_ce, "cross_entropy_backward"),
@@ -49,6 +50,8 @@ softmax_forward = _CHOSEN["softmax_forward"]
 softmax_backward = _CHOSEN["softmax_backward"]
 causal_softmax_forward = _CHOSEN["causal_softmax_forward"]
 causal_softmax_backward = _CHOSEN["causal_softmax_backward"]
+causal_softmax_dropout_forward = _CHOSEN["causal_softmax_dropout_forward"]
+causal_softmax_dropout_backward = _CHOSEN["causal_softmax_dropout_backward"]
 layernorm_forward = _CHOSEN["layernorm_forward"]
 layernorm_backward = _CHOSEN["layernorm_backward"]
 gelu_forward = _CHOSEN["gelu_forward"]
@@ -84,6 +87,8 @@ def warmup(dtype="float32"):
     f["softmax_backward"](y, x)
     y = f["causal_softmax_forward"](x, 0.5)
     f["causal_softmax_backward"](y, x, 0.5)
+    z, y, keep = f["causal_softmax_dropout_forward"](x, 0.5, 0.5, 1)
+    f["causal_softmax_dropout_backward"](y, keep, z, 0.5, 0.5)
     x2 = x.reshape(6, 8)
     w = np.ones(8, dt)
     y, mean, rstd = f["layernorm_forward"](x2, w, w, 1e-5)

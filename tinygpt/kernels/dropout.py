@@ -54,6 +54,15 @@ def dropout_backward_ref(g, keep, p):
 
 # ---------------------------------------------------------------- Numba kernels
 
+@njit(inline="always")
+def keep_hash(z):
+    # splitmix64's finaliser of the counter z, top 24 bits (inlined, so loops still vectorise)
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z ^= z >> np.uint64(31)
+    return z >> np.uint64(40)
+
+
 @njit
 def _drop_fwd(x, seed, cut, scale, y, keep, c, nchunks):
     # x, y, keep flat (n,); chunk c of the values. Loops over slices from 0: with range(lo, hi)
@@ -63,11 +72,7 @@ def _drop_fwd(x, seed, cut, scale, y, keep, c, nchunks):
     zero = y.dtype.type(0.0)
     s = np.uint64(seed) + np.uint64(lo) * GOLDEN
     for i in range(hi - lo):
-        z = s + np.uint64(i + 1) * GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * MIX1
-        z = (z ^ (z >> np.uint64(27))) * MIX2
-        z ^= z >> np.uint64(31)
-        k = (z >> np.uint64(40)) >= cut
+        k = keep_hash(s + np.uint64(i + 1) * GOLDEN) >= cut
         ks[i] = k
         ys[i] = xs[i] * (scale if k else zero)
 

@@ -8,6 +8,8 @@ split into heads, then `out_proj`): the class that GPTModel uses.
 `MultiHeadAttention` builds no mask at all: `F.scaled_causal_softmax` applies 1/sqrt(head_dim)
 and the causal mask inside one kernel, with query i of Tq at absolute position Tk - Tq + i, which
 is exactly what a KV cache needs (new queries see every cached key and each other causally).
+In training mode the same kernel pass also applies the attention-weight dropout (`self.dropout.p`),
+with the mask `F.dropout` would draw.
 
 The book's PyTorch modules register the mask as a persistent buffer, so their state dicts carry
 `<prefix>.mask` entries. `BookStateDict` reproduces that: `state_dict()` lists each mask (float,
@@ -264,8 +266,10 @@ class MultiHeadAttention(BookStateDict, Module):
         if kv_cache is not None:
             keys, values = kv_cache.append(keys, values)  # (b, H, L, hd), L = cached + T
         attn_scores = queries @ keys.transpose(2, 3)       # (b, H, T, L)
-        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(self.head_dim))  # (b, H, T, L)
-        attn_weights = self.dropout(attn_weights)          # (b, H, T, L)
+        # the book's softmax(scores / sqrt(hd)) with the mask, then self.dropout: one fused op
+        dropout_p = self.dropout.p if self.training else 0.0
+        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(self.head_dim),
+                                               dropout_p)  # (b, H, T, L)
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, T, H, hd)
         context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, T, d_out)
         return self.out_proj(context_vec)                  # (b, T, d_out)

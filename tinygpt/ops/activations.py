@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import kernels
 from ..core.autograd import Function
+from ..core.random import generator
 from ..core.tensor import as_tensor
 from .shape import _axis
 
@@ -38,16 +39,23 @@ class LogSoftmax(Function):
 
 
 class ScaledCausalSoftmax(Function):
-    """softmax(scale * scores) where query i may only see keys up to its own position.
-    No (T, T) mask array exists: the kernel skips the masked entries."""
+    """softmax(scale * scores) where query i may only see keys up to its own position, then
+    (when dropout_p > 0) inverted dropout of those attention weights. No (T, T) mask array
+    exists: the kernel skips the masked entries, and drops weights while each row is in cache."""
 
-    def forward(self, scores, scale):
-        self.scale = scale
-        self.out = kernels.causal_softmax_forward(scores, scale)
-        return self.out
+    def forward(self, scores, scale, dropout_p):
+        self.scale, self.p = scale, dropout_p
+        if dropout_p == 0.0:
+            self.out = kernels.causal_softmax_forward(scores, scale)
+            return self.out
+        seed = int(generator().integers(0, 2**63))  # drawn as ops.dropout draws it
+        dropped, self.out, self.keep = kernels.causal_softmax_dropout_forward(scores, scale, dropout_p, seed)
+        return dropped
 
     def backward(self, g):
-        return kernels.causal_softmax_backward(self.out, g, self.scale)
+        if self.p == 0.0:
+            return kernels.causal_softmax_backward(self.out, g, self.scale)
+        return kernels.causal_softmax_dropout_backward(self.out, self.keep, g, self.scale, self.p)
 
 
 class Gelu(Function):
@@ -69,12 +77,16 @@ def log_softmax(a, dim=-1):
     return LogSoftmax.apply(a, axis=_axis(dim, a.ndim, "log_softmax"))
 
 
-def scaled_causal_softmax(scores, scale: float):
+def scaled_causal_softmax(scores, scale: float, dropout_p: float = 0.0):
+    """Attention weights softmax(scale * scores) under the causal mask (book 3.5), followed by
+    dropout with probability `dropout_p` (pass 0.0 in eval mode), both in one kernel pass."""
     scores = as_tensor(scores)
     if scores.ndim < 2 or scores.shape[-1] < scores.shape[-2]:
         raise ValueError(f"scaled_causal_softmax needs scores (..., queries, keys) with keys >= "
                          f"queries, got shape {scores.shape}")
-    return ScaledCausalSoftmax.apply(scores, scale=float(scale))
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {dropout_p}")
+    return ScaledCausalSoftmax.apply(scores, scale=float(scale), dropout_p=float(dropout_p))
 
 
 def gelu(a):
