@@ -76,6 +76,19 @@ def test_state_dict_resume_equals_uninterrupted(make):
         np.testing.assert_array_equal(a.data, b.data)
 
 
+def test_state_dict_copies_unless_told_not_to():
+    p = nn.Parameter(np.ones(3))
+    opt = tg.optim.AdamW([p], lr=0.1)
+    p.grad = np.ones(3)
+    opt.step()
+    copied, live = opt.state_dict()["state"][0], opt.state_dict(copy=False)["state"][0]
+    assert live["exp_avg"] is opt.state[id(p)]["exp_avg"]
+    assert not np.shares_memory(copied["exp_avg"], live["exp_avg"])
+    p.grad = np.ones(3)
+    opt.step()
+    assert not np.array_equal(copied["exp_avg"], live["exp_avg"])
+
+
 def test_zero_grad_and_skipped_parameters():
     a, b = nn.Parameter(np.ones(3)), nn.Parameter(np.ones(3))
     opt = tg.optim.AdamW([a, b], lr=0.1)

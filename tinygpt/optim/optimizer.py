@@ -30,11 +30,14 @@ class Optimizer:
     def step(self):
         raise NotImplementedError(f"{type(self).__name__} must define step")
 
-    def state_dict(self) -> dict:
+    def state_dict(self, copy: bool = True) -> dict:
         """{'state': {index: {name: value}}, 'param_groups': [...]} with parameters replaced by
-        their index in `parameters()` order, as PyTorch does; arrays are copies."""
+        their index in `parameters()` order, as PyTorch does; arrays are copies unless
+        `copy=False`, which hands out the live arrays (a checkpoint writer reads them once, and
+        copying AdamW's two moments of the 124M model would add 1.3 GB to the process's peak)."""
         index = {id(p): i for i, p in enumerate(self._params())}
-        state = {index[pid]: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+        keep = (lambda v: v.copy()) if copy else (lambda v: v)
+        state = {index[pid]: {k: (keep(v) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                  for pid, s in self.state.items() if pid in index}
         groups = [{**{k: v for k, v in g.items() if k != "params"},
                    "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]

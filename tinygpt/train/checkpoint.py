@@ -24,7 +24,7 @@ def save_checkpoint(path, model, optimizer=None, **state) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in _unique_arrays(model.state_dict())}
     if optimizer is not None:
-        opt_state = optimizer.state_dict()
+        opt_state = optimizer.state_dict(copy=False)  # written straight from the live arrays
         for i, entries in opt_state["state"].items():
             for key, value in entries.items():
                 if isinstance(value, np.ndarray):
