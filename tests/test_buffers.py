@@ -1,5 +1,9 @@
 """Reused storage for the huge per-step arrays (tinygpt/core/buffers.py): reuse only when idle,
 and a training run gives the same numbers with and without it."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -118,3 +122,54 @@ def test_training_is_identical_with_and_without_reuse(request, zero_grad):
     for step in got[3]:
         for live, snapshot in step:
             np.testing.assert_array_equal(live, snapshot)
+
+
+# Page faults per training step of the bench's tiny config (its 0.1-2 MB activations are what
+# glibc's default thresholds hand back to the OS and fault in again: ~3,300 faults per step).
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+import tinygpt as tg
+from tinygpt.core import buffers
+from tinygpt.optim import AdamW
+from tinygpt.train import calc_loss_batch
+cfg = dict(vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0,
+           qkv_bias=False)
+tg.manual_seed(0)
+model = tg.GPTModel(cfg)
+opt = AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 512, (16, 64)), rng.integers(0, 512, (16, 64))
+def step():
+    opt.zero_grad()
+    calc_loss_batch(x, y, model).backward()
+    opt.step()
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print(buffers.MALLOC_TUNED, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+def _faults_per_step(**env):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env}
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout.split()
+    return out[0] == "True", float(out[1])
+
+
+@pytest.mark.skipif(not buffers.MALLOC_TUNED, reason="glibc only")
+def test_small_model_training_steps_do_not_page_fault():
+    tuned, faults = _faults_per_step()
+    assert tuned
+    assert faults < 50, f"{faults:.0f} page faults per tiny training step"
+
+
+def test_malloc_tuning_can_be_turned_off_and_yields_to_glibc_variables(monkeypatch):
+    monkeypatch.setenv("TINYGPT_MALLOC", "default")
+    assert buffers.tune_malloc() is False
+    monkeypatch.delenv("TINYGPT_MALLOC")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert buffers.tune_malloc() is False

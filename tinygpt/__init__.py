@@ -1,5 +1,6 @@
 """tinygpt: the book "Build a Large Language Model (From Scratch)" on a small NumPy + Numba
 tensor library with reverse-mode autograd. This module never imports torch."""
+from .core import buffers as _buffers  # noqa: F401  (sets glibc's malloc thresholds: buffers.tune_malloc)
 from .core.autograd import is_grad_enabled, no_grad
 from .core.random import get_rng_state, manual_seed, set_rng_state
 from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
