@@ -23,6 +23,13 @@ Memory bandwidth: a 256 MB float32 array copied in `threads` slices by `threads`
 7, counted STREAM-style (bytes read + bytes written) / s. Decoding one token reads every weight
 once (all parameters but the two embedding tables, of which one row each), so
 bound = weight bytes / bandwidth is the floor on ms per token; "x bound" = ms/token / bound.
+A copy is not the rate a matrix-vector product reads at (on the AMD Zen 5 VM, measured
+together on 2 threads: copy 33-40 GB/s, a 256 MB sgemv 39-49 GB/s), so the script also times
+np.matmul (OpenBLAS's sgemv, the child's threads) on a 256 MB (N, 768) float32 weight matrix, best
+of 7: "x read bound" = ms/token / (weight bytes / that rate), how close a decoder gets to
+streaming its weights as fast as OpenBLAS streams one large matrix. Both rates are measured before
+and after the runners and the bound takes the faster (this VM's copy rate drifted between 33 and
+61 GB/s within an hour).
 
 With several thread counts (default 1,2) each count runs in a child process with OMP/OPENBLAS/
 MKL/NUMBA_NUM_THREADS set before NumPy/torch load; the parent prints one combined table.
@@ -226,6 +233,27 @@ def memory_bandwidth(threads, mbytes=256, repeats=7):
     return 2 * src.nbytes / best / 1e9
 
 
+def _bandwidths(threads):
+    """(copy GB/s, sgemv read GB/s, background cores while measuring)."""
+    meter = LoadMeter().start()
+    copy, read = memory_bandwidth(threads), read_bandwidth()
+    meter.stop()
+    return copy, read, meter.cores
+
+
+def read_bandwidth(mbytes=256, repeats=7, emb=768):
+    """GB/s at which np.matmul (OpenBLAS sgemv, this process's BLAS threads) reads a `mbytes`
+    (N, emb) float32 matrix times a vector: weight bytes / s, best of `repeats`."""
+    w = np.ones((mbytes * 2 ** 20 // 4 // emb, emb), np.float32)
+    x = np.ones(emb, np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        w @ x
+        best = min(best, time.perf_counter() - t0)
+    return w.nbytes / best / 1e9
+
+
 def decode_weight_bytes(model):
     """Bytes one decoding step must read: every parameter except the embedding tables (one row of
     each is read), each shared Parameter once."""
@@ -262,7 +290,7 @@ def table(results, show_busy):
     """One markdown table over every thread count's results."""
     rows = []
     for res in results:
-        thr, bound_ms = res["threads"], res["bound_ms"]
+        thr, bound_ms, read_ms = res["threads"], res["bound_ms"], res["read_bound_ms"]
         by_name = {r["runner"]: r for r in res["results"]}
         for r in res["results"]:
             hide = busy(r["background_cpus"], thr) and not show_busy
@@ -273,9 +301,11 @@ def table(results, show_busy):
             rows.append([r["runner"], thr, fmt(r["tokens_per_s"], ".2f", hide) + mark,
                          fmt(r["ms_per_token"], ".1f", hide) + mark,
                          fmt(r["ms_per_token"] / bound_ms, ".2f", hide) + mark,
+                         fmt(r["ms_per_token"] / read_ms, ".2f", hide) + mark,
                          (fmt(vs, ".2f", hide or base_busy) + mark) if base else "",
                          f"{r['background_cpus']:.2f}"])
-    return markdown_table(["runner", "threads", "tok/s", "ms/token", "x bound", "vs torch", "bg load"], rows)
+    return markdown_table(["runner", "threads", "tok/s", "ms/token", "x bound", "x read bound", "vs torch",
+                           "bg load"], rows)
 
 
 def run_single(threads):
@@ -291,24 +321,29 @@ def run_single(threads):
     if any(n.startswith("torch") for n in names):
         import torch  # noqa: F401  (so set_threads sets its pool too)
     pools = set_threads(threads)
-    meter = LoadMeter().start()
-    bw = memory_bandwidth(threads)
-    meter.stop()
+    before = _bandwidths(threads)
     weight_bytes = decode_weight_bytes(shared_model(cfg, ARGS.seed))
-    bound_ms = 1e3 * weight_bytes / (bw * 1e9)
     print(f"## {threads} thread(s): GPT_CONFIG_124M, random weights, batch 1, greedy, {ARGS.prompt_tokens}-token "
           f"prompt, {new_tokens} new tokens, kernels={tg.kernels.BACKEND}; thread pools {pools}")
-    print(f"## memory bandwidth {bw:.1f} GB/s (copy, {threads} thread(s), bg {meter.cores:.2f} cores); "
-          f"decode reads {weight_bytes / 1e6:.0f} MB of weights per token -> bound {bound_ms:.1f} ms/token "
-          f"({1e3 / bound_ms:.1f} tok/s)")
-    print(f"{'runner':24s} {'tok/s':>8s} {'ms/tok':>8s} {'x bound':>8s} {'seconds':>8s} {'bg cpus':>8s}")
+    print(f"{'runner':24s} {'tok/s':>8s} {'ms/tok':>8s} {'seconds':>8s} {'bg cpus':>8s}")
     results = []
     for name in names:
         res = time_runner(name, RUNNERS[name](cfg, ARGS.seed), prompt, new_tokens)
         results.append(res)
         print(f"{name:24s} {res['tokens_per_s']:8.2f} {res['ms_per_token']:8.1f} "
-              f"{res['ms_per_token'] / bound_ms:8.2f} {res['seconds']:8.2f} {res['background_cpus']:8.2f}",
-              flush=True)
+              f"{res['seconds']:8.2f} {res['background_cpus']:8.2f}", flush=True)
+    after = _bandwidths(threads)
+    # this VM's bandwidth drifts (a 2-thread copy measured 33-61 GB/s within an hour): measured
+    # before and after the runners, the bound takes the faster of the two
+    bw, read_bw = max(before[0], after[0]), max(before[1], after[1])
+    bound_ms = 1e3 * weight_bytes / (bw * 1e9)
+    read_ms = 1e3 * weight_bytes / (read_bw * 1e9)
+    print(f"## memory bandwidth {bw:.1f} GB/s (copy, {threads} thread(s); before/after the runners "
+          f"{before[0]:.1f}/{after[0]:.1f}, bg {before[2]:.2f}/{after[2]:.2f} cores); decode reads "
+          f"{weight_bytes / 1e6:.0f} MB of weights per token -> bound {bound_ms:.1f} ms/token "
+          f"({1e3 / bound_ms:.1f} tok/s)")
+    print(f"## read bandwidth {read_bw:.1f} GB/s (np.matmul sgemv on a 256 MB matrix; before/after "
+          f"{before[1]:.1f}/{after[1]:.1f}) -> read bound {read_ms:.1f} ms/token")
     token_sets = {tuple(r["tokens"]) for r in results}
     print("all runners produced the same tokens" if len(token_sets) == 1 else
           "WARNING: runners produced different tokens: " + ", ".join(
@@ -316,7 +351,10 @@ def run_single(threads):
     by_name = {r["runner"]: r for r in results}
     if "tinygpt-cached" in by_name and "tinygpt-uncached" in by_name:
         print(f"KV cache speed-up: {by_name['tinygpt-cached']['tokens_per_s'] / by_name['tinygpt-uncached']['tokens_per_s']:.1f}x")
-    return {"threads": threads, "bandwidth_gbs": bw, "bandwidth_bg_cpus": meter.cores,
+    return {"threads": threads, "bandwidth_gbs": bw, "bandwidth_bg_cpus": max(before[2], after[2]),
+            "bandwidth_before_after_gbs": [before[0], after[0]],
+            "read_bandwidth_before_after_gbs": [before[1], after[1]],
+            "read_bandwidth_gbs": read_bw, "read_bound_ms": read_ms,
             "weight_bytes": weight_bytes, "bound_ms": bound_ms, "new_tokens": new_tokens, "results": results}
 
 
@@ -346,7 +384,8 @@ def main():
         print()
     print(f"### Generation, GPT_CONFIG_124M, batch 1, greedy, {ARGS.prompt_tokens}-token prompt\n")
     print(table(runs, ARGS.show_busy))
-    print("\nx bound = ms/token / (decode weight bytes / copy bandwidth); vs torch: tinygpt-cached against "
+    print("\nx bound = ms/token / (decode weight bytes / copy bandwidth); x read bound: the same over "
+          "the sgemv read rate; vs torch: tinygpt-cached against "
           "torch-kv-cache, the uncached tinygpt runners against torch-book-simple.")
     if any(busy(r["background_cpus"], run["threads"]) for run in runs for r in run["results"]):
         print("'busy' / *: taken while other processes used > 0.2 cores; rerun on a quiet machine.")
