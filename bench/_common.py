@@ -27,6 +27,20 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # the second core with that spinning thread. Measured on the 2-vCPU VM with a 0.05 s pause: torch's
 # 2-thread matmuls no faster than its 1-thread ones, a 0.79 ms Numba product taking 18.8 ms.
 IDLE_S = 0.15
+# ...and after that pause, untimed calls for this long before timing: idle vCPUs come back slowly.
+# Measured on the AMD Zen 5 VM (2026-12-03), a (2, 12, 256, 256) causal softmax timed in blocks of 7
+# straight after the pause: 0.96 ms on 1 thread, 1.43 ms on 2; back to back with no pause 0.68 and
+# 0.40; after 0.1 s of untimed calls 0.80 and 0.53. Without this the short kernels (and the tiny
+# model's steps) were timed coming out of idle, which is not how a training loop runs them.
+WARM_S = 0.1
+
+
+def warm(fn, seconds=WARM_S):
+    """Call fn untimed until `seconds` have passed (at least once)."""
+    end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < end:
+        fn()
 
 
 def require(*modules):

@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import IDLE_S, cpu_busy_seconds, own_cpu_seconds  # noqa: E402
+from _common import IDLE_S, cpu_busy_seconds, own_cpu_seconds, warm  # noqa: E402
 
 B, T, C, H, V, FF = 2, 256, 768, 12, 50257, 3072  # GPT-2 124M, batch 2 x ctx 256
 N = B * T
@@ -221,9 +221,9 @@ def cases(quick, np, torch, K):
 
 def median_ms(fns, repeats, budget_s, rounds=3):
     """Median ms of each function. The repeats run in `rounds` blocks per function (nb x k, np x k,
-    pt x k, nb x k, ...): a load change hits all three alike. Each block starts after an IDLE_S pause
-    and an untimed call, so one library's spinning threads (OpenBLAS spins ~0.1 s after a call) do
-    not bill the next.
+    pt x k, nb x k, ...): a load change hits all three alike. Each block starts after an IDLE_S pause,
+    so one library's spinning threads (OpenBLAS spins ~0.1 s after a call) do not bill the next,
+    then WARM_S of untimed calls, so the cores are back from idle (see _common.py).
     """
     times = [[] for _ in fns]
     start = time.perf_counter()
@@ -231,7 +231,7 @@ def median_ms(fns, repeats, budget_s, rounds=3):
     for _ in range(rounds):
         for fn, ts in zip(fns, times):
             time.sleep(IDLE_S)
-            fn()  # untimed: compile / page in / let the previous library's threads go idle
+            warm(fn)  # untimed: compile, page in, cores back from the pause
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 fn()

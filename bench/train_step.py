@@ -46,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
-                     markdown_table, median, require, set_threads, thread_env, write_json)
+                     markdown_table, median, require, set_threads, thread_env, warm, write_json)
 
 # The configurations, built here exactly (PRESETS["tiny"] differs: vocab 50257).
 CONFIGS = {
@@ -167,6 +167,7 @@ def alternate(fns, ks, samples):
         for name in (names if s % 2 == 0 else names[::-1]):
             res, fn, k = out[name], fns[name], ks[name]
             time.sleep(IDLE_S)
+            warm(fn)  # untimed steps for WARM_S: the cores back from the pause
             res["meter"].start()
             t0 = time.perf_counter()
             for _ in range(k):
