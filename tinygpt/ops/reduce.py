@@ -41,10 +41,14 @@ class Mean(Function):
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         self.count = int(np.prod([a.shape[i] for i in axes])) if a.ndim else 1
-        with np.errstate(invalid="ignore", divide="ignore"):  # mean of nothing is NaN, as in torch
-            return np.asarray(a.mean(axis=axes, keepdims=keepdim))
+        if self.count == 0:  # mean of nothing is NaN, as in torch (np.mean would also warn)
+            shape = np.shape(a.sum(axis=axes, keepdims=keepdim))
+            return np.full(shape, np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
+        return np.asarray(a.mean(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
+        if self.count == 0:  # no input values: an empty gradient
+            return np.zeros(self.shape, g.dtype)
         g = _expand_back(g, self.shape, self.axes, self.keepdim) / float(self.count)
         return np.broadcast_to(g, self.shape)
 
