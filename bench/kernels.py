@@ -121,6 +121,14 @@ def cases(quick, np, torch, K):
            lambda: torch._softmax_backward_data(torch.ops.aten.native_dropout_backward(tdy, tkeep, 1 / 0.9),
                                                 tyc, -1, tyc.dtype) * scale, None)
 
+    # decoding: one new query per head against a 108-position KV cache (the middle of a 200-token
+    # generation), the cache buffers sized for the context; torch: its fused attention on the prefix
+    qd, kc, vc = arr(1, H, 1, 64), arr(1, H, T, 64), arr(1, H, T, 64)
+    tqd, tkc, tvc = tt(qd), tt(kc[:, :, :108]), tt(vc[:, :, :108])
+    yield ("cached attention", f"{qd.shape} over 108 of {kc.shape}",
+           lambda: nbk["cached_attention"](qd, kc, vc, 108, scale), lambda: ref["cached_attention"](qd, kc, vc, 108, scale),
+           lambda: torch.nn.functional.scaled_dot_product_attention(tqd, tkc, tvc, scale=scale), None)
+
     def layernorm_cases(rows, d):
         x, w, b, dy = arr(rows, d, scale=2.0), arr(d), arr(d), arr(rows, d)
         _, mean, rstd = ref["layernorm_forward"](x, w, b, 1e-5)

@@ -245,6 +245,32 @@ def test_kv_cache_chunks_equal_the_full_forward(chunks):
     np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-12, atol=1e-12)
 
 
+def test_kv_cache_uses_the_fused_kernel_unless_dropout_is_active(monkeypatch):
+    """Eval mode: one kernels.cached_attention call per forward. Training mode with attention
+    dropout: the composed ops, whose dropout is live (p = 1 drops every weight, so the output is
+    out_proj's bias alone)."""
+    import tinygpt.kernels as kernels
+    calls = []
+    fused = kernels.cached_attention
+    monkeypatch.setattr(kernels, "cached_attention", lambda *a: calls.append(a[3]) or fused(*a))
+    module = _build(MultiHeadAttention, np.float64, 4, 6, 8, 1.0, 3, qkv_bias=True)
+    x, _ = _inputs((2, 5, 4), 2, np.float64)
+    module.eval()
+    full = module(tg.tensor(x)).data
+    cache = LayerKVCache(8)
+    with tg.no_grad():
+        first = module(tg.tensor(x[:, :3]), kv_cache=cache).data
+        second = module(tg.tensor(x[:, 3:]), kv_cache=cache).data
+    assert calls == [3, 5]
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full, rtol=1e-12, atol=1e-12)
+    module.train()
+    cache.reset()
+    with tg.no_grad():
+        out = module(tg.tensor(x[:, :3]), kv_cache=cache).data
+    assert calls == [3, 5]
+    np.testing.assert_array_equal(out, np.broadcast_to(module.out_proj.bias.data, out.shape))
+
+
 def test_kv_cache_needs_no_grad_and_reports_overflow():
     module = MultiHeadAttention(4, 4, 8, 0.0, 2)
     cache = LayerKVCache(8)

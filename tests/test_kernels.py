@@ -237,6 +237,38 @@ def test_causal_softmax_dropout(lead, tq, extra, layout, dtype, p, seed):
           REF["causal_softmax_dropout_backward"](y_ref, keep_ref, dz, 0.5, p))
 
 
+@fast(80)
+@given(b=st.sampled_from([1, 2]), h=st.sampled_from([1, 3]), hd=ODD, tq=st.sampled_from([1, 1, 2, 17]),
+       cached=st.sampled_from([0, 1, 16, 63]), spare=st.sampled_from([0, 5]), q_layout=LAYOUTS,
+       dtype=DTYPES, seed=SEEDS)
+def test_cached_attention(b, h, hd, tq, cached, spare, q_layout, dtype, seed):
+    """Attention over a KV cache with `length` = cached + Tq filled positions of S = length + spare:
+    the kernel equals the reference, and the reference equals the composed ops it replaces
+    (q @ k.T, the causal softmax, @ v) on the filled part only (the spare positions hold garbage)."""
+    rng = np.random.default_rng(seed)
+    length = cached + tq
+    q = make(rng, (b, h, tq, hd), dtype, 2.0, q_layout)
+    k, v = make(rng, (b, h, length + spare, hd), dtype), make(rng, (b, h, length + spare, hd), dtype)
+    k[:, :, length:], v[:, :, length:] = np.nan, np.nan  # never read
+    scale = 1.0 / np.sqrt(hd)
+    want = REF["cached_attention"](q, k, v, length, scale)
+    assert want.shape == (b, tq, h, hd)
+    check("cached_attention", NB["cached_attention"](q, k, v, length, scale), want, scale=4.0)
+    w = REF["causal_softmax_forward"](q @ k[:, :, :length].swapaxes(-1, -2), scale)
+    check("cached_attention vs composed", want, (w @ v[:, :, :length]).transpose(0, 2, 1, 3))
+
+
+def test_cached_attention_checks_shapes():
+    q, k = np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 2, 8, 4), np.float32)
+    for impl in (NB, REF):
+        with pytest.raises(ValueError, match="length"):
+            impl["cached_attention"](q, k, k, 2, 0.5)        # fewer positions than queries
+        with pytest.raises(ValueError, match="length"):
+            impl["cached_attention"](q, k, k, 9, 0.5)        # beyond the cache
+        with pytest.raises(ValueError, match="do not match"):
+            impl["cached_attention"](q, k[:, :1], k[:, :1], 3, 0.5)
+
+
 def test_causal_softmax_needs_tk_ge_tq():
     s = np.zeros((3, 2), np.float32)
     for impl in (NB, REF):
@@ -408,8 +440,8 @@ def test_dropout_keeps_nan_like_torch():
 
 def test_chunked_paths(monkeypatch):
     """Force many chunks on small inputs: every row-split kernel still equals its reference."""
-    from tinygpt.kernels import adamw, cross_entropy, dropout, gelu, layernorm, softmax
-    for mod in (softmax, layernorm, gelu, cross_entropy, adamw, dropout):
+    from tinygpt.kernels import adamw, attention, cross_entropy, dropout, gelu, layernorm, softmax
+    for mod in (softmax, layernorm, gelu, cross_entropy, adamw, dropout, attention):
         monkeypatch.setattr(mod, "MIN_ELEMS", 1)
     old = _jit.num_threads()
     _jit.set_num_threads(3)
@@ -430,6 +462,9 @@ def test_chunked_paths(monkeypatch):
             check("causal dropout", z, z_ref, scale=2.0)
             check("causal dropout bwd", NB["causal_softmax_dropout_backward"](y, keep, dy, 0.5, 0.3),
                   REF["causal_softmax_dropout_backward"](y_ref, keep, dy, 0.5, 0.3), scale=2.0)
+            q, kv = x[:, :, :4, :9], make(rng, (2, 5, 40, 9), dt)
+            check("cached attention", NB["cached_attention"](q, kv, kv, 33, 0.3),
+                  REF["cached_attention"](q, kv, kv, 33, 0.3), scale=4.0)
             x2, dy2 = x.reshape(-1, 65), dy.reshape(-1, 65)
             w = make(rng, (65,), dt)
             fwd = REF["layernorm_forward"](x2, w, w, 1e-5)

@@ -9,6 +9,7 @@ This package is a leaf: it imports NumPy and Numba only, never tinygpt or torch.
 import os
 
 from . import adamw as _adamw
+from . import attention as _attn
 from . import cross_entropy as _ce
 from . import dropout as _drop
 from . import embedding as _emb
@@ -32,6 +33,7 @@ _NAMES = (
     (_sm, "softmax_forward"), (_sm, "softmax_backward"),
     (_sm, "causal_softmax_forward"), (_sm, "causal_softmax_backward"),
     (_sm, "causal_softmax_dropout_forward"), (_sm, "causal_softmax_dropout_backward"),
+    (_attn, "cached_attention"),
     (_ln, "layernorm_forward"), (_ln, "layernorm_backward"),
     (_gelu, "gelu_forward"), (_gelu, "gelu_backward"),
     (_ce, "cross_entropy_forward"), (_ce, "cross_entropy_backward"),
@@ -52,6 +54,7 @@ causal_softmax_forward = _CHOSEN["causal_softmax_forward"]
 causal_softmax_backward = _CHOSEN["causal_softmax_backward"]
 causal_softmax_dropout_forward = _CHOSEN["causal_softmax_dropout_forward"]
 causal_softmax_dropout_backward = _CHOSEN["causal_softmax_dropout_backward"]
+cached_attention = _CHOSEN["cached_attention"]
 layernorm_forward = _CHOSEN["layernorm_forward"]
 layernorm_backward = _CHOSEN["layernorm_backward"]
 gelu_forward = _CHOSEN["gelu_forward"]
@@ -89,6 +92,7 @@ def warmup(dtype="float32"):
     f["causal_softmax_backward"](y, x, 0.5)
     z, y, keep = f["causal_softmax_dropout_forward"](x, 0.5, 0.5, 1)
     f["causal_softmax_dropout_backward"](y, keep, z, 0.5, 0.5)
+    f["cached_attention"](x[None, :, :1], x[None], x[None], 3, 0.5)
     x2 = x.reshape(6, 8)
     w = np.ones(8, dt)
     y, mean, rstd = f["layernorm_forward"](x2, w, w, 1e-5)

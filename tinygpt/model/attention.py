@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor, rand
 from ..nn import Dropout, Linear, Module, ModuleList, Parameter
@@ -187,7 +188,8 @@ class MultiHeadAttention(BookStateDict, Module):
     on the attention weights, heads merged and projected by `out_proj`.
 
     `forward(x, kv_cache=None)`: with a `LayerKVCache`, x holds only the new tokens; their keys
-    and values are appended to the cache and the queries attend to everything cached.
+    and values are appended to the cache and the queries attend to everything cached, in one
+    `kernels.cached_attention` call (the composed ops below when attention dropout is active).
 
     The three projection weights are row blocks of one (3 d_out, d_in) array (`qkv_packed`), so
     that where no gradient is needed (generation, evaluation, frozen layers) one product computes
@@ -263,11 +265,15 @@ class MultiHeadAttention(BookStateDict, Module):
         if kv_cache is None:
             _check_length(num_tokens, self.context_length)
         queries, keys, values = self._split_heads(x)      # (b, H, T, hd) each
+        dropout_p = self.dropout.p if self.training else 0.0
         if kv_cache is not None:
             keys, values = kv_cache.append(keys, values)  # (b, H, L, hd), L = cached + T
+            if dropout_p == 0.0:  # the steps below in one kernel, on the cache buffers
+                context_vec = kernels.cached_attention(queries.data, kv_cache.k, kv_cache.v, kv_cache.length,
+                                                       1.0 / math.sqrt(self.head_dim))  # (b, T, H, hd)
+                return self.out_proj(Tensor(context_vec.reshape(b, num_tokens, self.d_out)))
         attn_scores = queries @ keys.transpose(2, 3)       # (b, H, T, L)
         # the book's softmax(scores / sqrt(hd)) with the mask, then self.dropout: one fused op
-        dropout_p = self.dropout.p if self.training else 0.0
         attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(self.head_dim),
                                                dropout_p)  # (b, H, T, L)
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, T, H, hd)

@@ -1,0 +1,76 @@
+"""Attention over a KV cache in one call: softmax(q k^T * scale, causal) v, for generation.
+
+Book section 3.6's attention (queries against keys, the scaled causal softmax, the weighted sum of
+values) for the decoding loop of chapter 4.7 / 5.3 with a KV cache: q holds the Tq newest tokens,
+k and v the cache buffers (b, H, S, hd), of which the first `length` positions are filled; query i
+sits at absolute position length - Tq + i and sees keys 0 .. length - Tq + i.
+
+Why a kernel: decoding one token through the composed ops (transpose, two batched products, the
+causal softmax, transpose, reshape) costs ~100-150 us per layer on these VMs, almost all of it
+dispatch: np.matmul runs one tiny BLAS call per head. The kernel does the whole layer's attention
+in one call, reading each cached key and value once, and writes the context straight in the
+(b, Tq, H, hd) layout `out_proj` wants. No gradient: a KV cache is only used under no_grad.
+The softmax is the causal-softmax kernel's own row routine, so the weights match it exactly; only
+the dot products' summation order differs from BLAS's.
+"""
+import numpy as np
+
+from ._jit import chunk_bounds, chunks, njit, run_chunks
+from ._rows import row_dot
+from .softmax import _causal_row, causal_softmax_forward_ref
+
+MIN_ELEMS = 1 << 18  # cached key/value values read per chunk before a call is split over threads
+
+
+def _check(q, k, v, length):
+    b, h, tq, hd = q.shape
+    if k.shape != v.shape or k.shape[:2] != (b, h) or k.shape[3] != hd:
+        raise ValueError(f"cached_attention: queries {q.shape} do not match caches {k.shape} / {v.shape}")
+    if not tq <= length <= k.shape[2]:
+        raise ValueError(f"cached_attention: need Tq ({tq}) <= length ({length}) <= cache size "
+                         f"({k.shape[2]})")
+
+
+def cached_attention_ref(q, k, v, length, scale):
+    # q (b, H, Tq, hd); k, v (b, H, S, hd) with `length` valid positions -> context (b, Tq, H, hd)
+    _check(q, k, v, length)
+    keys, values = k[:, :, :length], v[:, :, :length]                       # (b, H, L, hd)
+    weights = causal_softmax_forward_ref(np.matmul(q, keys.swapaxes(-1, -2)), scale)  # (b, H, Tq, L)
+    return np.ascontiguousarray(np.matmul(weights, values).transpose(0, 2, 1, 3))
+
+
+@njit(fastmath={"contract"})
+def _cached_attn(q, k, v, length, scale, out, c, nchunks):
+    # q (b, H, Tq, hd), k/v (b, H, S, hd), out (b, Tq, H, hd), all C-contiguous; chunks of (b, H) pairs
+    nb, nh, tq, hd = q.shape
+    zero = out.dtype.type(0.0)
+    scores = np.empty(length, q.dtype)
+    weights = np.empty(length, q.dtype)
+    lo, hi = chunk_bounds(c, nchunks, nb * nh)
+    for pair in range(lo, hi):
+        bi, h = pair // nh, pair % nh
+        kh, vh = k[bi, h], v[bi, h]
+        for i in range(tq):
+            n = length - tq + i + 1                      # keys this query may see
+            qi = q[bi, h, i]
+            for j in range(n):
+                scores[j] = row_dot(qi, kh[j], hd)
+            _causal_row(scores, scale, weights, n)
+            oi = out[bi, i, h]
+            oi[:] = zero
+            for j in range(n):
+                wj, vj = weights[j], vh[j]
+                for d in range(hd):
+                    oi[d] += wj * vj[d]
+
+
+def cached_attention_numba(q, k, v, length, scale):
+    _check(q, k, v, length)
+    q = np.ascontiguousarray(q)
+    k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)  # the cache buffers already are
+    b, h, tq, hd = q.shape
+    out = np.empty((b, tq, h, hd), q.dtype)
+    if out.size:
+        nc = chunks(b * h, max(1, MIN_ELEMS // max(1, 2 * tq * length * hd)))
+        run_chunks(_cached_attn, nc, q, k, v, length, q.dtype.type(scale), out)
+    return out
