@@ -9,7 +9,8 @@ split into heads, then `out_proj`): the class that GPTModel uses.
 and the causal mask inside one kernel, with query i of Tq at absolute position Tk - Tq + i, which
 is exactly what a KV cache needs (new queries see every cached key and each other causally).
 In training mode the same kernel pass also applies the attention-weight dropout (`self.dropout.p`),
-with the mask `F.dropout` would draw.
+with the mask `F.dropout` would draw. With a KV cache and no dropout, `kernels.cached_attention`
+does the scores, that softmax and the weighted values in one call on the cache buffers.
 
 The book's PyTorch modules register the mask as a persistent buffer, so their state dicts carry
 `<prefix>.mask` entries. `BookStateDict` reproduces that: `state_dict()` lists each mask (float,
