@@ -267,6 +267,8 @@ def test_cached_attention_checks_shapes():
             impl["cached_attention"](q, k, k, 9, 0.5)        # beyond the cache
         with pytest.raises(ValueError, match="do not match"):
             impl["cached_attention"](q, k[:, :1], k[:, :1], 3, 0.5)
+        with pytest.raises(TypeError, match="dtypes differ"):
+            impl["cached_attention"](q, k.astype(np.float64), k, 3, 0.5)
 
 
 def test_causal_softmax_needs_tk_ge_tq():

@@ -26,6 +26,8 @@ def _check(q, k, v, length):
     b, h, tq, hd = q.shape
     if k.shape != v.shape or k.shape[:2] != (b, h) or k.shape[3] != hd:
         raise ValueError(f"cached_attention: queries {q.shape} do not match caches {k.shape} / {v.shape}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"cached_attention: dtypes differ: queries {q.dtype}, keys {k.dtype}, values {v.dtype}")
     if not tq <= length <= k.shape[2]:
         raise ValueError(f"cached_attention: need Tq ({tq}) <= length ({length}) <= cache size "
                          f"({k.shape[2]})")
