@@ -204,3 +204,17 @@ def test_clip_grad_norm_matches_pytorch():
     assert abs(total - ttotal.item()) < 1e-5
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_init_drawn_in_chunks_equals_one_draw(dtype):
+    # layers._draw fills parameters a chunk at a time: same values, same generator state after
+    from tinygpt.core.random import generator
+    from tinygpt.nn import layers
+    for sample in (lambda rng, n: rng.uniform(-0.2, 0.2, size=n), lambda rng, n: rng.standard_normal(n)):
+        tg.manual_seed(3)
+        chunked, after = layers._draw(sample, (37, 29), dtype, chunk=100), generator().random()
+        tg.manual_seed(3)
+        once = sample(generator(), 37 * 29).reshape(37, 29).astype(dtype)
+        assert chunked.dtype == dtype and np.array_equal(chunked, once)
+        assert after == generator().random()

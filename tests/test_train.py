@@ -184,15 +184,15 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_intact(tmp_path, mo
     model, opt = fresh()
     path = save_checkpoint(tmp_path / "m.safetensors", model, opt, loop={"step": 1})
     good = path.read_bytes()
-    real_save = checkpoint_module.save_file
+    from tinygpt.weights import safetensors_io
+    real_sync = safetensors_io._sync_and_drop
 
-    def dies_midway(tensors, filename, metadata=None):
-        real_save(tensors, filename, metadata=metadata)
-        with open(filename, "r+b") as f:  # half the bytes are on disk when the process "dies"
-            f.truncate(len(good) // 2)
+    def dies_midway(f):  # part of the new file is on disk when the process "dies"
+        real_sync(f)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint_module, "save_file", dies_midway)
+    monkeypatch.setattr(safetensors_io, "SYNC_BYTES", len(good) // 3)
+    monkeypatch.setattr(safetensors_io, "_sync_and_drop", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, opt, loop={"step": 2})
     assert path.read_bytes() == good

@@ -237,6 +237,31 @@ def test_pickle_with_unknown_class_or_raw_pickle_is_refused(tmp_path):
         load_torch_state_dict(tmp_path / "raw.pth")
 
 
+def test_save_safetensors_in_sync_steps_matches_the_reference_reader(tmp_path, monkeypatch):
+    """Written in many small synced steps (a chunk boundary inside a tensor, tensors smaller than
+    a step, a non-contiguous view, a float64 and an int tensor), the file reads back exactly,
+    through our reader and through the safetensors package's."""
+    from safetensors.numpy import load_file
+
+    from tinygpt.weights import safetensors_io
+    calls = []
+    real = safetensors_io._sync_and_drop
+    monkeypatch.setattr(safetensors_io, "SYNC_BYTES", 1000)
+    monkeypatch.setattr(safetensors_io, "_sync_and_drop", lambda f: (calls.append(f.tell()), real(f)))
+    rng = np.random.default_rng(0)
+    tensors = {"big": rng.standard_normal((37, 29)).astype(np.float32),
+               "view": rng.standard_normal((20, 30)).T[::2],
+               "ids": np.arange(301, dtype=np.int64), "one": np.ones(3, np.float32)}
+    path = save_safetensors(tensors, tmp_path / "t.safetensors", metadata={"k": "v"})
+    assert calls[-1] == path.stat().st_size  # the last sync covers the end
+    assert len(calls) > 4 and max(np.diff(calls)) < 2 * 1000  # never more than 2 steps unsynced
+    for loaded in (load_safetensors(path), load_file(str(path))):
+        assert set(loaded) == set(tensors)
+        for name, arr in tensors.items():
+            assert loaded[name].dtype == arr.dtype and np.array_equal(loaded[name], arr)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]
+
+
 def _write_lying(path, header_edit, trailing=b""):
     """A valid 2-tensor file, then its header edited to lie."""
     save_safetensors({"a": np.arange(6, dtype=np.float32).reshape(2, 3),

@@ -3,17 +3,18 @@ rest (config, step, epoch, loss history, RNG state) as JSON in the file's metada
 
 Layout: tensors `model.<name>` (every state_dict entry) and `optim.<param index>.<state key>`;
 metadata keys `format` = "tinygpt-checkpoint", `version`, and `state` (a JSON document).
-Saving writes a temporary file beside the target, fsyncs it and renames it over the target,
-so a save killed midway leaves the previous checkpoint intact. Loading checks everything
-before touching the model, so a bad file never leaves a half-loaded model."""
+Saving (`weights.save_safetensors`) writes a temporary file beside the target, syncs it to disk
+and renames it over the target, so a save killed midway leaves the previous checkpoint intact.
+Loading checks everything before touching the model, so a bad file never leaves a half-loaded
+model."""
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+
+from ..weights.safetensors_io import save_safetensors
 
 FORMAT, VERSION = "tinygpt-checkpoint", 1
 
@@ -22,29 +23,20 @@ def save_checkpoint(path, model, optimizer=None, **state) -> pathlib.Path:
     """Write model (+ optimizer) arrays and JSON-serialisable `state` to `path` atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in _unique_arrays(model.state_dict())}
+    tensors = {f"model.{k}": v for k, v in _unique_arrays(model.state_dict())}
     if optimizer is not None:
         opt_state = optimizer.state_dict(copy=False)  # written straight from the live arrays
         for i, entries in opt_state["state"].items():
             for key, value in entries.items():
                 if isinstance(value, np.ndarray):
-                    tensors[f"optim.{i}.{key}"] = np.ascontiguousarray(value)
+                    tensors[f"optim.{i}.{key}"] = value
         state["optimizer"] = {
             "param_groups": opt_state["param_groups"],
             "scalars": {str(i): {k: v for k, v in e.items() if not isinstance(v, np.ndarray)}
                         for i, e in opt_state["state"].items()}}
     state["tied"] = _tied_names(model)
     metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(state)}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    save_safetensors(tensors, path, metadata=metadata)
     return path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's limit
+SYNC_BYTES = 64 << 20           # save_safetensors puts this much on disk at a time
 
 # safetensors dtype tag -> numpy dtype (little-endian). BF16 has no numpy dtype: it is read as
 # uint16 and widened to float32 by `bf16_to_float32`.
@@ -125,11 +126,14 @@ def load_safetensors(path, widen_bf16: bool = True) -> dict:
 
 
 def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
-    """Write {name: ndarray} to `path` in safetensors format, atomically: the bytes go to a
-    temporary file in the same directory, which is renamed over `path` only when complete.
-    Tensors are laid out in name order; the header is padded with spaces to a multiple of 8 so
-    the data starts aligned (as the reference writer does). Arrays may be non-contiguous views:
-    each is made contiguous only while it is written."""
+    """Write {name: ndarray} to `path` in safetensors format, atomically and durably: the bytes go
+    to a temporary file in the same directory, which is synced to disk and renamed over `path`
+    only when complete. Tensors are laid out in name order; the header is padded with spaces to a
+    multiple of 8 so the data starts aligned (as the reference writer does). Arrays may be
+    non-contiguous views: each is made contiguous only while it is written.
+
+    The file goes to disk in steps of `SYNC_BYTES`, each dropped from the page cache once written
+    (`_sync_and_drop`), so a 1.5 GB training checkpoint never holds more than that much cache."""
     path = Path(path)
     names, header, offset = sorted(tensors), {}, 0
     for name in names:  # the header first, from shapes and dtypes alone
@@ -152,9 +156,18 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
+            unsynced = 0
             for name in names:  # one contiguous little-endian copy at a time, if needed
                 arr = np.asarray(tensors[name], dtype=DTYPES[header[name]["dtype"]], order="C")
-                f.write(arr.reshape(-1).view(np.uint8))
+                data = arr.reshape(-1).view(np.uint8)
+                for start in range(0, data.size, SYNC_BYTES):
+                    chunk = data[start:start + SYNC_BYTES]
+                    f.write(chunk)
+                    unsynced += chunk.size
+                    if unsynced >= SYNC_BYTES:
+                        _sync_and_drop(f)
+                        unsynced = 0
+            _sync_and_drop(f)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
@@ -162,3 +175,17 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _sync_and_drop(f) -> None:
+    """Put everything written to `f` on disk, then let the OS drop it from the page cache.
+
+    Why: written pages otherwise stay cached (dirty, then clean) until memory runs short, so
+    saving a checkpoint claims as much fresh memory as the file is large. On the project's VMs
+    fresh memory is what costs (the host hands the guest back pages it reported free): one 1.5 GB
+    write took 9.5-9.9 s there, 8.7-9.0 s of it in the kernel; in 64 MB steps, synced and dropped,
+    0.9 s (2026-12-05). Clean pages can be dropped, dirty ones not: hence the sync first."""
+    f.flush()
+    getattr(os, "fdatasync", os.fsync)(f.fileno())
+    if hasattr(os, "posix_fadvise"):  # Linux and most Unixes; macOS and Windows keep the cache
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
