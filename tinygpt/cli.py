@@ -6,6 +6,7 @@ status 2; anything else is a bug and keeps its traceback."""
 import argparse
 import sys
 import time
+from .errors import InputError
 
 COMMANDS = {}
 
@@ -70,7 +71,7 @@ def _generate(sub):
         from .train.checkpoint import read_checkpoint
         model_sd, _, state = read_checkpoint(args.checkpoint)
         if not state.get("config"):
-            raise ValueError(f"{args.checkpoint} records no model config")
+            raise InputError(f"{args.checkpoint} records no model config")
         model = GPTModel(state["config"])
         model.load_state_dict(model_sd)
         model.eval()

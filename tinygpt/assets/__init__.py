@@ -4,6 +4,7 @@ tinygpt reads its data from here at run time, never from the network or from a s
 outside the package, so the examples and tests work offline on a fresh install.
 """
 import pathlib
+from ..errors import InputError
 
 ASSETS_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -18,7 +19,7 @@ def asset_path(name: str) -> pathlib.Path:
         raise TypeError(f"asset name must be a str such as 'the-verdict.txt', got {type(name).__name__}")
     # Only plain file names: an asset name must not reach outside this folder ("../x", "/etc/x").
     if not name or pathlib.PurePath(name).name != name or name in (".", ".."):
-        raise ValueError(f"asset name must be a plain file name inside {ASSETS_DIR}, got {name!r}")
+        raise InputError(f"asset name must be a plain file name inside {ASSETS_DIR}, got {name!r}")
     path = ASSETS_DIR / name
     if not path.is_file():
         shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if p.is_file() and not p.name.startswith("_"))

@@ -4,6 +4,7 @@
 and restored (checkpoints do this so a resumed run continues the same random stream).
 """
 import numpy as np
+from ..errors import InputError
 
 _generator = np.random.default_rng(0)
 
@@ -11,7 +12,7 @@ _generator = np.random.default_rng(0)
 def manual_seed(seed: int) -> None:
     global _generator
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
     _generator = np.random.default_rng(int(seed))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from . import autograd
 from .dtypes import DEFAULT_FLOAT, as_array, is_float
 from .random import generator
+from ..errors import InputError
 
 
 class Tensor:
@@ -42,7 +43,7 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+            raise InputError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.item()
 
     def tolist(self):
@@ -82,7 +83,7 @@ class Tensor:
         else:
             grad = as_array(grad.data if isinstance(grad, Tensor) else grad, self.dtype)
             if grad.shape != self.shape:
-                raise ValueError(f"backward(grad): grad shape {grad.shape} != tensor shape {self.shape}")
+                raise InputError(f"backward(grad): grad shape {grad.shape} != tensor shape {self.shape}")
         autograd.backward(self, grad, retain_graph=retain_graph)
 
 

@@ -6,13 +6,14 @@ the inputs shifted by one token. Items are `(input_ids, target_ids)` pairs of in
 import numpy as np
 
 from tinygpt.tokenizer import ENDOFTEXT, get_gpt2_tokenizer
+from ..errors import InputError
 
 
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+        raise InputError(f"{name} must be >= 1, got {value}")
     return int(value)
 
 
@@ -39,7 +40,7 @@ class GPTDatasetV1:
         token_ids = np.asarray(tokenizer.encode(txt, allowed_special={ENDOFTEXT}), dtype=np.int64)  # (n,)
         n = len(token_ids)
         if n <= self.max_length:
-            raise ValueError(
+            raise InputError(
                 f"text too short: it has {n} tokens, but one window needs max_length + 1 = "
                 f"{self.max_length + 1} (the inputs plus the one-token-shifted target)"
             )

@@ -16,11 +16,12 @@ from http.client import HTTPException
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from ..errors import TinyGPTError
 
 CHUNK = 1 << 20
 
 
-class DownloadError(OSError):
+class DownloadError(TinyGPTError, OSError):
     """A download that could not complete or did not verify; the message says what was tried."""
 
 

@@ -20,6 +20,7 @@ from collections import namedtuple
 import numpy as np
 
 from tinygpt.tokenizer import get_gpt2_tokenizer
+from ..errors import InputError
 
 REQUIRED_KEYS = ("instruction", "output")  # `input` is optional: missing means ""
 RESPONSE_HEADER = "\n\n### Response:\n"
@@ -27,7 +28,7 @@ RESPONSE_HEADER = "\n\n### Response:\n"
 Split = namedtuple("Split", ["train", "test", "val"])
 
 
-class MalformedEntryError(ValueError):
+class MalformedEntryError(InputError):
     """An instruction-data entry that is not {"instruction": str, "input": str, "output": str}."""
 
 
@@ -45,18 +46,18 @@ def load_instruction_data(path) -> list:
         raise FileNotFoundError(f"instruction data file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if not text.strip():
-        raise ValueError(f"{path}: the file is empty; expected a JSON list of entries or JSON lines")
+        raise InputError(f"{path}: the file is empty; expected a JSON list of entries or JSON lines")
     try:
         parsed = json.loads(text)
         entries = parsed if isinstance(parsed, list) else [parsed]  # one object: JSON lines of one
         lines = [None] * len(entries)
     except json.JSONDecodeError as err:
         if err.msg != "Extra data" and text.lstrip().startswith("["):  # a broken JSON list
-            raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, "
+            raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, "
                              f"column {err.colno})") from None
         entries, lines = _parse_json_lines(text, path)
     if not entries:
-        raise ValueError(f"{path}: holds no entries")
+        raise InputError(f"{path}: holds no entries")
     checked = []
     for i, (entry, line) in enumerate(zip(entries, lines)):
         problem = _entry_problem(entry)
@@ -166,18 +167,18 @@ def custom_collate_fn(batch, pad_token_id: int = 50256, ignore_index: int = -100
 
     Returns (inputs, targets), two (batch, T) int64 ndarrays."""
     if not batch:
-        raise ValueError("custom_collate_fn got an empty batch")
+        raise InputError("custom_collate_fn got an empty batch")
     pairs = isinstance(batch[0], tuple)
     items = [item[1] if pairs else item for item in batch]
     if mask_prompt:
         if prompt_lengths is None:
             if not pairs:
-                raise ValueError("mask_prompt=True needs the prompt lengths: items as "
+                raise InputError("mask_prompt=True needs the prompt lengths: items as "
                                  "(prompt_length, token_ids) pairs (InstructionDataset(..., "
                                  "with_prompt_lengths=True)) or the prompt_lengths argument")
             prompt_lengths = [item[0] for item in batch]
         if len(prompt_lengths) != len(items):
-            raise ValueError(f"got {len(prompt_lengths)} prompt lengths for {len(items)} items")
+            raise InputError(f"got {len(prompt_lengths)} prompt lengths for {len(items)} items")
     batch_max_length = max(len(item) + 1 for item in items)  # every item gets an end-of-text
     inputs = np.full((len(items), batch_max_length - 1), pad_token_id, dtype=np.int64)   # (b, T)
     targets = np.full((len(items), batch_max_length - 1), pad_token_id, dtype=np.int64)  # (b, T)

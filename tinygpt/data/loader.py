@@ -19,6 +19,7 @@ import numpy as np
 
 from tinygpt.data.datasets import GPTDatasetV1
 from tinygpt.tokenizer import get_gpt2_tokenizer
+from ..errors import InputError
 
 
 def default_collate(items):
@@ -30,14 +31,14 @@ def default_collate(items):
     first = items[0]
     if isinstance(first, (tuple, list)):
         if any(len(item) != len(first) for item in items):
-            raise ValueError(f"dataset items have different lengths: {sorted({len(item) for item in items})}")
+            raise InputError(f"dataset items have different lengths: {sorted({len(item) for item in items})}")
         return tuple(default_collate([item[k] for item in items]) for k in range(len(first)))
     if isinstance(first, dict):
         return {key: default_collate([item[key] for item in items]) for key in first}
     arrays = [np.asarray(item) for item in items]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(
+        raise InputError(
             f"cannot stack items of different shapes {sorted(shapes)} into one batch; "
             "pad them in a collate_fn (e.g. the book's ch. 6/7 collate functions)"
         )
@@ -51,7 +52,7 @@ def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -100,7 +101,7 @@ class DataLoader:
         self._epoch = _check_int("epoch", epoch, 0)
         self._start_batch = _check_int("start_batch", start_batch, 0)
         if self._start_batch > len(self):
-            raise ValueError(f"start_batch {start_batch} is past the end of an epoch of {len(self)} batches")
+            raise InputError(f"start_batch {start_batch} is past the end of an epoch of {len(self)} batches")
 
     def state_dict(self) -> dict:
         """Where the loader is: the seed, the epoch of the iteration in progress (or of the next one) and
@@ -113,7 +114,7 @@ class DataLoader:
         """Resume from `state_dict()`: the next iteration continues that epoch at the next batch."""
         for key, mine in (("num_samples", len(self.dataset)), ("batch_size", self.batch_size)):
             if key in state and state[key] != mine:
-                raise ValueError(f"loader state is for {key}={state[key]}, this loader has {key}={mine}")
+                raise InputError(f"loader state is for {key}={state[key]}, this loader has {key}={mine}")
         self.seed = _check_int("seed", state["seed"], 0)
         self.set_epoch(state["epoch"], state["batch"])
         self._progress = None

@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 
 import numpy as np
+from ..errors import InputError
 
 LABELS = {"ham": 0, "spam": 1}
 CLASS_NAMES = ("not spam", "spam")  # what classify_review prints for label 0 and 1
@@ -47,10 +48,10 @@ def _parse_tsv(f, path):
         if not row:
             continue  # pandas skips blank lines
         if len(row) != 2 or row[0] not in LABELS:
-            raise ValueError(f"{path}: record {line_no} is not 'ham|spam<TAB>text': {row[:2]!r}")
+            raise InputError(f"{path}: record {line_no} is not 'ham|spam<TAB>text': {row[:2]!r}")
         rows.append((row[0], row[1]))
     if not rows:
-        raise ValueError(f"{path} holds no messages (empty file)")
+        raise InputError(f"{path} holds no messages (empty file)")
     return rows
 
 
@@ -62,10 +63,10 @@ def read_labeled_csv(path):
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
-            raise ValueError(f"{path} is empty: expected a header line 'Label,Text' and one row per message")
+            raise InputError(f"{path} is empty: expected a header line 'Label,Text' and one row per message")
         missing = [c for c in ("Label", "Text") if c not in header]
         if missing:
-            raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; "
+            raise InputError(f"{path} has no column {' or '.join(map(repr, missing))}; "
                              f"its header is {header!r} (expected 'Label' and 'Text')")
         li, ti = header.index("Label"), header.index("Text")
         rows = []
@@ -73,10 +74,10 @@ def read_labeled_csv(path):
             if not row:
                 continue
             if len(row) <= max(li, ti):
-                raise ValueError(f"{path}: row {line_no} has {len(row)} fields, header has {len(header)}")
+                raise InputError(f"{path}: row {line_no} has {len(row)} fields, header has {len(header)}")
             rows.append((_label_id(row[li], f"{path}: row {line_no}"), row[ti]))
     if not rows:
-        raise ValueError(f"{path} has a header but no messages")
+        raise InputError(f"{path} has a header but no messages")
     return rows
 
 
@@ -86,7 +87,7 @@ def read_messages(path):
     with open(path, encoding="utf-8") as f:
         first = f.readline()
     if not first.strip():
-        raise ValueError(f"{path} is empty: expected the raw SMS Spam Collection or a CSV with "
+        raise InputError(f"{path} is empty: expected the raw SMS Spam Collection or a CSV with "
                          "columns Label,Text")
     if first.split("\t", 1)[0] in LABELS and "\t" in first:
         return [(LABELS[label], text) for label, text in read_sms_spam(path)]
@@ -104,7 +105,7 @@ def _label_id(label, where="label"):
     except (TypeError, ValueError):
         value = None
     if value not in (0, 1):
-        raise ValueError(f"{where}: label {label!r} is not ham/spam or 0/1")
+        raise InputError(f"{where}: label {label!r} is not ham/spam or 0/1")
     return value
 
 
@@ -130,7 +131,7 @@ def balance_and_split(rows, train_frac=0.7, validation_frac=0.1, seed=123):
     ham = [r for r in rows if r[0] == 0]
     spam = [r for r in rows if r[0] == 1]
     if len(ham) < len(spam):
-        raise ValueError(f"cannot undersample ham: {len(ham)} ham rows but {len(spam)} spam rows")
+        raise InputError(f"cannot undersample ham: {len(ham)} ham rows but {len(spam)} spam rows")
     keep = np.random.RandomState(seed).permutation(len(ham))[:len(spam)]  # DataFrame.sample(n)
     balanced = [ham[i] for i in keep] + spam
     order = np.random.RandomState(seed).permutation(len(balanced))       # sample(frac=1)
@@ -165,14 +166,14 @@ class SpamDataset:
         else:
             rows = [(_label_id(label, f"row {i}"), text) for i, (label, text) in enumerate(csv_or_rows)]
         if not rows:
-            raise ValueError("SpamDataset got no messages")
+            raise InputError("SpamDataset got no messages")
         self.labels = np.array([label for label, _ in rows], dtype=np.int64)   # (n,)
         self.texts = [text for _, text in rows]
         encoded = [tokenizer.encode(text) for text in self.texts]
         if max_length is None:
             max_length = max(len(ids) for ids in encoded)
         elif isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+            raise InputError(f"max_length must be a positive int or None, got {max_length!r}")
         self.max_length = int(max_length)
         self.pad_token_id = int(pad_token_id)
         ids = np.full((len(encoded), self.max_length), self.pad_token_id, dtype=np.int64)  # (n, max_length)

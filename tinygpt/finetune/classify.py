@@ -28,6 +28,7 @@ from ..tokenizer import get_gpt2_tokenizer
 from ..train import loop as train_loop
 from ..train import loss as train_loss
 from ..train.checkpoint import read_checkpoint, save_checkpoint
+from ..errors import InputError
 
 TRAINABLE = ("last", "all", "head")  # book setup, full fine-tuning, head only
 
@@ -37,7 +38,7 @@ def replace_head(model, num_classes=2, trainable="last", seed=123):
     with `seed` as the book's torch.manual_seed(123)), then freezing. `trainable`: "last" (the
     book: last transformer block + final_norm + head), "all", or "head". Returns the model."""
     if trainable not in TRAINABLE:
-        raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+        raise InputError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
     if seed is not None:
         manual_seed(seed)
     emb_dim = model.final_norm.scale.shape[0]
@@ -147,7 +148,7 @@ def classify_review(text, model, tokenizer, max_length=None, pad_token_id=50256,
     input_ids = input_ids[:limit]
     input_ids = input_ids + [pad_token_id] * (limit - len(input_ids) if max_length is not None else 0)
     if not input_ids:
-        raise ValueError("classify_review got an empty message and no max_length to pad it to")
+        raise InputError("classify_review got an empty message and no max_length to pad it to")
     with no_grad():
         logits = last_token_logits(model, np.asarray([input_ids], dtype=np.int64))  # (1, classes)
     model.train(was_training)
@@ -168,7 +169,7 @@ def load_classifier(path):
     """-> (model in eval mode, state) from `save_classifier`'s file."""
     model_sd, _, state = read_checkpoint(path)
     if state.get("kind") != "classifier" or "config" not in state or "num_classes" not in state:
-        raise ValueError(f"{path} is a tinygpt checkpoint but not a saved classifier "
+        raise InputError(f"{path} is a tinygpt checkpoint but not a saved classifier "
                          "(it records no num_classes): fine-tune one with finetune-classify")
     model = GPTModel(state["config"])
     replace_head(model, state["num_classes"], trainable="all", seed=None)

@@ -1,4 +1,5 @@
 """Registers the fine-tuning subcommands (book chapters 6 and 7) with the `tinygpt` command."""
+from ..errors import InputError
 
 
 def register(command) -> None:
@@ -12,4 +13,4 @@ def require_at_least_one(args, names) -> None:
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -43,6 +43,7 @@ from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import plot_losses, read_checkpoint, save_checkpoint, train_model
 from .lora import merge_lora, replace_linear_with_lora, save_lora
+from ..errors import InputError
 
 END_OF_TEXT = 50256
 OLLAMA_URL = "http://localhost:11434/api/chat"
@@ -154,7 +155,7 @@ def query_ollama(prompt: str, model: str = "llama3", url: str = OLLAMA_URL,
     try:
         response = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as err:
-        raise ValueError(f"Ollama at {url} answered HTTP {err.code}: {_error_text(err)}"
+        raise InputError(f"Ollama at {url} answered HTTP {err.code}: {_error_text(err)}"
                          + (f" (try `ollama pull {model}`)" if err.code == 404 else "")) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
@@ -191,14 +192,14 @@ def _parse_line(line: bytes, lineno: int, url: str):
     try:
         obj = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"malformed answer from Ollama at {url}: line {lineno} is not JSON: "
+        raise InputError(f"malformed answer from Ollama at {url}: line {lineno} is not JSON: "
                          f"{line[:80]!r}") from None
     if isinstance(obj, dict) and "error" in obj:
-        raise ValueError(f"Ollama at {url} reported an error: {obj['error']}")
+        raise InputError(f"Ollama at {url} reported an error: {obj['error']}")
     message = obj.get("message") if isinstance(obj, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
-        raise ValueError(f"malformed answer from Ollama at {url}: line {lineno} has no "
+        raise InputError(f"malformed answer from Ollama at {url}: line {lineno} has no "
                          f"message.content string: {line[:80]!r}")
     return content, obj.get("done") is True
 
@@ -244,7 +245,7 @@ def load_base_model(weights, drop_rate: float = 0.0):
                 raise
         else:
             if not state.get("config"):
-                raise ValueError(f"{path} records no model config")
+                raise InputError(f"{path} records no model config")
             model = GPTModel(state["config"])
             model.load_state_dict(model_sd)
             return model
@@ -308,7 +309,7 @@ def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruc
     train_data, test_data, val_data = split_instruction_data(data)
     say(f"{len(data)} entries: {len(train_data)} train, {len(test_data)} test, {len(val_data)} val")
     if not train_data or not val_data:
-        raise ValueError(f"{len(data)} entries are too few to split into train/test/validation")
+        raise InputError(f"{len(data)} entries are too few to split into train/test/validation")
 
     if weights is None:
         model, _ = pretrain_small_base(train_data, model_config, base_epochs, batch_size,
@@ -333,7 +334,7 @@ def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruc
                               collate_fn=collate, seed=seed)
     val_loader = DataLoader(datasets[1], batch_size, shuffle=False, drop_last=False, collate_fn=collate)
     if len(train_loader) == 0:
-        raise ValueError(f"{len(train_data)} training entries make no full batch of {batch_size}")
+        raise InputError(f"{len(train_data)} training entries make no full batch of {batch_size}")
     manual_seed(seed)
     optimizer = AdamW(trainable, lr=lr, weight_decay=weight_decay)
     model.train()

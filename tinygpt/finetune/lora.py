@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.random import generator
 from ..nn import Linear, Module, Parameter
+from ..errors import InputError
 
 
 class LoRALayer(Module):
@@ -32,7 +33,7 @@ class LoRALayer(Module):
     def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dtype=np.float32):
         super().__init__()
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
+            raise InputError(f"LoRA rank must be a positive int, got {rank!r}")
         self.in_dim, self.out_dim, self.rank, self.alpha = in_dim, out_dim, int(rank), float(alpha)
         bound = math.sqrt(6.0 / ((1.0 + 5.0) * rank))  # gain sqrt(2/(1+a^2)) * sqrt(3/fan_in)
         self.A = Parameter(generator().uniform(-bound, bound, size=(in_dim, rank)).astype(dtype))
@@ -112,7 +113,7 @@ def lora_state_dict(model: Module) -> "OrderedDict[str, np.ndarray]":
         for name, param in layer._parameters.items():
             sd[f"{prefix}.{name}"] = param.data.copy()
     if not sd:
-        raise ValueError(f"{type(model).__name__} has no LoRA layers: call "
+        raise InputError(f"{type(model).__name__} has no LoRA layers: call "
                          "replace_linear_with_lora(model, rank, alpha) first")
     return sd
 
@@ -130,7 +131,7 @@ def load_lora_state_dict(model: Module, state_dict) -> None:
                 for what, keys in (("missing LoRA keys", missing), ("unexpected keys", unexpected),
                                    ("shape mismatches (another rank?)", mismatched)) if keys]
     if problems:
-        raise ValueError("load_lora_state_dict failed: " + " | ".join(problems))
+        raise InputError("load_lora_state_dict failed: " + " | ".join(problems))
     for k, p in own.items():
         p.data = np.array(state_dict[k], dtype=p.dtype, copy=True)
 
@@ -167,7 +168,7 @@ def load_lora(path, model: Module) -> dict:
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}
     if meta.get("format") != "tinygpt-lora":
-        raise ValueError(f"{path} is not a tinygpt LoRA file (format {meta.get('format')!r})")
+        raise InputError(f"{path} is not a tinygpt LoRA file (format {meta.get('format')!r})")
     load_lora_state_dict(model, load_file(str(path)))
     return {"rank": int(meta["rank"]), "alpha": float(meta["alpha"])}
 

@@ -29,6 +29,7 @@ from ..core.tensor import Tensor, rand
 from ..nn import Dropout, Linear, Module, ModuleList, Parameter
 from ..nn import functional as F
 from ..ops import cat
+from ..errors import InputError
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,7 +67,7 @@ class BookStateDict:
             want = owners[key].book_mask()
             got = np.asarray(value.data if isinstance(value, Tensor) else value)
             if got.shape != want.shape or not np.array_equal(got != 0, want != 0):
-                raise ValueError(f"load_state_dict: {key!r} of shape {got.shape} is not the causal "
+                raise InputError(f"load_state_dict: {key!r} of shape {got.shape} is not the causal "
                                  f"mask of shape {want.shape} this model uses")
         return Module.load_state_dict(self, params, strict)
 
@@ -169,11 +170,11 @@ class LayerKVCache:
         b, h, t, hd = keys.shape
         end = self.length + t
         if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {self.length} cached + {t} new tokens > "
+            raise InputError(f"KV cache overflow: {self.length} cached + {t} new tokens > "
                              f"max_len {self.max_len} (context_length)")
         if self.k is None or self.k.shape != (b, h, self.max_len, hd) or self.k.dtype != keys.dtype:
             if self.length:
-                raise ValueError(f"KV cache holds {self.length} tokens of shape {self.k.shape[:2]} "
+                raise InputError(f"KV cache holds {self.length} tokens of shape {self.k.shape[:2]} "
                                  f"{self.k.dtype}, got keys {keys.shape} {keys.dtype}; reset() it")
             self.k = np.empty((b, h, self.max_len, hd), keys.dtype)  # (b, H, max_len, hd)
             self.v = np.empty((b, h, self.max_len, hd), keys.dtype)  # (b, H, max_len, hd)
@@ -202,7 +203,7 @@ class MultiHeadAttention(BookStateDict, Module):
                  num_heads: int, qkv_bias: bool = False):
         super().__init__()
         if d_out % num_heads:
-            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+            raise InputError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
         self.d_out, self.num_heads = d_out, num_heads
         self.head_dim = d_out // num_heads
         self.context_length = context_length
@@ -284,5 +285,5 @@ class MultiHeadAttention(BookStateDict, Module):
 
 def _check_length(num_tokens: int, context_length: int) -> None:
     if num_tokens > context_length:
-        raise ValueError(f"attention got {num_tokens} tokens but context_length is "
+        raise InputError(f"attention got {num_tokens} tokens but context_length is "
                          f"{context_length}")

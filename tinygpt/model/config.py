@@ -11,6 +11,7 @@ tinygpt adds one optional key, `tie_weights` (default False): share `out_head.we
 `tok_emb.weight`, as the GPT-2 checkpoints do (section 4.6).
 """
 import numbers
+from ..errors import InputError
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size of the GPT-2 BPE tokenizer
@@ -60,18 +61,18 @@ def validate_config(cfg) -> dict:
                        f"(needs {', '.join(REQUIRED_KEYS)})")
     unknown = [k for k in cfg if k not in REQUIRED_KEYS and k not in OPTIONAL_KEYS]
     if unknown:
-        raise ValueError(f"GPT config has unknown key(s) {', '.join(map(repr, unknown))}; "
+        raise InputError(f"GPT config has unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known keys: {', '.join(REQUIRED_KEYS + tuple(OPTIONAL_KEYS))}")
     for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
         if not _is_int(cfg[key]) or cfg[key] <= 0:
-            raise ValueError(f"GPT config key {key!r} must be a positive int, got {cfg[key]!r}")
+            raise InputError(f"GPT config key {key!r} must be a positive int, got {cfg[key]!r}")
     if cfg["emb_dim"] % cfg["n_heads"]:
-        raise ValueError(f"GPT config key 'emb_dim' ({cfg['emb_dim']}) must be divisible by "
+        raise InputError(f"GPT config key 'emb_dim' ({cfg['emb_dim']}) must be divisible by "
                          f"'n_heads' ({cfg['n_heads']})")
     rate = cfg["drop_rate"]
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"GPT config key 'drop_rate' must be a number in [0, 1), got {rate!r}")
+        raise InputError(f"GPT config key 'drop_rate' must be a number in [0, 1), got {rate!r}")
     for key in ("qkv_bias", "tie_weights"):
         if key in cfg and not isinstance(cfg[key], bool):
-            raise ValueError(f"GPT config key {key!r} must be True or False, got {cfg[key]!r}")
+            raise InputError(f"GPT config key {key!r} must be True or False, got {cfg[key]!r}")
     return {**OPTIONAL_KEYS, **cfg}

@@ -20,6 +20,7 @@ from ..core.tensor import Tensor
 from ..ops import argmax, topk
 from ..ops.sampling import multinomial
 from .gpt import GPTModel
+from ..errors import InputError
 
 
 def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
@@ -37,7 +38,7 @@ def token_ids_to_text(token_ids, tokenizer) -> str:
     if ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]                                 # (n,)
     if ids.ndim != 1:
-        raise ValueError(f"token_ids_to_text needs ids of shape (1, n) or (n,), got {ids.shape}")
+        raise InputError(f"token_ids_to_text needs ids of shape (1, n) or (n,), got {ids.shape}")
     return tokenizer.decode([int(i) for i in ids])
 
 
@@ -46,17 +47,17 @@ def _token_ids(idx):
     was_tensor = isinstance(idx, Tensor)
     ids = np.asarray(idx.data if was_tensor else idx)
     if ids.dtype.kind not in "iu" or ids.ndim != 2:
-        raise ValueError(f"idx must be integer token ids of shape (batch, tokens), got dtype "
+        raise InputError(f"idx must be integer token ids of shape (batch, tokens), got dtype "
                          f"{ids.dtype} and shape {ids.shape} (add a batch axis: idx[None, :])")
     return ids.astype(np.int64), was_tensor
 
 
 def _check_context_size(model, context_size):
     if not isinstance(context_size, (int, np.integer)) or context_size <= 0:
-        raise ValueError(f"context_size must be a positive int, got {context_size!r}")
+        raise InputError(f"context_size must be a positive int, got {context_size!r}")
     ctx = getattr(model, "cfg", {}).get("context_length")
     if ctx is not None and context_size > ctx:
-        raise ValueError(f"context_size {context_size} exceeds the model's context_length {ctx}")
+        raise InputError(f"context_size {context_size} exceeds the model's context_length {ctx}")
 
 
 def _last_logits(model, ids, kv_cache=None) -> np.ndarray:
@@ -114,9 +115,9 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     _check_context_size(model, context_size)
     temperature = float(temperature)
     if temperature < 0.0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise InputError(f"temperature must be >= 0, got {temperature}")
     if eos_id is not None and ids.shape[0] != 1:
-        raise ValueError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
+        raise InputError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
                          f"{ids.shape[0]}")
     if use_cache and not isinstance(model, GPTModel):
         raise TypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "

@@ -15,6 +15,7 @@ from ..core.tensor import Tensor
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
 from .attention import BookStateDict, LayerKVCache, MultiHeadAttention
 from .config import validate_config
+from ..errors import InputError
 
 
 class FeedForward(Module):
@@ -113,7 +114,7 @@ class GPTModel(BookStateDict, Module):
             given = [n for n in names if n in state_dict]
             if len(given) == 2 and not np.array_equal(np.asarray(state_dict[names[0]]),
                                                       np.asarray(state_dict[names[1]])):
-                raise ValueError("load_state_dict: the model ties out_head.weight to "
+                raise InputError("load_state_dict: the model ties out_head.weight to "
                                  "tok_emb.weight but the state dict holds different arrays")
             if len(given) == 1:
                 missing = names[1] if given[0] == names[0] else names[0]
@@ -126,14 +127,14 @@ class GPTModel(BookStateDict, Module):
         ctx = self.cfg["context_length"]
         max_len = ctx if max_len is None else max_len
         if not 0 < max_len <= ctx:
-            raise ValueError(f"KV cache max_len {max_len} must be in 1..context_length ({ctx})")
+            raise InputError(f"KV cache max_len {max_len} must be in 1..context_length ({ctx})")
         return KVCache(self.cfg["n_layers"], max_len)
 
     def _token_ids(self, in_idx) -> np.ndarray:
         idx = np.asarray(in_idx.data if isinstance(in_idx, Tensor) else in_idx)
         idx = check_index_array(idx, "GPTModel input token ids")
         if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"GPTModel input must have shape (batch, tokens) with tokens >= 1, "
+            raise InputError(f"GPTModel input must have shape (batch, tokens) with tokens >= 1, "
                              f"got {idx.shape}")
         vocab = self.cfg["vocab_size"]
         if idx.min() < 0 or idx.max() >= vocab:
@@ -148,7 +149,7 @@ class GPTModel(BookStateDict, Module):
         ctx = self.cfg["context_length"]
         if start + seq_len > ctx:
             cached = f" ({start} cached + {seq_len} new)" if kv_cache is not None else ""
-            raise ValueError(f"GPTModel got {start + seq_len} tokens{cached} but context_length "
+            raise InputError(f"GPTModel got {start + seq_len} tokens{cached} but context_length "
                              f"is {ctx}; crop the input to its last {ctx} tokens")
         tok_embeds = self.tok_emb(idx)               # (b, T, emb)
         pos_embeds = self.pos_emb(np.arange(start, start + seq_len))  # (T, emb)

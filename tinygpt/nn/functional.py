@@ -4,6 +4,7 @@ from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_soft
                    scaled_causal_softmax, softmax)
 from ..ops.elementwise import Relu
 from ..ops.linear import Linear
+from ..errors import InputError
 
 
 def relu(x):
@@ -16,7 +17,7 @@ def linear(x, weight, bias=None):
     if x.dtype != weight.dtype:
         raise TypeError(f"linear: input dtype {x.dtype} != weight dtype {weight.dtype}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not end in in_features = "
+        raise InputError(f"linear: input of shape {x.shape} does not end in in_features = "
                          f"{weight.shape[1]} (weight {weight.shape})")
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 

@@ -7,6 +7,7 @@ from ..core.dtypes import DEFAULT_FLOAT
 from ..core.random import generator
 from . import functional as F
 from .module import Module, Parameter
+from ..errors import InputError
 
 
 def _uniform(shape, bound, dtype):
@@ -44,7 +45,7 @@ class Linear(Module):
 
     def forward(self, x):
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input of shape "
+            raise InputError(f"Linear({self.in_features}, {self.out_features}) got input of shape "
                              f"{x.shape}: last dim must be {self.in_features}")
         return F.linear(x, self.weight, self.bias)
 
@@ -92,7 +93,7 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+            raise InputError(f"dropout probability must be in [0, 1], got {p}")
         self.p = p
 
     def forward(self, x):

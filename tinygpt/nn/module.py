@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..core.tensor import Tensor
+from ..errors import InputError
 
 
 class Parameter(Tensor):
@@ -99,7 +100,7 @@ class Module:
         if mismatched:
             problems.append(f"shape mismatches: {'; '.join(mismatched)}")
         if problems:
-            raise ValueError(f"load_state_dict into {type(self).__name__} failed: " + " | ".join(problems))
+            raise InputError(f"load_state_dict into {type(self).__name__} failed: " + " | ".join(problems))
         for name, param in own.items():
             if name in state_dict:
                 value = state_dict[name]

@@ -10,6 +10,7 @@ from ..core.autograd import Function
 from ..core.random import generator
 from ..core.tensor import as_tensor
 from .shape import _axis
+from ..errors import InputError
 
 
 def _last_axis_view(a, axis):
@@ -82,10 +83,10 @@ def scaled_causal_softmax(scores, scale: float, dropout_p: float = 0.0):
     dropout with probability `dropout_p` (pass 0.0 in eval mode), both in one kernel pass."""
     scores = as_tensor(scores)
     if scores.ndim < 2 or scores.shape[-1] < scores.shape[-2]:
-        raise ValueError(f"scaled_causal_softmax needs scores (..., queries, keys) with keys >= "
+        raise InputError(f"scaled_causal_softmax needs scores (..., queries, keys) with keys >= "
                          f"queries, got shape {scores.shape}")
     if not 0.0 <= dropout_p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {dropout_p}")
+        raise InputError(f"dropout probability must be in [0, 1], got {dropout_p}")
     return ScaledCausalSoftmax.apply(scores, scale=float(scale), dropout_p=float(dropout_p))
 
 

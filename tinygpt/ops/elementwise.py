@@ -7,6 +7,7 @@ import numpy as np
 
 from ..core.autograd import Function
 from ..core.tensor import Tensor, as_tensor
+from ..errors import InputError
 
 
 def binary_operands(a, b):
@@ -20,7 +21,7 @@ def binary_operands(a, b):
         try:
             np.broadcast_shapes(a.shape, b.shape)
         except ValueError:
-            raise ValueError(f"shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+            raise InputError(f"shapes {a.shape} and {b.shape} cannot be broadcast together") from None
     return a, b
 
 
@@ -201,7 +202,7 @@ def where(cond, a, b) -> Tensor:
     try:
         np.broadcast_shapes(cond.shape, a.shape, b.shape)
     except ValueError:
-        raise ValueError(f"where: cond shape {cond.shape} does not broadcast with "
+        raise InputError(f"where: cond shape {cond.shape} does not broadcast with "
                          f"{a.shape} and {b.shape}") from None
     return Where.apply(a, b, cond=cond)
 
@@ -213,7 +214,7 @@ def masked_fill(a, mask, value) -> Tensor:
         if np.broadcast_shapes(mask.shape, a.shape) != a.shape:
             raise ValueError
     except ValueError:
-        raise ValueError(f"masked_fill: mask shape {mask.shape} does not broadcast to "
+        raise InputError(f"masked_fill: mask shape {mask.shape} does not broadcast to "
                          f"tensor shape {a.shape}") from None
     return MaskedFill.apply(a, mask=mask, value=float(value))
 

@@ -7,6 +7,7 @@ from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor, as_tensor
+from ..errors import InputError
 
 
 class CrossEntropy(Function):
@@ -28,7 +29,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     targets = check_index_array(targets, "cross_entropy targets")
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"cross_entropy needs logits (N, C) and targets (N,), got {logits.shape} "
+        raise InputError(f"cross_entropy needs logits (N, C) and targets (N,), got {logits.shape} "
                          f"and {targets.shape} (flatten batch and tokens first: "
                          "logits.flatten(0, 1), targets.flatten())")
     valid = targets != ignore_index

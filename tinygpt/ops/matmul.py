@@ -9,6 +9,7 @@ from .. import kernels
 from ..core.autograd import Function
 from ..core.tensor import as_tensor
 from .shape import squeeze, unsqueeze
+from ..errors import InputError
 
 
 class MatMul(Function):
@@ -25,26 +26,26 @@ class MatMul(Function):
 def matmul(a, b):
     a, b = as_tensor(a), as_tensor(b)
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}")
+        raise InputError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul operands have different dtypes {a.dtype} and {b.dtype}")
     if a.dtype.kind != "f":
         raise TypeError(f"matmul needs float32/float64 operands, got {a.dtype}")
     if a.ndim == 1 and b.ndim == 1:  # a dot product
         if a.shape != b.shape:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
+            raise InputError(f"matmul: shapes {a.shape} and {b.shape} do not align")
         return matmul(unsqueeze(a, 0), unsqueeze(b, 1)).reshape(())
     if a.ndim == 1:  # a vector on the left is a row, as in torch.matmul
         return squeeze(matmul(unsqueeze(a, 0), b), -2)
     if b.ndim == 1:
         return squeeze(matmul(a, unsqueeze(b, 1)), -1)
     if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+        raise InputError(f"matmul: shapes {a.shape} and {b.shape} do not align "
                          f"({a.shape[-1]} != {b.shape[-2]})")
     if a.shape[:-2] != b.shape[:-2]:
         try:
             np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
-            raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} "
+            raise InputError(f"matmul: batch dims of shapes {a.shape} and {b.shape} "
                              "cannot be broadcast") from None
     return MatMul.apply(a, b)

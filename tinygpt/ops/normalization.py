@@ -5,6 +5,7 @@ from .. import kernels
 from ..core.autograd import Function
 from ..core.random import generator
 from ..core.tensor import as_tensor
+from ..errors import InputError
 
 
 class LayerNorm(Function):
@@ -28,7 +29,7 @@ def layer_norm(x, scale, shift, eps: float = 1e-5):
     x, scale, shift = as_tensor(x), as_tensor(scale), as_tensor(shift)
     d = x.shape[-1] if x.ndim else None
     if scale.shape != (d,) or shift.shape != (d,):
-        raise ValueError(f"layer_norm: scale {scale.shape} and shift {shift.shape} must both be "
+        raise InputError(f"layer_norm: scale {scale.shape} and shift {shift.shape} must both be "
                          f"({d},) for input of shape {x.shape}")
     if not (x.dtype == scale.dtype == shift.dtype):
         raise TypeError(f"layer_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}, shift {shift.dtype}")
@@ -49,7 +50,7 @@ class Dropout(Function):
 
 def dropout(a, p: float = 0.5, training: bool = True):
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        raise InputError(f"dropout probability must be in [0, 1], got {p}")
     a = as_tensor(a)
     if not training or p == 0.0:
         return a

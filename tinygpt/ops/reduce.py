@@ -4,6 +4,7 @@ import numpy as np
 
 from ..core.autograd import Function
 from ..core.tensor import Tensor, as_tensor
+from ..errors import InputError
 
 
 def normalize_dims(dim, ndim: int) -> tuple:
@@ -14,10 +15,10 @@ def normalize_dims(dim, ndim: int) -> tuple:
     out, span = [], ndim if ndim > 0 else 1  # (this module's `max` shadows the builtin)
     for d in dims:
         if not -span <= d < span:
-            raise ValueError(f"dim {d} is out of range for a tensor with {ndim} dims")
+            raise InputError(f"dim {d} is out of range for a tensor with {ndim} dims")
         out.append(int(d) % span)
     if len(set(out)) != len(out):
-        raise ValueError(f"dim {dim} repeats an axis")
+        raise InputError(f"dim {dim} repeats an axis")
     return tuple(sorted(out))
 
 
@@ -88,7 +89,7 @@ def _reduce(fn, a, dim, keepdim, **options):
     a = as_tensor(a)
     axes = normalize_dims(dim, a.ndim)
     if fn is Max and a.size == 0:
-        raise ValueError(f"max of an empty tensor (shape {a.shape}) is undefined")
+        raise InputError(f"max of an empty tensor (shape {a.shape}) is undefined")
     return fn.apply(a, axes=axes, keepdim=keepdim, **options)
 
 
@@ -123,7 +124,7 @@ def topk(a, k: int, dim: int = -1):
     data = as_tensor(a).data
     n = data.shape[dim]
     if not 0 < k <= n:
-        raise ValueError(f"topk: k={k} is out of range for a dim of size {n}")
+        raise InputError(f"topk: k={k} is out of range for a dim of size {n}")
     part = np.argpartition(-data, k - 1, axis=dim)
     idx = np.take(part, np.arange(k), axis=dim)
     vals = np.take_along_axis(data, idx, axis=dim)

@@ -3,6 +3,7 @@ import numpy as np
 
 from ..core.random import generator
 from ..core.tensor import Tensor, as_tensor
+from ..errors import InputError
 
 
 def multinomial(probs, num_samples: int = 1) -> Tensor:
@@ -10,10 +11,10 @@ def multinomial(probs, num_samples: int = 1) -> Tensor:
     Rows need not be normalised; negative or all-zero rows are an error."""
     p = as_tensor(probs).data.astype(np.float64)
     if p.ndim == 0 or (p < 0).any() or not np.isfinite(p).all():
-        raise ValueError("multinomial needs a non-empty array of finite, non-negative probabilities")
+        raise InputError("multinomial needs a non-empty array of finite, non-negative probabilities")
     totals = p.sum(axis=-1, keepdims=True)
     if (totals <= 0).any():
-        raise ValueError("multinomial: a row of probabilities sums to zero")
+        raise InputError("multinomial: a row of probabilities sums to zero")
     cdf = np.cumsum(p / totals, axis=-1)
     u = generator().random(p.shape[:-1] + (num_samples,))
     rows = cdf.reshape(-1, p.shape[-1])

@@ -4,6 +4,7 @@ import numpy as np
 
 from ..core.autograd import Function
 from ..core.tensor import as_tensor
+from ..errors import InputError
 
 
 class Reshape(Function):
@@ -12,7 +13,7 @@ class Reshape(Function):
         try:
             return a.reshape(shape)
         except ValueError:
-            raise ValueError(f"cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
+            raise InputError(f"cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
                              f"into shape {shape}") from None
 
     def backward(self, g):
@@ -48,7 +49,7 @@ class Cat(Function):
 
 def _axis(dim, ndim, what):
     if not -ndim <= dim < ndim:
-        raise ValueError(f"{what}: dim {dim} is out of range for {ndim} dims")
+        raise InputError(f"{what}: dim {dim} is out of range for {ndim} dims")
     return dim % ndim
 
 
@@ -66,7 +67,7 @@ def flatten(a, start_dim=0, end_dim=-1):
         return reshape(a, 1)
     start, end = _axis(start_dim, a.ndim, "flatten"), _axis(end_dim, a.ndim, "flatten")
     if start > end:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        raise InputError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     merged = int(np.prod(a.shape[start:end + 1]))
     return reshape(a, a.shape[:start] + (merged,) + a.shape[end + 1:])
 
@@ -75,7 +76,7 @@ def permute(a, *dims):
     a = as_tensor(a)
     dims = tuple(_axis(d, a.ndim, "permute") for d in _shape_arg(dims))
     if sorted(dims) != list(range(a.ndim)):
-        raise ValueError(f"permute: dims {dims} are not a permutation of {a.ndim} axes")
+        raise InputError(f"permute: dims {dims} are not a permutation of {a.ndim} axes")
     return Permute.apply(a, dims=dims)
 
 
@@ -113,12 +114,12 @@ def contiguous(a):
 def cat(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
-        raise ValueError("cat needs at least one tensor")
+        raise InputError("cat needs at least one tensor")
     ndim = tensors[0].ndim
     axis = _axis(dim, ndim, "cat")
     for t in tensors[1:]:
         if t.ndim != ndim or any(t.shape[i] != tensors[0].shape[i] for i in range(ndim) if i != axis):
-            raise ValueError(f"cat along dim {dim}: shapes {tensors[0].shape} and {t.shape} differ "
+            raise InputError(f"cat along dim {dim}: shapes {tensors[0].shape} and {t.shape} differ "
                              "outside that dim")
     return Cat.apply(*tensors, axis=axis)
 
@@ -126,9 +127,9 @@ def cat(tensors, dim=0):
 def stack(tensors, dim=0):
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
-        raise ValueError("stack needs at least one tensor")
+        raise InputError("stack needs at least one tensor")
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
-            raise ValueError(f"stack: shapes {tensors[0].shape} and {t.shape} differ")
+            raise InputError(f"stack: shapes {tensors[0].shape} and {t.shape} differ")
     axis = _axis(dim, tensors[0].ndim + 1, "stack")
     return cat([unsqueeze(t, axis) for t in tensors], dim=axis)

@@ -2,13 +2,14 @@
 import copy
 
 import numpy as np
+from ..errors import InputError
 
 
 class Optimizer:
     def __init__(self, params, defaults: dict):
         params = list(params)
         if not params:
-            raise ValueError("optimizer got an empty parameter list")
+            raise InputError("optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
         self.param_groups = []
@@ -47,13 +48,13 @@ class Optimizer:
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
                 len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
-            raise ValueError("optimizer state_dict does not match this optimizer's parameter groups")
+            raise InputError("optimizer state_dict does not match this optimizer's parameter groups")
         params = self._params()
         for i, s in state_dict["state"].items():
             p = params[int(i)]
             for k, v in s.items():
                 if isinstance(v, np.ndarray) and v.shape != p.shape:
-                    raise ValueError(f"optimizer state {k!r} for parameter {i} has shape {v.shape}, "
+                    raise InputError(f"optimizer state {k!r} for parameter {i} has shape {v.shape}, "
                                      f"parameter has {p.shape}")
         self.state = {id(params[int(i)]): {k: (np.array(v, dtype=params[int(i)].dtype)
                                                 if isinstance(v, np.ndarray) else v)

@@ -18,6 +18,7 @@ import re
 
 from tinygpt.tokenizer.gpt2 import GPT2_SPECIAL_TOKENS, _gpt2_ranks
 from tinygpt.tokenizer.pretokenize import check_text, split_words
+from ..errors import InputError
 
 
 class BPETokenizer:
@@ -29,15 +30,15 @@ class BPETokenizer:
         missing = [b for b in range(256) if bytes([b]) not in ranks]
         if missing:
             # Without every single byte some texts could not be encoded at all.
-            raise ValueError(f"ranks lack {len(missing)} of the 256 single bytes, e.g. {missing[:5]}")
+            raise InputError(f"ranks lack {len(missing)} of the 256 single bytes, e.g. {missing[:5]}")
         self.ranks = dict(ranks)
         self.special_tokens = special_tokens
         self.decoder = {i: b for b, i in self.ranks.items()}
         if len(self.decoder) != len(self.ranks):
-            raise ValueError("ranks must give every token a distinct id")
+            raise InputError("ranks must give every token a distinct id")
         for s, i in special_tokens.items():
             if i in self.decoder:
-                raise ValueError(f"special token {s!r} reuses id {i} of token {self.decoder[i]!r}")
+                raise InputError(f"special token {s!r} reuses id {i} of token {self.decoder[i]!r}")
             self.decoder[i] = s.encode("utf-8")
         self._n_vocab = max(self.decoder) + 1
         self._word_cache: dict[bytes, list[int]] = {}  # word -> ids; text repeats words a lot
@@ -113,7 +114,7 @@ class BPETokenizer:
             found = _find_first(text, disallowed)
             if found is not None:
                 token, index = found
-                raise ValueError(
+                raise InputError(
                     f"text contains the special token {token!r} at index {index}, which is not allowed. "
                     f"Pass allowed_special={{{token!r}}} to encode it as token {self.special_tokens[token]}, "
                     "or disallowed_special=() to encode it as ordinary text."
@@ -140,7 +141,7 @@ class BPETokenizer:
         value = set(value)
         unknown = value - self.special_tokens_set
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"{name} names unknown special tokens {sorted(unknown)}; known: {sorted(self.special_tokens)}"
             )
         return value
@@ -151,7 +152,7 @@ class BPETokenizer:
         try:
             return b"".join(self.decoder[int(i)] for i in ids)
         except KeyError as err:
-            raise ValueError(
+            raise InputError(
                 f"token id {err.args[0]} is not in the vocabulary (ids 0..{self.n_vocab - 1})"
             ) from None
 
@@ -173,7 +174,7 @@ class BPETokenizer:
         check_text(text)
         special_tokens = list(special_tokens)
         if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
-            raise ValueError(
+            raise InputError(
                 f"vocab_size must be an int >= 256 + {len(special_tokens)} special tokens, got {vocab_size!r}"
             )
         ranks = {bytes([b]): b for b in range(256)}

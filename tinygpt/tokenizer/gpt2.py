@@ -15,6 +15,7 @@ import tiktoken
 
 from tinygpt.assets import asset_path
 from tinygpt.tokenizer.pretokenize import check_text
+from ..errors import InputError
 
 GPT2_RANKS_FILE = "gpt2.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -39,7 +40,7 @@ def load_gpt2_ranks(path: str | os.PathLike | None = None,
         data = f.read()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise ValueError(
+        raise InputError(
             f"BPE ranks file {os.fspath(path)!r} is corrupted or not the expected file: "
             f"sha256 is {actual}, expected {expected_sha256}"
         )

@@ -22,6 +22,7 @@ With a `regex` module on Unicode 16.0 or older the exclusion is a no-op.
 import re
 
 import regex
+from ..errors import InputError
 
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -86,7 +87,7 @@ def check_text(text) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         bad = text[err.start]
-        raise ValueError(
+        raise InputError(
             f"text is not valid Unicode: surrogate code point U+{ord(bad):04X} at index {err.start} "
             "cannot be encoded as UTF-8 (was it decoded with errors='surrogateescape', or built from "
             "UTF-16 halves?)"

@@ -5,6 +5,7 @@ V1 fails on a word it has not seen; V2 maps it to `<|unk|>` and knows `<|endofte
 show why GPT-2 uses byte-pair encoding instead (ch. 2.5).
 """
 import re
+from ..errors import InputError, TinyGPTError
 
 UNK = "<|unk|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -15,7 +16,7 @@ _SPLIT = re.compile(r'([,.:;?_!"()\']|--|\s)')
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')
 
 
-class UnknownTokenError(KeyError):
+class UnknownTokenError(TinyGPTError, KeyError):
     """A word that is not in the vocabulary (a KeyError, with a readable message)."""
 
     def __str__(self) -> str:  # KeyError's own str() would show the message in quotes
@@ -65,7 +66,7 @@ class SimpleTokenizerV1:
         try:
             text = " ".join(self.int_to_str[int(i)] for i in ids)
         except KeyError as err:
-            raise ValueError(f"token id {err.args[0]} is not in the vocabulary") from None
+            raise InputError(f"token id {err.args[0]} is not in the vocabulary") from None
         return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
 
@@ -74,7 +75,7 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
     def __init__(self, vocab: dict[str, int]):
         if UNK not in vocab:
-            raise ValueError(
+            raise InputError(
                 f"SimpleTokenizerV2 needs {UNK!r} in the vocabulary; build it with "
                 f"build_vocab(text, [{ENDOFTEXT!r}, {UNK!r}])"
             )

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from ..weights.safetensors_io import save_safetensors
+from ..errors import InputError
 
 FORMAT, VERSION = "tinygpt-checkpoint", 1
 
@@ -52,12 +53,12 @@ def read_checkpoint(path):
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable tinygpt checkpoint (truncated or corrupt?): {err}") from None
+        raise InputError(f"{path} is not a readable tinygpt checkpoint (truncated or corrupt?): {err}") from None
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is a safetensors file but not a tinygpt checkpoint "
+        raise InputError(f"{path} is a safetensors file but not a tinygpt checkpoint "
                          f"(format {metadata.get('format')!r})")
     if metadata.get("version") != str(VERSION):
-        raise ValueError(f"{path}: checkpoint version {metadata.get('version')} is not supported "
+        raise InputError(f"{path}: checkpoint version {metadata.get('version')} is not supported "
                          f"(this tinygpt reads version {VERSION})")
     state = json.loads(metadata["state"])
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -79,7 +80,7 @@ def load_checkpoint(path, model, optimizer=None) -> dict:
     """Load a checkpoint into `model` (and `optimizer`); returns the saved training state."""
     model_sd, optim_sd, state = read_checkpoint(path)
     if optimizer is not None and optim_sd is None:
-        raise ValueError(f"{path} holds no optimizer state to resume from")
+        raise InputError(f"{path} holds no optimizer state to resume from")
     previous = optimizer.state_dict() if optimizer is not None else None
     if optimizer is not None:
         optimizer.load_state_dict(optim_sd)  # validates against the parameters before copying

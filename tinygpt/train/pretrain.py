@@ -11,6 +11,7 @@ from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from .loop import train_model
 from .plotting import plot_losses
+from ..errors import InputError
 
 # Named model configurations for the command line and the benchmarks.
 PRESETS = {
@@ -34,7 +35,7 @@ def resolve_config(name_or_path) -> dict:
     if path.suffix == ".json" and path.is_file():
         return json.loads(path.read_text())
     names = ", ".join(list(PRESETS) + list(model_configs))
-    raise ValueError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
+    raise InputError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
 
 
 def pretrain(text: str, cfg: dict, num_epochs=10, batch_size=2, lr=4e-4, weight_decay=0.1,
@@ -52,7 +53,7 @@ def pretrain(text: str, cfg: dict, num_epochs=10, batch_size=2, lr=4e-4, weight_
     val_loader = create_dataloader_v1(text[split:], batch_size=batch_size, max_length=ctx,
                                       stride=ctx, drop_last=False, shuffle=False)
     if len(train_loader) == 0:
-        raise ValueError(f"the training text ({len(text[:split])} characters) is too short for one "
+        raise InputError(f"the training text ({len(text[:split])} characters) is too short for one "
                          f"batch of {batch_size} x {ctx} tokens: use a longer text or a smaller "
                          "context/batch")
     manual_seed(seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..data.download import (ChecksumError, DownloadError, cache_home, download_file,  # noqa: F401
                              sha256_file)
+from ..errors import InputError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -83,7 +84,7 @@ def download_gpt2(name: str, cache_dir=None, endpoint: str = None, progress: boo
         hf = json.loads(Path(path).read_text())
         got = (hf.get("n_embd"), hf.get("n_layer"), hf.get("n_head"))
         if got != info["dims"]:
-            raise ValueError(f"(n_embd, n_layer, n_head) = {got}, expected {info['dims']}")
+            raise InputError(f"(n_embd, n_layer, n_head) = {got}, expected {info['dims']}")
 
     def check_safetensors(path):
         from .safetensors_io import read_header  # the header must describe every byte
@@ -100,7 +101,7 @@ def download_gpt2(name: str, cache_dir=None, endpoint: str = None, progress: boo
 def _canonical(name: str) -> str:
     canonical = resolve_model_name(name)
     if canonical is None:
-        raise ValueError(f"unknown GPT-2 model {name!r}; choose one of "
+        raise InputError(f"unknown GPT-2 model {name!r}; choose one of "
                          f"{', '.join(GPT2_MODELS)} (or 124M, 355M, 774M, 1558M, gpt2, "
                          f"gpt2-medium, gpt2-large, gpt2-xl)")
     return canonical

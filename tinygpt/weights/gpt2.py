@@ -26,6 +26,7 @@ from ..model.gpt import GPTModel
 from .download import download_gpt2, resolve_model_name
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
+from ..errors import InputError
 
 # Shape symbols: V vocab_size, C context_length, E emb_dim (per block: 3E fused qkv, 4E MLP).
 HF_TO_BOOK = [
@@ -55,7 +56,7 @@ IGNORED_BOOK = re.compile(r"trf_blocks\.\d+\.att\.mask")       # the book's mask
 HEADS_BY_EMB = {c["emb_dim"]: c["n_heads"] for c in model_configs.values()}  # 768 -> 12, ...
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """Weights that do not fit the model: missing/unexpected names or wrong shapes."""
 
 
@@ -278,7 +279,7 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
         if not isinstance(state, dict):
             raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     else:
-        raise ValueError(f"{path}: expected a directory, .safetensors, .pth, .pt or .bin file")
+        raise InputError(f"{path}: expected a directory, .safetensors, .pth, .pt or .bin file")
 
     if "tok_emb.weight" in state:  # the book's names
         state = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}

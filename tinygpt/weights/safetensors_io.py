@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's limit
 SYNC_BYTES = 64 << 20           # save_safetensors puts this much on disk at a time
@@ -30,7 +31,7 @@ DTYPES = {
 TAGS = {np.dtype(v).str: k for k, v in DTYPES.items() if k != "BF16"}
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(InputError):
     """A .safetensors file that is malformed or whose header disagrees with its data."""
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .safetensors_io import bf16_to_float32
+from ..errors import InputError, TinyGPTError
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(TinyGPTError, pickle.UnpicklingError):
     """The pickle asked for something a state dict never contains."""
 
 
@@ -145,19 +146,19 @@ def load_torch_state_dict(path):
     and ValueError for a file that is not a PyTorch zip archive."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a PyTorch zip archive (torch.save from PyTorch >= 1.6). "
+        raise InputError(f"{path} is not a PyTorch zip archive (torch.save from PyTorch >= 1.6). "
                          f"Older formats are not supported: re-save it with a current PyTorch.")
     with zipfile.ZipFile(path) as zf:
         pickles = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one <archive>/data.pkl record, found {pickles}")
+            raise InputError(f"{path}: expected one <archive>/data.pkl record, found {pickles}")
         prefix = pickles[0][: -len("data.pkl")]
         names = set(zf.namelist())
         byteorder = "little"
         if prefix + "byteorder" in names:
             byteorder = zf.read(prefix + "byteorder").decode().strip()
             if byteorder not in ("little", "big"):
-                raise ValueError(f"{path}: unknown byteorder record {byteorder!r}")
+                raise InputError(f"{path}: unknown byteorder record {byteorder!r}")
 
         def read_record(key):
             name = f"{prefix}data/{key}"

@@ -1,0 +1,1 @@
+"""The engine: Tensor, autograd, dtypes, the random generator and reused storage."""

@@ -1,0 +1,27 @@
+"""The one family of errors tinygpt raises for input it cannot use.
+
+Every error here derives from `TinyGPTError`; the `tinygpt` command prints such an error as one
+line and exits with status 2. Each also derives from the built-in error it refines (ValueError,
+OSError, ...), so `except ValueError` goes on catching what it caught before. Anything that is
+not a `TinyGPTError` (or an OSError from the system, or MemoryError) is a bug in tinygpt and
+keeps its traceback."""
+
+
+class TinyGPTError(Exception):
+    """Base of every error tinygpt raises for bad input: a file, a config, an argument."""
+
+
+class InputError(TinyGPTError, ValueError):
+    """A value, shape, config or file content that tinygpt cannot use; the message names it."""
+
+
+class InputTypeError(TinyGPTError, TypeError):
+    """An argument of the wrong kind (an integer tensor where an op needs floating point, ...)."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint that is truncated, corrupt, foreign, or does not fit the model asked for."""
+
+
+class TrainingError(TinyGPTError, RuntimeError):
+    """Training cannot go on (a non-finite loss, ...); the last good checkpoint is kept."""
