@@ -9,7 +9,8 @@ mishandles `grad_output`), and compare the gradient of every float input.
 float64 along one random direction over all inputs at once (two extra forwards, whatever the
 size), plus a spot check of a few single coordinates for a readable failure.
 
-Tolerances live in TOL and FD below and nowhere else.
+Tolerances live in TOLERANCES below and nowhere else in the suite: every test file takes its
+bounds from this one table (test_every_op.py fails if another module defines its own).
 """
 import math
 
@@ -20,14 +21,41 @@ import tinygpt as tg
 
 torch.set_num_threads(1)  # tiny ops: threads only add noise on a 2-core box
 
-# |actual - expected| <= atol * scale + rtol * |expected|, scale = max(1, max |expected|).
-TOL = {
-    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
-    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+# The suite's one tolerance table. Each bound reads
+#   |actual - expected| <= atol * scale + rtol * |expected|,  scale = max(1, max |expected|)
+# (assert_close; np.testing.assert_allclose(**bound) is the same test without `scale`).
+TOLERANCES = {
+    # one op against PyTorch on the same inputs: a few float32 ulp apart (different but correct
+    # summation orders); float64 tight enough that a wrong formula cannot hide in it
+    "op": {F32: dict(rtol=1e-5, atol=1e-6), F64: dict(rtol=1e-10, atol=1e-12)},
+    # a Numba kernel against its NumPy reference: fast-math reductions reassociate and the
+    # polynomial exp is not libm's, hence twice "op" in float32; float64 agreement is the point
+    "kernel": {F32: dict(rtol=2e-5, atol=2e-6), F64: dict(rtol=1e-10, atol=1e-12)},
+    # a few optimizer steps (or a clip) against torch.optim: elementwise updates in the same
+    # order as torch's, so tighter than "op"
+    "optimizer": {F32: dict(rtol=2e-6, atol=2e-7), F64: dict(rtol=1e-12, atol=1e-14)},
+    # a whole float32 model's logits against the transformers / book PyTorch model: layer on
+    # layers of float32 rounding, judged against the largest logit (atol * scale, rtol 0)
+    "model": {F32: dict(rtol=0.0, atol=1e-4)},
+    # float64 central differences (fd_check): the step, the relative tolerance, and the
+    # round-off allowance in units of machine epsilon times sum|out * dout| / step
+    "finite_difference": {F64: dict(eps=1e-6, rtol=1e-6, roundoff=64)},
 }
-# Central differences in float64: step, relative tolerance, and the round-off allowance in
-# units of machine epsilon times sum|out * dout| / step.
-FD = dict(eps=1e-6, rtol=1e-6, roundoff=64)
+TOL = TOLERANCES["op"]
+FD = TOLERANCES["finite_difference"][F64]
+
+
+def tolerance(kind, dtype):
+    """A copy of TOLERANCES[kind] for `dtype`, e.g. `assert_allclose(a, b, **tolerance("op", a.dtype))`."""
+    return dict(TOLERANCES[kind][np.dtype(dtype)])
+
+
+def ulps(dtype, n):
+    """A bound of `n` units in the last place of `dtype` (rtol = n * eps, atol 0): for results that
+    are one or two roundings away from exact, where a table entry would be far too loose."""
+    return dict(rtol=n * float(np.finfo(dtype).eps), atol=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
