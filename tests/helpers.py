@@ -92,6 +92,22 @@ def describe(x):
     return repr(x)
 
 
+def functions_in_graph(*outputs):
+    """The set of `Function` classes recorded in the autograd graph behind `outputs` (tinygpt
+    Tensors; anything else is ignored). A backward frees each node's saved arrays but keeps its
+    type and parents, so this works before and after backward."""
+    found, seen = set(), set()
+    stack = [t for t in outputs if isinstance(t, tg.Tensor)]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t._ctx is None:
+            continue
+        seen.add(id(t))
+        found.add(type(t._ctx))
+        stack.extend(t._ctx.parents)
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # comparison
 

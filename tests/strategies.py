@@ -121,6 +121,11 @@ def _values(rng, shape, domain, bound):
     raise ValueError(f"unknown domain {domain!r}")
 
 
+def fixed_array(shape, dtype, domain="real", seed=0, bound=2.0):
+    """A C-contiguous array of `domain` values from a seeded generator, for hand-written cases."""
+    return np.asarray(_values(np.random.default_rng(seed), tuple(shape), domain, bound), dtype=dtype)
+
+
 def _layout(draw, shape, make):
     """Build an array of `shape` with a drawn memory layout; `make(base_shape)` fills a base."""
     ndim = len(shape)
