@@ -10,7 +10,7 @@ float64 along one random direction over all inputs at once (two extra forwards, 
 size), plus a spot check of a few single coordinates for a readable failure.
 
 Tolerances live in TOLERANCES below and nowhere else in the suite: every test file takes its
-bounds from this one table (test_every_op.py fails if another module defines its own).
+bounds from this one table (test_suite_rules.py fails if another module defines its own).
 """
 import math
 
