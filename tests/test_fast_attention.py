@@ -171,6 +171,8 @@ def test_new_weight_arrays_end_the_packing_and_pack_qkv_restores_it(calls):
     np.testing.assert_array_equal(packed, graph)
     assert calls["packed"] == 0
     assert fast.pack_qkv() and fast.W_key.weight.data.base is fast.W_query.weight.data.base
+    storage = fast.W_query.weight.data
+    assert fast.pack_qkv() and fast.W_query.weight.data is storage  # packed: left alone
     np.testing.assert_allclose(_no_grad_and_graph_outputs(fast, x)[0], graph, rtol=1e-5, atol=1e-6)
     assert calls["packed"] == 1
 

@@ -51,7 +51,10 @@ class FastMultiHeadAttention(MultiHeadAttention):
     def pack_qkv(self) -> bool:
         """Copy the projections' current weights (and biases) into one array and give each
         Parameter its row block as a view. Only the Linear layers this module built are packed,
-        never a layer put in their place. Returns `qkv_packed`."""
+        never a layer put in their place; already packed weights are left as they are. Returns
+        `qkv_packed`."""
+        if self.qkv_packed:
+            return True
         layers = tuple(getattr(self, name) for name in QKV_NAMES)
         params = [(layer.weight, layer.bias) for layer in layers]
         dtypes = {p.dtype for pair in params for p in pair if p is not None}
