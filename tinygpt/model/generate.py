@@ -121,7 +121,8 @@ def _next_token(logits: np.ndarray, temperature: float, top_k) -> np.ndarray:
         # the row maximum (softmax is unchanged) and divided in float64, every exponent is <= 0
         # and the largest logit's is 0, so a tiny temperature gives it all the weight (greedy)
         shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)  # (b, vocab) <= 0
-        probs = np.exp(shifted / temperature)        # (b, vocab), unnormalised
+        with np.errstate(over="ignore"):             # -inf for a subnormal temperature: weight 0
+            probs = np.exp(shifted / temperature)    # (b, vocab), unnormalised
         return multinomial(Tensor(probs), num_samples=1).data  # (b, 1)
     return argmax(Tensor(logits), dim=-1, keepdim=True).data  # (b, 1)
 
