@@ -10,32 +10,28 @@ loaded with tinygpt's state dict):
   tinygpt-uncached     generate(use_cache=False): window recomputed every step, last logits only
   tinygpt-cached       generate(use_cache=True): prompt once, then one token per step (KV cache)
   torch-book-simple    the book's own `ch04.generate_text_simple` on the PyTorch model
-  torch-kv-cache       a PyTorch KV-cache decoder of the same model, written here (the book
-                       package's `kv_cache.gpt2` fails on its first cached step, PERF-NOTES.md):
-                       the ch04 modules (its LayerNorm, GELU, Linear layers) with a preallocated
+  torch-kv-cache       a PyTorch KV-cache decoder of the same model (the book package's
+                       `kv_cache.gpt2` fails on its first cached step, bench/README.md): the
+                       ch04 modules (its LayerNorm, GELU, Linear layers) with a preallocated
                        cache per layer and the causal mask only on the prompt step
-Each runner is a factory registered with `@runner(name)`: given the config and the seed it builds
-what it needs (models are shared through `shared_model` / `shared_torch_model`) and returns
-`generate(prompt_ids, new_tokens) -> ids (1, n + new_tokens)` as a NumPy array.
+The runners live in bench/_generate_runners.py, each a factory registered with `@runner(name)`.
 
 Each runner gets one untimed 2-token call (compile, page-in), then one timed call.
 Memory bandwidth: a 256 MB float32 array copied in `threads` slices by `threads` threads, best of
 7, counted STREAM-style (bytes read + bytes written) / s. Decoding one token reads every weight
 once (all parameters but the two embedding tables, of which one row each), so
 bound = weight bytes / bandwidth is the floor on ms per token; "x bound" = ms/token / bound.
-A copy is not the rate a matrix-vector product reads at (on the AMD Zen 5 VM, measured
-together on 2 threads: copy 33-40 GB/s, a 256 MB sgemv 39-49 GB/s), so the script also times
-np.matmul (OpenBLAS's sgemv, the child's threads) on a 256 MB (N, 768) float32 weight matrix, best
-of 7: "x read bound" = ms/token / (weight bytes / that rate), how close a decoder gets to
-streaming its weights as fast as OpenBLAS streams one large matrix. Both rates are measured before
-and after the runners and the bound takes the faster (this VM's copy rate drifted between 33 and
-61 GB/s within an hour).
+A copy is not the rate a matrix-vector product reads at, so the script also times np.matmul
+(OpenBLAS's sgemv, the child's threads) on a 256 MB (N, 768) float32 weight matrix, best of 7:
+"x read bound" = ms/token / (weight bytes / that rate), how close a decoder gets to streaming its
+weights as fast as OpenBLAS streams one large matrix. Both rates are measured before and after the
+runners and the bound takes the faster, as a machine's bandwidth can drift (bench/README.md).
 
 With several thread counts (default 1,2) each count runs in a child process with OMP/OPENBLAS/
 MKL/NUMBA_NUM_THREADS set before NumPy/torch load; the parent prints one combined table.
 Every line records the background load (other processes' CPU, cores: /proc/stat minus this
-process's CPU): a multi-thread figure taken with more than 0.2 cores of it is not reported
-(PERF-NOTES.md); --show-busy prints it anyway, marked *.
+process's CPU): a multi-thread figure taken with more than 0.2 cores of it is not reported;
+--show-busy prints it anyway, marked *.
 """
 import argparse
 import json
@@ -75,139 +71,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinygpt as tg  # noqa: E402
-from tinygpt.model import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple  # noqa: E402
-
-RUNNERS = {}
-_MODELS = {}
-
-
-def runner(name):
-    """Register a factory `(cfg, seed) -> generate(prompt_ids, new_tokens)` under `name`."""
-    def register(factory):
-        RUNNERS[name] = factory
-        return factory
-    return register
-
-
-def shared_model(cfg, seed):
-    """One tinygpt GPTModel per (config, seed), in eval mode, shared by all tinygpt runners."""
-    key = (tuple(sorted(cfg.items())), seed)
-    if key not in _MODELS:
-        tg.manual_seed(seed)
-        _MODELS[key] = GPTModel(cfg).eval()
-    return _MODELS[key]
-
-
-def shared_torch_model(cfg, seed):
-    """The book's PyTorch GPTModel (llms_from_scratch.ch04) with shared_model's weights, eval mode."""
-    key = ("torch", tuple(sorted(cfg.items())), seed)
-    if key not in _MODELS:
-        import torch
-        from llms_from_scratch import ch04
-        if SINGLE:
-            torch.set_num_threads(int(ARGS.threads))
-        model = ch04.GPTModel(cfg)
-        sd = shared_model(cfg, seed).state_dict()
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
-        _MODELS[key] = model.eval()
-    return _MODELS[key]
-
-
-@runner("tinygpt-book-simple")
-def _tinygpt_book(cfg, seed):
-    """The book's section-4.7 loop: full logits for the whole window every step."""
-    model = shared_model(cfg, seed)
-    return lambda ids, n: generate_text_simple(model, ids, n, cfg["context_length"])
-
-
-@runner("tinygpt-uncached")
-def _tinygpt_uncached(cfg, seed):
-    """generate(use_cache=False): the window is recomputed every step, last logits only."""
-    model = shared_model(cfg, seed)
-    return lambda ids, n: generate(model, ids, n, cfg["context_length"], use_cache=False)
-
-
-@runner("tinygpt-cached")
-def _tinygpt_cached(cfg, seed):
-    """generate(use_cache=True): prompt once, then one token per step through the KV cache."""
-    model = shared_model(cfg, seed)
-    return lambda ids, n: generate(model, ids, n, cfg["context_length"], use_cache=True)
-
-
-@runner("torch-book-simple")
-def _torch_book(cfg, seed):
-    """The book's own ch04.generate_text_simple on its GPTModel (whole window every step)."""
-    import torch
-    from llms_from_scratch import ch04
-    model = shared_torch_model(cfg, seed)
-
-    def gen(ids, n):
-        return ch04.generate_text_simple(model, torch.from_numpy(ids), n, cfg["context_length"]).numpy()
-    return gen
-
-
-class TorchKVDecoder:
-    """Greedy KV-cache decoding for the book's ch04.GPTModel (eval mode, batch 1+).
-
-    The same modules and arithmetic as ch04's forward (its LayerNorm, FeedForward with its GELU,
-    W_query/W_key/W_value/out_proj, dropout off in eval), but keys and values of past positions
-    come from a cache preallocated to `max_len`; new tokens attend to cache[:pos + t]. Only the
-    prompt step (t > 1) needs the causal mask; a single new token sees every cached position."""
-
-    def __init__(self, model, max_len):
-        self.model, self.max_len = model, max_len
-
-    def _forward(self, ids, caches, start):
-        import torch
-        m = self.model
-        b, t = ids.shape
-        x = m.tok_emb(ids) + m.pos_emb(torch.arange(start, start + t))   # (b, t, d)
-        end = start + t
-        for block, (kc, vc) in zip(m.trf_blocks, caches):
-            att = block.att
-            h, hd = att.num_heads, att.head_dim
-            y = block.norm1(x)
-            q = att.W_query(y).view(b, t, h, hd).transpose(1, 2)          # (b, h, t, hd)
-            kc[:, :, start:end] = att.W_key(y).view(b, t, h, hd).transpose(1, 2)
-            vc[:, :, start:end] = att.W_value(y).view(b, t, h, hd).transpose(1, 2)
-            scores = q @ kc[:, :, :end].transpose(2, 3)                     # (b, h, t, end)
-            if t > 1:
-                mask = torch.ones(t, end, dtype=torch.bool).triu(start + 1)  # query i sees <= start+i
-                scores.masked_fill_(mask, -torch.inf)
-            w = torch.softmax(scores / hd ** 0.5, dim=-1)
-            ctx = (w @ vc[:, :, :end]).transpose(1, 2).reshape(b, t, att.d_out)
-            x = x + att.out_proj(ctx)
-            x = x + block.ff(block.norm2(x))
-        return m.out_head(m.final_norm(x[:, -1:, :]))[:, -1, :]           # (b, vocab)
-
-    def generate(self, idx, max_new_tokens):
-        import torch
-        m = self.model
-        b = idx.shape[0]
-        att0 = m.trf_blocks[0].att
-        shape = (b, att0.num_heads, self.max_len, att0.head_dim)
-        with torch.no_grad():
-            caches = [(torch.empty(shape), torch.empty(shape)) for _ in m.trf_blocks]
-            if idx.shape[1] + max_new_tokens > self.max_len:
-                raise ValueError("TorchKVDecoder: prompt + new tokens exceed the cache (no sliding window)")
-            logits = self._forward(idx, caches, 0)
-            pos, out = idx.shape[1], [idx]
-            for i in range(max_new_tokens):
-                nxt = torch.argmax(logits, dim=-1, keepdim=True)           # (b, 1)
-                out.append(nxt)
-                if i + 1 < max_new_tokens:
-                    logits = self._forward(nxt, caches, pos)
-                    pos += 1
-        return torch.cat(out, dim=1)
-
-
-@runner("torch-kv-cache")
-def _torch_kv(cfg, seed):
-    """TorchKVDecoder above: prompt once, then one token per step."""
-    import torch
-    dec = TorchKVDecoder(shared_torch_model(cfg, seed), cfg["context_length"])
-    return lambda ids, n: dec.generate(torch.from_numpy(ids), n).numpy()
-
+from tinygpt.model import GPT_CONFIG_124M  # noqa: E402
+from _generate_runners import RUNNERS, shared_model  # noqa: E402
 
 # --- measuring ----------------------------------------------------------------------------------
 def memory_bandwidth(threads, mbytes=256, repeats=7):
@@ -333,8 +198,8 @@ def run_single(threads):
         print(f"{name:24s} {res['tokens_per_s']:8.2f} {res['ms_per_token']:8.1f} "
               f"{res['seconds']:8.2f} {res['background_cpus']:8.2f}", flush=True)
     after = _bandwidths(threads)
-    # this VM's bandwidth drifts (a 2-thread copy measured 33-61 GB/s within an hour): measured
-    # before and after the runners, the bound takes the faster of the two
+    # bandwidth can drift during a run (bench/README.md): measured before and after the runners,
+    # the bound takes the faster of the two
     bw, read_bw = max(before[0], after[0]), max(before[1], after[1])
     bound_ms = 1e3 * weight_bytes / (bw * 1e9)
     read_ms = 1e3 * weight_bytes / (read_bw * 1e9)

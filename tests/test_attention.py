@@ -1,5 +1,6 @@
 """Chapter-3 attention modules against the PyTorch twin (tests/reference/torch_gpt.py): outputs,
-the loss and every gradient by name, float32 and float64; state dicts; dropout; the KV cache."""
+the loss and every gradient by name, float32 and float64; state dicts; dropout; the KV cache.
+FastMultiHeadAttention, what GPTModel builds, is checked against these in test_fast_attention.py."""
 import numpy as np
 import pytest
 import torch
@@ -133,56 +134,18 @@ def test_load_state_dict_rejects_a_wrong_mask_and_accepts_none():
         module.load_state_dict(sd)
 
 
-# --- packed W_query/W_key/W_value -----------------------------------------------------------------
-def _no_grad_and_graph_outputs(module, x):
-    with tg.no_grad():
-        packed = module(tg.tensor(x)).data
-    return packed, module(tg.tensor(x)).data  # with grad on: the three Linear layers
-
-
-@pytest.mark.parametrize("qkv_bias", [False, True])
-def test_packed_qkv_without_grad_matches_torch_and_the_three_layers(qkv_bias):
-    module = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=qkv_bias)
-    assert module.qkv_packed
-    x, _ = _inputs((3, 5, 6), 2, np.float32)
-    packed, graph = _no_grad_and_graph_outputs(module, x)
-    ref.copy_tinygpt_to_torch(module, twin := ref.MultiHeadAttention(6, 8, 16, 0.0, 2, qkv_bias))
-    with torch.no_grad():
-        expected = twin(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(packed, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(packed, graph, rtol=1e-5, atol=1e-6)
-
-
-def test_packing_survives_optimizer_steps_and_load_state_dict():
-    module = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=True)
-    x, targets = _inputs((2, 5, 6), 8, np.float32)
-    optimizer = tg.optim.AdamW(module.parameters(), lr=0.1)
-    for _ in range(2):  # the updates must reach the packed array, or no_grad would read stale weights
-        optimizer.zero_grad()
-        tg.nn.functional.cross_entropy(module(tg.tensor(x)).flatten(0, 1), targets.ravel()).backward()
-        optimizer.step()
-    assert module.qkv_packed
-    packed, graph = _no_grad_and_graph_outputs(module, x)
-    np.testing.assert_allclose(packed, graph, rtol=1e-5, atol=1e-6)
-    other = _build(MultiHeadAttention, np.float32, 6, 8, 16, 0.0, 2, qkv_bias=True)
-    other.load_state_dict(module.state_dict())
-    assert other.qkv_packed
-    np.testing.assert_allclose(_no_grad_and_graph_outputs(other, x)[0], graph, rtol=1e-5, atol=1e-6)
-
-
-def test_replaced_or_swapped_weights_end_the_packing():
-    module = _build(MultiHeadAttention, np.float32, 6, 6, 16, 0.0, 2)
-    x, _ = _inputs((2, 5, 6), 2, np.float32)
-    module.W_key.weight.data = module.W_key.weight.data * 2.0  # a new array
-    assert not module.qkv_packed
-    packed, graph = _no_grad_and_graph_outputs(module, x)
-    np.testing.assert_array_equal(packed, graph)
-    swapped = _build(MultiHeadAttention, np.float32, 6, 6, 16, 0.0, 2)
-    swapped.W_query.weight, swapped.W_key.weight = swapped.W_key.weight, swapped.W_query.weight
-    assert not swapped.qkv_packed  # each view is still in the packed array, at the other's rows
-    packed, graph = _no_grad_and_graph_outputs(swapped, x)
-    np.testing.assert_array_equal(packed, graph)
-    assert not _build(MultiHeadAttention, np.float64, 6, 6, 16, 0.0, 2).qkv_packed  # .to() copies
+# --- the book's shape ------------------------------------------------------------------------------
+def test_multihead_attention_is_three_independent_linear_layers():
+    """The book's listing: W_query, W_key and W_value are plain Linear layers with weights of their
+    own (no hidden storage behind them); the fast route lives in FastMultiHeadAttention."""
+    module = MultiHeadAttention(6, 8, 16, 0.0, 2, qkv_bias=True)
+    for name in ("W_query", "W_key", "W_value", "out_proj"):
+        layer = getattr(module, name)
+        assert type(layer) is tg.nn.Linear, name
+        assert layer.weight.data.base is None and layer.bias.data.base is None, name
+    assert [n for n, _ in module.named_parameters()] == [
+        f"{layer}.{p}" for layer in ("W_query", "W_key", "W_value", "out_proj")
+        for p in ("weight", "bias")]
 
 
 # --- causality, dropout, errors -------------------------------------------------------------------
@@ -243,32 +206,6 @@ def test_kv_cache_chunks_equal_the_full_forward(chunks):
             start += n
     assert cache.length == 8
     np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-12, atol=1e-12)
-
-
-def test_kv_cache_uses_the_fused_kernel_unless_dropout_is_active(monkeypatch):
-    """Eval mode: one kernels.cached_attention call per forward. Training mode with attention
-    dropout: the composed ops, whose dropout is live (p = 1 drops every weight, so the output is
-    out_proj's bias alone)."""
-    import tinygpt.kernels as kernels
-    calls = []
-    fused = kernels.cached_attention
-    monkeypatch.setattr(kernels, "cached_attention", lambda *a: calls.append(a[3]) or fused(*a))
-    module = _build(MultiHeadAttention, np.float64, 4, 6, 8, 1.0, 3, qkv_bias=True)
-    x, _ = _inputs((2, 5, 4), 2, np.float64)
-    module.eval()
-    full = module(tg.tensor(x)).data
-    cache = LayerKVCache(8)
-    with tg.no_grad():
-        first = module(tg.tensor(x[:, :3]), kv_cache=cache).data
-        second = module(tg.tensor(x[:, 3:]), kv_cache=cache).data
-    assert calls == [3, 5]
-    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full, rtol=1e-12, atol=1e-12)
-    module.train()
-    cache.reset()
-    with tg.no_grad():
-        out = module(tg.tensor(x[:, :3]), kv_cache=cache).data
-    assert calls == [3, 5]
-    np.testing.assert_array_equal(out, np.broadcast_to(module.out_proj.bias.data, out.shape))
 
 
 def test_kv_cache_needs_no_grad_and_reports_overflow():

@@ -1,6 +1,7 @@
 """Generation (sections 4.7 and 5.3): the book's greedy loop against the torch twin, KV-cache
 tokens equal to uncached tokens (greedy and seeded sampling), the sliding window past the
-context length, top-k/temperature/eos semantics and the text helpers."""
+context length, top-k/temperature/eos semantics, refused arguments and non-finite models, and
+the text helpers."""
 import numpy as np
 import pytest
 import torch
@@ -177,3 +178,52 @@ def test_text_helpers_round_trip(tokenizer, model):
     assert token_ids_to_text(tg.Tensor(ids), tokenizer) == "Every effort"
     out = generate(model, ids, 5, 16)
     assert token_ids_to_text(out, tokenizer).startswith("Every effort")
+
+
+# --- refused arguments and broken models (issue 27.12) --------------------------------------------
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5])
+def test_temperature_must_be_a_finite_number_not_below_zero(model, temperature):
+    with pytest.raises(tg.errors.InputError, match="temperature"):
+        generate(model, _prompt(1, 3), 2, 16, temperature=temperature)
+
+
+@pytest.mark.parametrize("fn", [generate, generate_text_simple])
+@pytest.mark.parametrize("max_new_tokens", [-1, 2.5, True])
+def test_max_new_tokens_must_be_a_count(model, fn, max_new_tokens):
+    with pytest.raises(tg.errors.TinyGPTError, match="max_new_tokens"):
+        fn(model, _prompt(1, 3), max_new_tokens, 16)
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300, 5e-324])
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_a_tiny_temperature_samples_like_greedy(model, temperature, top_k):
+    """logits / 1e-30 overflows float32; sampling shifts by the row maximum first (in float64),
+    so the largest logit keeps all the probability and the draw is the argmax."""
+    prompt = _prompt(2, 3)
+    greedy = generate(model, prompt, 6, 16)
+    tg.manual_seed(0)
+    np.testing.assert_array_equal(generate(model, prompt, 6, 16, temperature=temperature,
+                                           top_k=top_k), greedy)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's, on the nan/inf
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_model_with_non_finite_weights_is_refused(use_cache, bad):
+    tg.manual_seed(5)
+    broken = GPTModel(SMALL).eval()
+    broken.trf_blocks[1].ff.layers[0].weight.data[3, 4] = bad
+    with pytest.raises(tg.errors.InputError, match=r"non-finite.*trf_blocks\.1\.ff\.layers\.0\.weight"):
+        generate(broken, _prompt(1, 3), 2, 16, use_cache=use_cache)
+    with pytest.raises(tg.errors.InputError, match="non-finite"):
+        generate_text_simple(broken, _prompt(1, 3), 2, 16)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings
+def test_non_finite_logits_from_finite_weights_are_refused():
+    """Finite weights can still overflow: an output head of 1e38 turns the logits into inf."""
+    tg.manual_seed(5)
+    m = GPTModel(SMALL).eval()
+    m.out_head.weight.data[:] = 3e38
+    with pytest.raises(tg.errors.InputError, match="non-finite logits"):
+        generate(m, _prompt(1, 3), 2, 16, temperature=1.0)

@@ -232,3 +232,47 @@ def test_lora_state_dict_round_trip(tmp_path):
         load_lora_state_dict(fresh_rng_A, {k: v for k, v in sd.items() if "out_head" not in k})
     with pytest.raises(ValueError, match="no LoRA layers"):
         lora_state_dict(GPTModel(TINY))
+
+
+def test_save_lora_writes_atomically_with_the_umask_mode(tmp_path, monkeypatch):
+    """Through tinygpt.files.atomic_write: the file gets the mode a plain open() would give it
+    (not a private temp file's 0o600), and a failed write leaves the old file and no temp."""
+    import os
+    model = lora_gpt(seed=0)
+    path = tmp_path / "adapters.safetensors"
+    old_umask = os.umask(0o022)
+    try:
+        save_lora(path, model)
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    before = path.read_bytes()
+    import safetensors.numpy
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(safetensors.numpy, "save", broken)
+    monkeypatch.setattr(safetensors.numpy, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_lora(path, model)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapters.safetensors"]
+
+
+def test_lora_gpt_generates_with_the_kv_cache_and_after_merging():
+    """GPTModel's FastMultiHeadAttention takes LoRA's wrapped projections through the layers
+    (no packed product, which would miss the update) and its packing back after merge_lora."""
+    from tinygpt.model import generate
+    rng = np.random.default_rng(6)
+    model = lora_gpt(seed=0, dtype=np.float64).eval()
+    randomize_B(model, rng, scale=1.0)
+    prompt = rng.integers(0, 97, (2, 3))
+    uncached = generate(model, prompt, 8, 12, use_cache=False)
+    np.testing.assert_array_equal(generate(model, prompt, 8, 12), uncached)
+    with tg.no_grad():
+        logits = model(prompt).data
+    merge_lora(model)
+    assert all(block.att.qkv_packed for block in model.trf_blocks)
+    with tg.no_grad():
+        np.testing.assert_allclose(model(prompt).data, logits, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(generate(model, prompt, 8, 12), uncached)

@@ -14,9 +14,7 @@ State-dict names follow the book's PyTorch code: `trf_blocks.0.att.W_query.linea
 the base weight, `trf_blocks.0.att.W_query.lora.A` / `.lora.B` for the adapters.
 """
 import math
-import os
 import pathlib
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
@@ -24,6 +22,7 @@ import numpy as np
 from ..core.random import generator
 from ..nn import Linear, Module, Parameter
 from ..errors import InputError
+from ..files import atomic_write
 
 
 class LoRALayer(Module):
@@ -138,22 +137,16 @@ def load_lora_state_dict(model: Module, state_dict) -> None:
 
 def save_lora(path, model: Module) -> pathlib.Path:
     """Write the LoRA parameters (with rank and alpha in the metadata) to a .safetensors file,
-    atomically (temporary file, then rename)."""
-    from safetensors.numpy import save_file
+    atomically (tinygpt.files.atomic_write)."""
+    from safetensors import numpy as safetensors_numpy
     layers = lora_modules(model)
     sd = lora_state_dict(model)
     meta = {"format": "tinygpt-lora", "rank": str(layers[0][1].rank),
             "alpha": repr(layers[0][1].alpha)}
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(safetensors_numpy.save({k: np.ascontiguousarray(v) for k, v in sd.items()},
+                                       metadata=meta))
     return path
 
 
@@ -195,7 +188,7 @@ def merge_lora(model: Module) -> Module:
                 own = Parameter(merged, requires_grad=weight.requires_grad)
                 linear._parameters["weight"] = own  # same place in the state-dict order
                 object.__setattr__(linear, "weight", own)
-            else:  # in place, so a packed W_query/W_key/W_value stays packed
+            else:  # in place: FastMultiHeadAttention's packed W_query/W_key/W_value stays packed
                 np.copyto(weight.data, merged)
             _swap_child(parent, name, linear)
     return model

@@ -1,13 +1,15 @@
 """The book's model code: attention (chapter 3), GPTModel (chapter 4) and text generation
 (sections 4.7 and 5.3), on tinygpt tensors."""
-from .attention import (CausalAttention, LayerKVCache, MultiHeadAttention,
+from .attention import (CausalAttention, KVCacheError, LayerKVCache, MultiHeadAttention,
                         MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2)
+from .fast_attention import FastMultiHeadAttention
 from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
 from .gpt import (GELU, FeedForward, GPTModel, KVCache, LayerNorm, TransformerBlock,
                   count_parameters, model_size_mb)
 
-__all__ = ["CausalAttention", "LayerKVCache", "MultiHeadAttention", "MultiHeadAttentionWrapper",
+__all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttention",
+           "FastMultiHeadAttention", "MultiHeadAttentionWrapper",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
            "model_configs", "validate_config", "generate", "generate_text_simple",
            "text_to_token_ids", "token_ids_to_text", "GELU", "LayerNorm", "FeedForward",

@@ -3,14 +3,14 @@
 Section 3.3.2 `SelfAttention_v1` (raw weight matrices), 3.4.2 `SelfAttention_v2` (Linear layers),
 3.5.3 `CausalAttention` (causal mask + dropout on the attention weights), 3.6.1
 `MultiHeadAttentionWrapper` (stacked single heads) and 3.6.2 `MultiHeadAttention` (one projection
-split into heads, then `out_proj`): the class that GPTModel uses.
+split into heads, then `out_proj`). GPTModel uses `FastMultiHeadAttention` (fast_attention.py):
+this `MultiHeadAttention` with a faster route where no gradient is needed.
 
 `MultiHeadAttention` builds no mask at all: `F.scaled_causal_softmax` applies 1/sqrt(head_dim)
 and the causal mask inside one kernel, with query i of Tq at absolute position Tk - Tq + i, which
 is exactly what a KV cache needs (new queries see every cached key and each other causally).
 In training mode the same kernel pass also applies the attention-weight dropout (`self.dropout.p`),
-with the mask `F.dropout` would draw. With a KV cache and no dropout, `kernels.cached_attention`
-does the scores, that softmax and the weighted values in one call on the cache buffers.
+with the mask `F.dropout` would draw.
 
 The book's PyTorch modules register the mask as a persistent buffer, so their state dicts carry
 `<prefix>.mask` entries. `BookStateDict` reproduces that: `state_dict()` lists each mask (float,
@@ -18,18 +18,20 @@ The book's PyTorch modules register the mask as a persistent buffer, so their st
 and checks such entries without requiring them. State dicts thus interchange in both directions.
 """
 import functools
-import math
 from collections import OrderedDict
 
 import numpy as np
 
-from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor, rand
 from ..nn import Dropout, Linear, Module, ModuleList, Parameter
 from ..nn import functional as F
 from ..ops import cat
-from ..errors import InputError
+from ..errors import InputError, TinyGPTError
+
+
+class KVCacheError(TinyGPTError, RuntimeError):
+    """A KV cache used where a gradient is being recorded (it holds constants)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,7 +168,7 @@ class LayerKVCache:
     def append(self, keys: Tensor, values: Tensor):
         """Store (b, H, T, hd) new keys/values; return all L = cached + T as (b, H, L, hd)."""
         if is_grad_enabled():
-            raise RuntimeError("a KV cache holds constants: use it under tinygpt.no_grad()")
+            raise KVCacheError("a KV cache holds constants: use it under tinygpt.no_grad()")
         b, h, t, hd = keys.shape
         end = self.length + t
         if end > self.max_len:
@@ -185,102 +187,65 @@ class LayerKVCache:
 
 
 class MultiHeadAttention(BookStateDict, Module):
-    """Section 3.6.2: one W_query/W_key/W_value projection each, split into `num_heads` heads of
-    head_dim = d_out // num_heads, causal softmax (fused scale and mask, no mask array), dropout
-    on the attention weights, heads merged and projected by `out_proj`.
+    """Section 3.6.2: W_query, W_key and W_value project the input once each; the projections
+    are split into `num_heads` heads of head_dim = d_out // num_heads, each head attends causally
+    (scaled softmax, dropout on the attention weights), and `out_proj` combines the heads.
 
-    `forward(x, kv_cache=None)`: with a `LayerKVCache`, x holds only the new tokens; their keys
-    and values are appended to the cache and the queries attend to everything cached, in one
-    `kernels.cached_attention` call (the composed ops below when attention dropout is active).
-
-    The three projection weights are row blocks of one (3 d_out, d_in) array (`qkv_packed`), so
-    that where no gradient is needed (generation, evaluation, frozen layers) one product computes
-    queries, keys and values: one pass over x and one BLAS call instead of three. Parameters,
-    names and state dicts stay the book's. Whatever gives a weight a new array (Module.to, LoRA,
-    assigning `.data`) ends the packing, and forward then uses the three layers one by one."""
+    `forward(x, kv_cache=None)`: with a `LayerKVCache` (generation, under no_grad) x holds only
+    the new tokens; their keys and values are appended to the cache and the queries attend to
+    every cached token. GPTModel builds `FastMultiHeadAttention` (fast_attention.py), this class
+    plus a faster route for generation and evaluation with the same parameters and outputs."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float,
                  num_heads: int, qkv_bias: bool = False):
         super().__init__()
         if d_out % num_heads:
             raise InputError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
-        self.d_out, self.num_heads = d_out, num_heads
-        self.head_dim = d_out // num_heads
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads  # each head's share of the projection
         self.context_length = context_length
         self.W_query = Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = Dropout(dropout)
-        self._qkv = self._pack_qkv()
 
     def book_mask(self):
         return _book_mask(self.context_length, self.parameters()[0].dtype)
 
-    def _pack_qkv(self):
-        """Copy the projections' weights (and biases) into one array and hand each Parameter its
-        row block as a view. Returns (weight, bias or None, the views given out)."""
-        layers = (self.W_query, self.W_key, self.W_value)
-        weight = np.concatenate([layer.weight.data for layer in layers])  # (3 d_out, d_in)
-        bias = None
-        if layers[0].bias is not None:
-            bias = np.concatenate([layer.bias.data for layer in layers])  # (3 d_out,)
-        views = []
-        for i, layer in enumerate(layers):
-            rows = slice(i * self.d_out, (i + 1) * self.d_out)
-            layer.weight.data = weight[rows]                # (d_out, d_in) view
-            views.append(layer.weight.data)
-            if bias is not None:
-                layer.bias.data = bias[rows]                # (d_out,) view
-                views.append(layer.bias.data)
-        return weight, bias, tuple(views)
-
-    @property
-    def qkv_packed(self) -> bool:
-        """True while W_query, W_key and W_value still hold the views `_pack_qkv` gave them (an
-        identity test, so swapped or replaced weights can never be read from the packed array)."""
-        views = self._qkv[2]
-        params = []
-        for layer in (self.W_query, self.W_key, self.W_value):
-            if type(layer) is not Linear:  # e.g. LinearWithLoRA
-                return False
-            params += [layer.weight] if layer.bias is None else [layer.weight, layer.bias]
-        return len(params) == len(views) and all(p.data is v for p, v in zip(params, views))
-
-    def _split_heads(self, x):
-        """Queries, keys and values (b, H, T, hd) each: one packed product when no graph is to be
-        recorded, else the three Linear layers (each weight gets its own gradient)."""
-        b, num_tokens, _ = x.shape
-        h, hd = self.num_heads, self.head_dim
-        layers = (self.W_query, self.W_key, self.W_value)
-        graph = is_grad_enabled() and (x.requires_grad or any(
-            p.requires_grad for layer in layers for p in layer.parameters()))
-        if graph or not self.qkv_packed or x.dtype != self._qkv[0].dtype:
-            return tuple(layer(x).reshape(b, num_tokens, h, hd).transpose(1, 2) for layer in layers)
-        weight, bias, _ = self._qkv
-        qkv = F.linear(x, Tensor(weight), None if bias is None else Tensor(bias)).data  # (b, T, 3 d_out)
-        qkv = qkv.reshape(b, num_tokens, 3, h, hd).transpose(2, 0, 3, 1, 4)  # (3, b, H, T, hd)
-        return Tensor(qkv[0]), Tensor(qkv[1]), Tensor(qkv[2])
-
     def forward(self, x, kv_cache: LayerKVCache | None = None):
-        b, num_tokens, _ = x.shape
+        b, num_tokens, d_in = x.shape
         if kv_cache is None:
             _check_length(num_tokens, self.context_length)
-        queries, keys, values = self._split_heads(x)      # (b, H, T, hd) each
+        keys = self.W_key(x)                               # (b, T, d_out)
+        queries = self.W_query(x)                          # (b, T, d_out)
+        values = self.W_value(x)                           # (b, T, d_out)
+
+        # split d_out into heads: (b, T, d_out) -> (b, T, H, hd)
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim)
+        queries = queries.view(b, num_tokens, self.num_heads, self.head_dim)
+
+        # heads first: (b, T, H, hd) -> (b, H, T, hd)
+        keys = keys.transpose(1, 2)
+        queries = queries.transpose(1, 2)
+        values = values.transpose(1, 2)
+
+        if kv_cache is not None:  # generation: the new keys/values join the cached ones
+            keys, values = kv_cache.append(keys, values)   # (b, H, L, hd), L = cached + T
+
+        attn_scores = queries @ keys.transpose(2, 3)       # (b, H, T, L): a dot product per head
+        # the book's masked_fill(mask, -inf), softmax(scores / sqrt(hd)) and self.dropout in one
+        # op, whose mask needs no array: query i sits at position L - T + i
         dropout_p = self.dropout.p if self.training else 0.0
-        if kv_cache is not None:
-            keys, values = kv_cache.append(keys, values)  # (b, H, L, hd), L = cached + T
-            if dropout_p == 0.0:  # the steps below in one kernel, on the cache buffers
-                context_vec = kernels.cached_attention(queries.data, kv_cache.k, kv_cache.v, kv_cache.length,
-                                                       1.0 / math.sqrt(self.head_dim))  # (b, T, H, hd)
-                return self.out_proj(Tensor(context_vec.reshape(b, num_tokens, self.d_out)))
-        attn_scores = queries @ keys.transpose(2, 3)       # (b, H, T, L)
-        # the book's softmax(scores / sqrt(hd)) with the mask, then self.dropout: one fused op
-        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / math.sqrt(self.head_dim),
+        attn_weights = F.scaled_causal_softmax(attn_scores, 1.0 / keys.shape[-1] ** 0.5,
                                                dropout_p)  # (b, H, T, L)
+
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, T, H, hd)
-        context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, T, d_out)
-        return self.out_proj(context_vec)                  # (b, T, d_out)
+        context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # heads combined: (b, T, d_out)
+        context_vec = self.out_proj(context_vec)           # (b, T, d_out)
+        return context_vec
 
 
 def _check_length(num_tokens: int, context_length: int) -> None:

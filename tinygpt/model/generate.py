@@ -13,6 +13,8 @@ cache is full it is reset and rebuilt from the last `context_size` tokens, every
 on. The tokens stay identical to the uncached path; only the speed falls back to the uncached
 rate once the window slides.
 """
+import math
+
 import numpy as np
 
 from ..core.autograd import no_grad
@@ -20,7 +22,7 @@ from ..core.tensor import Tensor
 from ..ops import argmax, topk
 from ..ops.sampling import multinomial
 from .gpt import GPTModel
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 def text_to_token_ids(text: str, tokenizer) -> np.ndarray:
@@ -60,13 +62,33 @@ def _check_context_size(model, context_size):
         raise InputError(f"context_size {context_size} exceeds the model's context_length {ctx}")
 
 
-def _last_logits(model, ids, kv_cache=None) -> np.ndarray:
-    """Logits of the last position, (batch, vocab) ndarray."""
+def _check_max_new_tokens(max_new_tokens):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise InputTypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+def _check_finite(logits: np.ndarray, model, step: int) -> np.ndarray:
+    """Refuse non-finite logits (they would decode to arbitrary tokens), naming the first
+    parameter that holds nan or inf when there is one."""
+    if np.isfinite(logits).all():
+        return logits
+    named = getattr(model, "named_parameters", lambda: [])()
+    bad = next((name for name, p in named if not np.isfinite(p.data).all()), None)
+    cause = (f"its parameter {bad!r} holds nan or inf" if bad is not None else
+             "its parameters are finite, so a value overflowed")
+    raise InputError(f"generation step {step}: the model produced non-finite logits (nan or inf); "
+                     f"{cause}")
+
+
+def _last_logits(model, ids, kv_cache=None, step: int = 0) -> np.ndarray:
+    """Logits of the last position, (batch, vocab) ndarray; non-finite logits are refused."""
     if isinstance(model, GPTModel):
         logits = model(ids, kv_cache=kv_cache, last_only=True)  # (b, 1, vocab)
     else:
         logits = model(ids)                                      # (b, T, vocab)
-    return logits.data[:, -1, :]                                 # (b, vocab)
+    return _check_finite(logits.data[:, -1, :], model, step)    # (b, vocab)
 
 
 def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
@@ -74,11 +96,13 @@ def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
     idx (batch, n) int ndarray or Tensor -> (batch, n + max_new_tokens), same kind as idx."""
     ids, was_tensor = _token_ids(idx)
     _check_context_size(model, context_size)
+    _check_max_new_tokens(max_new_tokens)
     with no_grad():
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             idx_cond = ids[:, -context_size:]        # (b, <= context_size)
             logits = model(idx_cond)                 # (b, T, vocab)
             logits = logits[:, -1, :]                # (b, vocab)
+            _check_finite(logits.data, model, step)
             probas = logits.softmax(dim=-1)          # (b, vocab)
             idx_next = argmax(probas, dim=-1, keepdim=True).data  # (b, 1)
             ids = np.concatenate([ids, idx_next], axis=1)         # (b, n + 1)
@@ -93,9 +117,13 @@ def _next_token(logits: np.ndarray, temperature: float, top_k) -> np.ndarray:
         min_val = top_logits.data[:, -1:]            # (b, 1)
         logits = np.where(logits < min_val, -np.inf, logits)  # (b, vocab)
     if temperature > 0.0:
-        logits = logits / temperature                # (b, vocab)
-        probs = Tensor(logits).softmax(dim=-1)       # (b, vocab)
-        return multinomial(probs, num_samples=1).data  # (b, 1)
+        # softmax(logits / temperature), computed so that no temperature overflows it: shifted by
+        # the row maximum (softmax is unchanged) and divided in float64, every exponent is <= 0
+        # and the largest logit's is 0, so a tiny temperature gives it all the weight (greedy)
+        shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)  # (b, vocab) <= 0
+        with np.errstate(over="ignore"):             # -inf for a subnormal temperature: weight 0
+            probs = np.exp(shifted / temperature)    # (b, vocab), unnormalised
+        return multinomial(Tensor(probs), num_samples=1).data  # (b, 1)
     return argmax(Tensor(logits), dim=-1, keepdim=True).data  # (b, 1)
 
 
@@ -105,33 +133,37 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     """Section 5.3: generate up to `max_new_tokens` tokens after `idx` (batch, n).
 
     temperature 0.0: greedy (argmax); > 0: logits / temperature, softmax, then one draw from
-    `tinygpt.multinomial` per step (seed with `tinygpt.manual_seed`). top_k: keep the k largest
+    `tinygpt.multinomial` per step (seed with `tinygpt.manual_seed`); nan, inf and negative
+    temperatures are refused. top_k: keep the k largest
     logits, the rest become -inf. eos_id: stop before appending the first generated eos_id
     (batch size 1 only, as in the book). use_cache: reuse keys/values through a KV cache
     (GPTModel only); identical tokens, see the module docstring for the sliding window.
     The model's train/eval mode is left as it is: call model.eval() first, as the book does.
+    Non-finite logits (a model whose weights hold nan or inf, or that overflows) raise
+    InputError naming the first non-finite parameter, instead of decoding noise.
     Returns (batch, n + generated) int64, an ndarray or a Tensor like `idx`."""
     ids, was_tensor = _token_ids(idx)
     _check_context_size(model, context_size)
+    _check_max_new_tokens(max_new_tokens)
     temperature = float(temperature)
-    if temperature < 0.0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0.0):
+        raise InputError(f"temperature must be a finite number >= 0, got {temperature}")
     if eos_id is not None and ids.shape[0] != 1:
         raise InputError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
                          f"{ids.shape[0]}")
     if use_cache and not isinstance(model, GPTModel):
-        raise TypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
+        raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
                         "pass use_cache=False")
     with no_grad():
         cache = model.new_kv_cache(context_size) if use_cache else None
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if cache is None:
-                logits = _last_logits(model, ids[:, -context_size:])  # (b, vocab)
+                logits = _last_logits(model, ids[:, -context_size:], None, step)  # (b, vocab)
             elif 0 < cache.length < context_size:
-                logits = _last_logits(model, ids[:, -1:], cache)      # (b, vocab), one new token
+                logits = _last_logits(model, ids[:, -1:], cache, step)  # (b, vocab), one new token
             else:  # first step, or the window slides: (re)build the cache from the window
                 cache.reset()
-                logits = _last_logits(model, ids[:, -context_size:], cache)  # (b, vocab)
+                logits = _last_logits(model, ids[:, -context_size:], cache, step)  # (b, vocab)
             idx_next = _next_token(logits, temperature, top_k)        # (b, 1)
             if eos_id is not None and idx_next[0, 0] == eos_id:
                 break

@@ -13,7 +13,8 @@ import numpy as np
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
-from .attention import BookStateDict, LayerKVCache, MultiHeadAttention
+from .attention import BookStateDict, LayerKVCache
+from .fast_attention import FastMultiHeadAttention
 from .config import validate_config
 from ..errors import InputError
 
@@ -35,10 +36,12 @@ class TransformerBlock(BookStateDict, Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.att = MultiHeadAttention(d_in=cfg["emb_dim"], d_out=cfg["emb_dim"],
-                                      context_length=cfg["context_length"],
-                                      num_heads=cfg["n_heads"], dropout=cfg["drop_rate"],
-                                      qkv_bias=cfg["qkv_bias"])
+        # the book's MultiHeadAttention with a fast route where no gradient is needed (generation,
+        # evaluation): same parameters and outputs, see fast_attention.py
+        self.att = FastMultiHeadAttention(d_in=cfg["emb_dim"], d_out=cfg["emb_dim"],
+                                          context_length=cfg["context_length"],
+                                          num_heads=cfg["n_heads"], dropout=cfg["drop_rate"],
+                                          qkv_bias=cfg["qkv_bias"])
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg["emb_dim"])
         self.norm2 = LayerNorm(cfg["emb_dim"])
@@ -120,6 +123,15 @@ class GPTModel(BookStateDict, Module):
                 missing = names[1] if given[0] == names[0] else names[0]
                 state_dict = {**state_dict, missing: state_dict[given[0]]}
         return super().load_state_dict(state_dict, strict)
+
+    def to(self, dtype):
+        """Module.to, then each attention layer packs its projections again (the cast gave
+        them new arrays; see fast_attention.py)."""
+        super().to(dtype)
+        for block in self.trf_blocks:
+            if isinstance(block.att, FastMultiHeadAttention):
+                block.att.pack_qkv()
+        return self
 
     # --- forward --------------------------------------------------------------------------
     def new_kv_cache(self, max_len: int | None = None) -> KVCache:
