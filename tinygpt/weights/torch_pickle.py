@@ -36,6 +36,9 @@ from ..errors import InputError, TinyGPTError
 # than the file; a compressed one (a re-zipped file) may inflate to at most this much in all, so a
 # small zip bomb is refused before it expands (tests/test_crafted_files.py checks the memory).
 MAX_INFLATED_BYTES = 64 << 20
+# What zipfile raises for a damaged archive: a bad CRC or header, a corrupt deflate stream, a
+# record cut short, an unsupported compression method, an encrypted record.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 class UnsafePickleError(TinyGPTError, pickle.UnpicklingError):
@@ -215,7 +218,11 @@ class _Records:
                     f"{self.path}: record {name} is compressed and would inflate the records read "
                     f"to {self.inflated:,} bytes, past the limit of {MAX_INFLATED_BYTES:,} "
                     f"(torch.save stores records uncompressed; this looks like a zip bomb)")
-        return self.zf.read(name)
+        try:
+            return self.zf.read(name)
+        except ZIP_ERRORS as e:
+            raise TorchFileError(f"{self.path} is a damaged zip archive: record {name} cannot be "
+                                 f"read ({type(e).__name__}: {e})") from None
 
 
 def _tensors(obj):
@@ -258,8 +265,7 @@ def load_torch_state_dict(path):
             return _load_archive(zf, path)
     except TinyGPTError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
-        # a corrupt zip, a bad CRC, an unsupported compression method or an encrypted record
+    except ZIP_ERRORS as e:
         raise TorchFileError(f"{path} is a damaged zip archive ({type(e).__name__}: {e})") from None
 
 
