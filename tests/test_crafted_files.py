@@ -103,6 +103,20 @@ def test_many_views_of_one_storage_cost_one_storage(tmp_path):
     refused_cheaply(tmp_path / "views.pth")  # no GPT-2 names: refused, after loading cheaply
 
 
+def test_shared_and_cyclic_containers_are_walked_once(tmp_path):
+    """A list shared at each of 100 levels (2**100 paths to walk naively) and one holding itself,
+    with an expanded tensor at the bottom: found, named by its first path, refused at once."""
+    deep = [torch.zeros(1).expand(1000, 1000)]
+    for _ in range(100):
+        deep = [deep, deep]
+    loop = []
+    loop.append(loop)
+    torch.save({"deep": deep, "loop": loop}, tmp_path / "dag.pth")
+    with pytest.raises(TorchFileError, match=r"tensor 'deep(\[1\]){100}\[0\]' of size \(1000, 1000\)"):
+        load_torch_state_dict(tmp_path / "dag.pth")
+    refused_cheaply(tmp_path / "dag.pth")
+
+
 def test_book_names_are_checked_before_the_model_is_built(tmp_path):
     """A few KB naming 48 blocks of a 768-wide model: building it first would take 1.4 GB."""
     sd = {"tok_emb.weight": torch.zeros(4, 768), "pos_emb.weight": torch.zeros(2, 768)}

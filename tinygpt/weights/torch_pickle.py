@@ -226,17 +226,20 @@ class _Records:
 
 
 def _tensors(obj):
-    """(name, array) for every array in a loaded object, named by its keys and indices. Walked
-    with a stack, not recursion: a crafted pickle may nest lists 100,000 deep."""
-    stack = [("", obj)]
+    """(name, array) for every array in a loaded object, named by its keys and indices (the first
+    path that reaches it). Walked with a stack and each container once: a crafted pickle may nest
+    lists 100,000 deep, share one list at every level (2**100 paths) or hold itself."""
+    stack, seen = [("", obj)], set()
     while stack:
         where, obj = stack.pop()
         if isinstance(obj, np.ndarray):
             yield where or "<the object>", obj
-        elif isinstance(obj, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(obj))
+        elif isinstance(obj, (dict, list, tuple)) and id(obj) not in seen:
+            seen.add(id(obj))
+            if isinstance(obj, dict):
+                stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+            else:
+                stack.extend((f"{where}[{i}]", v) for i, v in enumerate(obj))
 
 
 def _refuse_overlapping(obj, source: str) -> None:
