@@ -165,7 +165,8 @@ def test_corrupt_zip_is_an_input_error(tmp_path):
     at = raw.index(np.arange(1000, dtype=np.float32).tobytes()[400:408])
     raw[at:at + 8] = bytes(8)  # the tensor bytes no longer match the record's CRC
     (tmp_path / "crc.pth").write_bytes(bytes(raw))
-    with pytest.raises(TorchFileError, match=r"crc\.pth is a damaged zip archive: record ok/data/0 cannot be read \(BadZipFile"):
+    message = r"crc\.pth is a damaged zip archive: record ok/data/0 cannot be read \(BadZipFile"
+    with pytest.raises(TorchFileError, match=message):
         load_torch_state_dict(tmp_path / "crc.pth")
 
 

@@ -300,15 +300,19 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
     Raises WeightsError naming every missing/unexpected tensor and every shape the config
     contradicts."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    cfg = _read_config(config, drop_rate)
     if path is not None and path.exists():
-        return _load_local(path, config, n_heads, drop_rate, tie_weights, dtype)
+        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
     if resolve_model_name(source) is None:
         raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
                                 f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
     path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     try:
-        return _load_local(path, config, n_heads, drop_rate, tie_weights, dtype)
-    except InputError as e:  # the cached copy is damaged: say how to fetch it again
+        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+    except InputError as e:
+        if cfg is not None:  # the caller's config may be what does not fit
+            raise
+        # the cached copy was checked when downloaded, so it was damaged since: say how to refetch
         name = resolve_model_name(source)
         raise WeightsError(f"the cached {name} in {gpt2_dir(name, cache_dir)} does not load ({e}). "
                            f"Fetch it again: delete that directory and run `tinygpt download "
@@ -316,12 +320,12 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
                            f"force=True)") from None
 
 
-def _load_local(path: Path, config, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
-    """load_gpt2 for a directory or file: read, check every name and shape, then build."""
-    cfg = _read_config(config, drop_rate)
+def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
+    """load_gpt2 for a directory or file (`cfg`: the caller's config, or None): read, check every
+    name and shape against the config, then build."""
     if path.is_dir():
         files = path / "model.safetensors", path / "config.json"
-        for f in files if config is None else files[:1]:
+        for f in files if cfg is None else files[:1]:
             if not f.exists():
                 raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
                                         f"is missing")

@@ -116,8 +116,9 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= flat.size:
         raise TorchFileError(f"{where} reads element {last} of a storage of {flat.size}")
-    return np.lib.stride_tricks.as_strided(flat[offset:], shape=size, writeable=False,
-                                           strides=[s * flat.itemsize for s in stride])
+    strides = [s * flat.itemsize if n > 1 else 0 for n, s in zip(size, stride)]  # any, for n = 1
+    return np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides,
+                                           writeable=False)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
