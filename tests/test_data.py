@@ -236,7 +236,8 @@ def test_custom_collate_and_argument_errors():
 # ---- layering -----------------------------------------------------------------------------------------
 
 LAYERS = [
-    ("data", ["__init__.py", "datasets.py", "loader.py"], {"numpy", "tiktoken"}),
+    ("data", sorted(p.name for p in (PACKAGE / "data").glob("*.py")),
+     {"numpy", "tiktoken", "regex", "tqdm"}),  # tqdm: the download progress bar
     ("tokenizer", ["__init__.py", "bpe.py", "gpt2.py", "pretokenize.py", "simple.py"],
      {"numpy", "tiktoken", "regex"}),
     ("assets", ["__init__.py"], set()),

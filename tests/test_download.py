@@ -20,6 +20,7 @@ from tinygpt.model import GPTModel
 from tinygpt.weights import (
     ChecksumError,
     DownloadError,
+    WeightsError,
     download_file,
     download_gpt2,
     load_gpt2,
@@ -33,11 +34,31 @@ BODY = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobyte
 
 class Handler(BaseHTTPRequestHandler):
     """Serves server.files {url path: bytes}; honours `Range: bytes=N-` (unless
-    server.ranges is False); server.cut[path] = n sends only n body bytes once, then drops."""
+    server.ranges is False); server.cut[path] = n sends only n body bytes once, then drops;
+    server.endless[path] = n sends n bytes without a Content-Length, counting in server.sent
+    what the client took. HEAD answers like the Hub's resolve URL: a 302 carrying
+    server.linked[path] = (sha256, size) as X-Linked-Etag / X-Linked-Size."""
+
+    def do_HEAD(self):
+        srv = self.server
+        srv.heads.append(self.path)
+        if self.path not in srv.linked:
+            self.send_error(404, "Not Found")
+            return
+        sha256, size = srv.linked[self.path]
+        self.send_response(302)
+        self.send_header("Location", "/cdn" + self.path)
+        self.send_header("X-Linked-Etag", f'"{sha256}"')
+        self.send_header("X-Linked-Size", str(size))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self):
         srv = self.server
         srv.requests.append((self.path, self.headers.get("Range")))
+        if self.path in srv.endless:
+            self._send_endless(srv, srv.endless[self.path])
+            return
         data = srv.files.get(self.path)
         if data is None:
             self.send_error(404, "Not Found")
@@ -59,6 +80,18 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body if cut is None else body[:cut])
         self.close_connection = True
 
+    def _send_endless(self, srv, n):
+        self.send_response(200)
+        self.end_headers()
+        block = b"x" * 65536
+        try:
+            while srv.sent < n:
+                self.wfile.write(block)
+                srv.sent += len(block)
+        except OSError:  # the client hung up
+            pass
+        self.close_connection = True
+
     def log_message(self, *args):
         pass
 
@@ -67,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.files, srv.cut, srv.requests, srv.ranges = {}, {}, [], True
+    srv.heads, srv.linked, srv.endless, srv.sent = [], {}, {}, 0
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -139,8 +173,28 @@ def test_bad_download_is_deleted_and_reported(server, tmp_path, kind):
     dest = tmp_path / "f.bin"
     with pytest.raises(ChecksumError) as info:
         fetch(server.url + "/f.bin", dest, **check)
-    assert server.url + "/f.bin" in str(info.value) and "deleted" in str(info.value)
+    assert server.url + "/f.bin" in str(info.value)
+    assert re.search("deleted|nothing was downloaded", str(info.value))
     assert not dest.exists() and not (tmp_path / "f.bin.part").exists()
+
+
+def test_a_longer_announced_body_is_refused_before_it_is_read(server, tmp_path):
+    """The server announces its true length, which is not the size expected: nothing is read."""
+    server.files["/big.bin"] = BODY
+    with pytest.raises(ChecksumError, match="announces 300,000 bytes, expected 1,000"):
+        fetch(server.url + "/big.bin", tmp_path / "big.bin", size=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("limit", [{"size": 1000}, {"max_bytes": 1000}])
+def test_an_unannounced_longer_body_is_cut_at_the_expected_size(server, tmp_path, limit):
+    """No Content-Length, 200 MB on offer: the download stops after the expected 1,000 bytes
+    (+1 to see that more was coming) instead of writing what the server sends."""
+    server.endless["/endless.bin"] = 200 << 20
+    with pytest.raises(ChecksumError, match="more than the expected 1,000 bytes"):
+        fetch(server.url + "/endless.bin", tmp_path / "e.bin", **limit)
+    assert list(tmp_path.iterdir()) == []
+    assert server.sent < 32 << 20  # the server was cut off early (socket buffers aside)
 
 
 def test_server_down_names_the_url(tmp_path):
@@ -160,6 +214,7 @@ def test_http_error_names_the_url(server, tmp_path):
 # --- GPT-2 by name through a local "Hub" ----------------------------------------------------
 TINY = {"vocab_size": 257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
         "drop_rate": 0.0, "qkv_bias": True, "tie_weights": True}
+SIZES = {"dims": (64, 2, 4), "vocab_size": 257, "n_positions": 32}  # TINY as a named size
 
 
 @pytest.fixture
@@ -170,7 +225,7 @@ def hub(server, tmp_path, monkeypatch):
     files = save_pretrained(model, tmp_path / "published")
     for name in ("config.json", "model.safetensors"):
         server.files[f"/gpt2-medium/resolve/main/{name}"] = (files / name).read_bytes()
-    entry = {**dl.GPT2_MODELS["gpt2-medium (355M)"], "dims": (64, 2, 4)}
+    entry = {**dl.GPT2_MODELS["gpt2-medium (355M)"], **SIZES}
     monkeypatch.setitem(dl.GPT2_MODELS, "gpt2-medium (355M)", entry)
     monkeypatch.setenv("TINYGPT_HF_ENDPOINT", server.url)
     monkeypatch.setenv("TINYGPT_HOME", str(tmp_path / "home"))
@@ -182,10 +237,64 @@ def test_download_gpt2_and_load_by_name(server, hub, tmp_path):
     assert target == tmp_path / "home" / "models" / "gpt2-medium"
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
     model = load_gpt2("gpt2-medium (355M)", progress=False)  # cached: no new requests
-    assert len(server.requests) == 2
+    assert len(server.requests) == 2 and server.heads == [MODEL]  # nothing announced: shapes checked
     ids = np.arange(10)[None, :]
     with tinygpt.no_grad():
         np.testing.assert_array_equal(model(ids).data, hub(ids).data)
+
+
+MODEL, CONFIG = "/gpt2-medium/resolve/main/model.safetensors", "/gpt2-medium/resolve/main/config.json"
+
+
+def cached(tmp_path, name="gpt2-medium"):
+    return tmp_path / "home" / "models" / name / "model.safetensors"
+
+
+def test_download_is_checked_against_what_the_hub_announces(server, hub, tmp_path):
+    body = server.files[MODEL]
+    server.linked[MODEL] = (sha(body), len(body))
+    download_gpt2("355M", progress=False, timeout=TIMEOUT)
+    assert server.heads == [MODEL] and cached(tmp_path).read_bytes() == body
+
+
+@pytest.mark.parametrize("lie", ["sha256", "size"])
+def test_a_body_that_is_not_the_announced_file_is_refused(server, hub, tmp_path, lie):
+    """The mirror's file differs from what the Hub announces for it: not cached."""
+    body = server.files[MODEL]
+    server.linked[MODEL] = ("0" * 64, len(body)) if lie == "sha256" else (sha(body), len(body) + 8)
+    message = "0" * 64 if lie == "sha256" else f"expected {len(body) + 8:,} bytes"
+    with pytest.raises(ChecksumError, match=message):
+        download_gpt2("355M", progress=False, timeout=TIMEOUT, retries=0)
+    assert not cached(tmp_path).exists() and not cached(tmp_path).with_suffix(".part").exists()
+
+
+def test_a_wrong_model_for_the_named_size_is_refused_before_the_cache(server, hub, tmp_path):
+    """A well-formed safetensors of another model (3 blocks, not 2) under the right config.json."""
+    other = save_pretrained(GPTModel({**TINY, "n_layers": 3}), tmp_path / "other")
+    server.files[MODEL] = (other / "model.safetensors").read_bytes()
+    with pytest.raises(ChecksumError, match=r"unexpected: h\.2\..*h\.2\.ln_1\.weight"):
+        download_gpt2("355M", progress=False, timeout=TIMEOUT, retries=0)
+    assert not cached(tmp_path).exists()
+
+
+def test_an_oversized_config_is_refused(server, hub, tmp_path):
+    server.files[CONFIG] = b" " * (2 << 20)
+    with pytest.raises(ChecksumError, match="expected at most 1,048,576 bytes"):
+        download_gpt2("355M", progress=False, timeout=TIMEOUT, retries=0)
+
+
+def test_a_damaged_cached_file_says_how_to_fetch_it_again(server, hub, tmp_path):
+    download_gpt2("355M", progress=False, timeout=TIMEOUT)
+    cached(tmp_path).write_bytes(cached(tmp_path).read_bytes()[:-100])
+    with pytest.raises(WeightsError) as info:
+        load_gpt2("355M", progress=False)
+    for part in ("past the end", "tinygpt download gpt2-medium", "force=True",
+                 str(cached(tmp_path).parent)):
+        assert part in str(info.value)
+    download_gpt2("355M", progress=False, timeout=TIMEOUT, force=True)
+    ids = np.arange(10)[None, :]
+    with tinygpt.no_grad():
+        np.testing.assert_array_equal(load_gpt2("355M", progress=False)(ids).data, hub(ids).data)
 
 
 def test_download_gpt2_refuses_a_lying_safetensors(server, hub, tmp_path):
@@ -199,7 +308,7 @@ def test_download_gpt2_refuses_a_lying_safetensors(server, hub, tmp_path):
 
 
 def test_pinned_size_of_gpt2_small_is_enforced(server, hub, tmp_path, monkeypatch):
-    entry = {**dl.GPT2_MODELS["gpt2-small (124M)"], "dims": (64, 2, 4)}  # size/sha256 kept
+    entry = {**dl.GPT2_MODELS["gpt2-small (124M)"], **SIZES}  # size/sha256 kept
     monkeypatch.setitem(dl.GPT2_MODELS, "gpt2-small (124M)", entry)
     for name in ("config.json", "model.safetensors"):
         server.files[f"/gpt2/resolve/main/{name}"] = server.files[f"/gpt2-medium/resolve/main/{name}"]

@@ -5,6 +5,11 @@ resumes an existing .part with an HTTP Range request, verifies size and sha256, 
 renames the .part to `dest` (atomic on one filesystem). So a file at `dest` has always passed
 verification; a corrupt download is deleted, never used. Standard library + tqdm only.
 Downloads land under `cache_home()`: `$TINYGPT_HOME`, default `~/.cache/tinygpt`.
+
+Nothing past the expected size is written: a server announcing another length is refused before
+the body is read, and one sending more than it announced is cut off at the expected size (or at
+`max_bytes` when no size is known). The .part file is kept for a resume, so it is written in
+place rather than through `tinygpt.files.atomic_write` (which deletes its file on any error).
 """
 import hashlib
 import os
@@ -46,24 +51,29 @@ def sha256_file(path) -> str:
 
 
 def download_file(url: str, dest, sha256: str = None, size: int = None, *, progress: bool = True,
-                  timeout: float = 30.0, retries: int = 3, validate=None, desc: str = None) -> Path:
-    """Download `url` to `dest` unless `dest` already exists (with the expected size, if known).
+                  timeout: float = 30.0, retries: int = 3, validate=None, desc: str = None,
+                  max_bytes: int = None, force: bool = False) -> Path:
+    """Download `url` to `dest` unless `dest` already exists (with the expected size, if known)
+    and `force` is false (with `force`, the existing file is replaced once the new one verifies).
 
     Bytes go to `dest.part`; an existing .part is resumed with `Range: bytes=<n>-`. A connection
     cut mid-body is resumed up to `retries` times, then DownloadError says where the partial file
-    is (run again to resume). When complete: size, sha256 and `validate(path)` (a callable that
-    raises on bad content) are checked; on failure the file is deleted and ChecksumError raised;
-    on success it is renamed to `dest`. Returns `dest` as a Path."""
+    is (run again to resume). At most `size` bytes are written (else at most `max_bytes`, if
+    given): a server that announces or sends more is refused with ChecksumError. When complete:
+    size, sha256 and `validate(path)` (a callable that raises on bad content) are checked; on
+    failure the file is deleted and ChecksumError raised; on success it is renamed to `dest`.
+    Returns `dest` as a Path."""
     dest = Path(dest)
-    if dest.exists():
+    if dest.exists() and not force:
         if size is None or dest.stat().st_size == size:
             return dest
         dest.unlink()  # not the file we want (truncated by hand, or an older version)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    limit = size if size is not None else max_bytes
     for attempt in range(retries + 1):
         try:
-            _fetch(url, part, size, progress, timeout, desc or dest.name)
+            _fetch(url, part, size, limit, progress, timeout, desc or dest.name)
             break
         except _Interrupted as e:
             if attempt == retries:
@@ -76,9 +86,10 @@ def download_file(url: str, dest, sha256: str = None, size: int = None, *, progr
     return dest
 
 
-def _fetch(url, part: Path, size, progress, timeout, desc) -> None:
+def _fetch(url, part: Path, size, limit, progress, timeout, desc) -> None:
+    """Append the rest of `url` to `part`; never let `part` grow past `limit` bytes."""
     have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
+    if limit is not None and have > limit:
         part.unlink()
         have = 0
     if size is not None and have == size:
@@ -110,22 +121,43 @@ def _fetch(url, part: Path, size, progress, timeout, desc) -> None:
         length = resp.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         total = have + length if length is not None else size
-        got = 0
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=desc, disable=not progress,
-                                         leave=False) as bar:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, HTTPException) as e:  # reset, timeout, IncompleteRead
-                    raise _Interrupted(f"{type(e).__name__}: {e}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
+        if total is not None and (total != size if size is not None else
+                                  limit is not None and total > limit):
+            part.unlink(missing_ok=True)
+            expected = f"{size:,} bytes" if size is not None else f"at most {limit:,} bytes"
+            raise ChecksumError(f"{url} announces {total:,} bytes, expected {expected}: not the "
+                                f"file wanted, so nothing was downloaded")
+        got = _stream(resp, part, mode, limit - have if limit is not None else None,
+                      tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                           desc=desc, disable=not progress, leave=False))
+        if got is None:  # more bytes than the limit: stopped there
+            part.unlink(missing_ok=True)
+            raise ChecksumError(f"{url} sent more than the expected {limit:,} bytes; the download "
+                                f"was stopped there and deleted")
     if length is not None and got < length:  # http.client does not raise for a short body
         raise _Interrupted(f"connection closed after {have + got:,} of {have + length:,} bytes")
+
+
+def _stream(resp, part: Path, mode: str, room, bar):
+    """Copy the body of `resp` into `part`, at most `room` bytes (None: no limit). Returns the
+    number of bytes written, or None if the server had more than `room` to send."""
+    got = 0
+    with open(part, mode) as f, bar:
+        while room is None or got < room:
+            try:
+                chunk = resp.read(CHUNK if room is None else min(CHUNK, room - got))
+            except (OSError, HTTPException) as e:  # reset, timeout, IncompleteRead
+                raise _Interrupted(f"{type(e).__name__}: {e}") from None
+            if not chunk:
+                return got
+            f.write(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+    try:
+        extra = resp.read(1)  # one byte only, to tell "exactly the limit" from "more"
+    except (OSError, HTTPException):
+        extra = b""
+    return None if extra else got
 
 
 def _kept(part: Path) -> str:
@@ -153,5 +185,3 @@ def _verify(url, part: Path, sha256, size, validate) -> None:
                             f"was deleted. Try again; if it fails again the file on the server "
                             f"differs from the one recorded.")
 
-
-# --- GPT-2 on the Hugging Face Hub --------------------------------------------------------

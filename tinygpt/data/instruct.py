@@ -20,6 +20,7 @@ from collections import namedtuple
 import numpy as np
 
 from tinygpt.tokenizer import get_gpt2_tokenizer
+from .text import encode_row, read_text
 from ..errors import InputError
 
 REQUIRED_KEYS = ("instruction", "output")  # `input` is optional: missing means ""
@@ -44,7 +45,7 @@ def load_instruction_data(path) -> list:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"instruction data file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if not text.strip():
         raise InputError(f"{path}: the file is empty; expected a JSON list of entries or JSON lines")
     try:
@@ -56,6 +57,8 @@ def load_instruction_data(path) -> list:
             raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, "
                              f"column {err.colno})") from None
         entries, lines = _parse_json_lines(text, path)
+    except (ValueError, RecursionError) as err:  # a 5,000-digit number, lists nested 100,000 deep
+        raise InputError(f"{path}: not usable JSON ({type(err).__name__}: {str(err)[:200]})") from None
     if not entries:
         raise InputError(f"{path}: holds no entries")
     checked = []
@@ -78,6 +81,9 @@ def _parse_json_lines(text: str, path):
         except json.JSONDecodeError as err:
             raise MalformedEntryError(f"{path}: entry {len(entries)} (line {lineno}) is malformed: "
                                       f"not valid JSON ({err.msg} at column {err.colno})") from None
+        except (ValueError, RecursionError) as err:
+            raise MalformedEntryError(f"{path}: entry {len(entries)} (line {lineno}) is malformed: "
+                                      f"{type(err).__name__}: {str(err)[:200]}") from None
         lines.append(lineno)
     return entries, lines
 
@@ -135,10 +141,11 @@ class InstructionDataset:
         self.data = data
         self.with_prompt_lengths = with_prompt_lengths
         self.encoded_texts, self.prompt_lengths = [], []
-        for entry in data:
+        for i, entry in enumerate(data):
             instruction_plus_input = format_input(entry)
             response_text = f"{RESPONSE_HEADER}{entry['output']}"
-            self.encoded_texts.append(tokenizer.encode(instruction_plus_input + response_text))
+            where = f"instruction entry {i} ({entry['instruction'][:40]!r})"
+            self.encoded_texts.append(encode_row(tokenizer, instruction_plus_input + response_text, where))
             self.prompt_lengths.append(len(tokenizer.encode(instruction_plus_input)))
 
     def __getitem__(self, index):

@@ -17,11 +17,12 @@ import hashlib
 import io
 import os
 import pathlib
-import tempfile
 import zipfile
 
 import numpy as np
+from .text import encode_row, read_text
 from ..errors import InputError
+from ..files import atomic_write
 
 LABELS = {"ham": 0, "spam": 1}
 CLASS_NAMES = ("not spam", "spam")  # what classify_review prints for label 0 and 1
@@ -38,8 +39,7 @@ def read_sms_spam(path=None):
     if path is None:
         from ..assets import asset_path
         path = asset_path(SMS_SPAM_FILE)
-    with open(path, newline="", encoding="utf-8") as f:
-        return _parse_tsv(f, path)
+    return _parse_tsv(io.StringIO(read_text(path), newline=""), path)
 
 
 def _parse_tsv(f, path):
@@ -59,7 +59,7 @@ def read_labeled_csv(path):
     """A CSV with a header naming the columns `Label` and `Text` (the book's train.csv,
     validation.csv, test.csv; other columns are ignored) -> list of (label, text) rows with integer
     labels. Raises ValueError for an empty file, a missing column or a bad label."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
@@ -84,8 +84,7 @@ def read_labeled_csv(path):
 def read_messages(path):
     """Either format, told apart by the first line: the raw collection (`ham<TAB>...`) or a CSV
     with a `Label,Text` header. -> list of (label id, text)."""
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
+    first = read_text(path).split("\n", 1)[0]  # a byte-order mark is dropped, not part of a label
     if not first.strip():
         raise InputError(f"{path} is empty: expected the raw SMS Spam Collection or a CSV with "
                          "columns Label,Text")
@@ -118,20 +117,24 @@ def write_csv(rows, path):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["Label", "Text"])
     writer.writerows([(_label_id(label), text) for label, text in rows])
-    _atomic_write(path, buf.getvalue().encode("utf-8"))
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue().encode("utf-8"))
     return path
 
 
 # --- the book's balanced split ------------------------------------------------------------------
-def balance_and_split(rows, train_frac=0.7, validation_frac=0.1, seed=123):
+def balance_and_split(rows, train_frac=0.7, validation_frac=0.1, seed=123, source="the messages"):
     """Book 6.2: undersample ham to the spam count, shuffle, split. `rows` are (label, text) pairs
-    with "ham"/"spam" or 0/1 labels, in file order. -> (train, validation, test), lists of
-    (label id, text). With the shipped file and the defaults: 1045 / 149 / 300."""
+    with "ham"/"spam" or 0/1 labels, in file order; `source` names them in errors. ->
+    (train, validation, test), lists of (label id, text). With the shipped file and the
+    defaults: 1045 / 149 / 300."""
     rows = [(_label_id(label), text) for label, text in rows]
     ham = [r for r in rows if r[0] == 0]
     spam = [r for r in rows if r[0] == 1]
-    if len(ham) < len(spam):
-        raise InputError(f"cannot undersample ham: {len(ham)} ham rows but {len(spam)} spam rows")
+    if not spam or len(ham) < len(spam):
+        raise InputError(f"{source}: cannot balance {len(ham)} ham and {len(spam)} spam messages; "
+                         f"the book's split needs at least one spam message and at least as many "
+                         f"ham as spam")
     keep = np.random.RandomState(seed).permutation(len(ham))[:len(spam)]  # DataFrame.sample(n)
     balanced = [ham[i] for i in keep] + spam
     order = np.random.RandomState(seed).permutation(len(balanced))       # sample(frac=1)
@@ -144,7 +147,10 @@ def balance_and_split(rows, train_frac=0.7, validation_frac=0.1, seed=123):
 def prepare_spam_csvs(out_dir, source=None, seed=123):
     """Write the book's train.csv, validation.csv and test.csv into `out_dir` (from the shipped
     collection unless `source` names another copy). Returns the three paths."""
-    parts = balance_and_split(read_sms_spam(source), seed=seed)
+    if source is None:
+        from ..assets import asset_path
+        source = asset_path(SMS_SPAM_FILE)
+    parts = balance_and_split(read_sms_spam(source), seed=seed, source=source)
     out_dir = pathlib.Path(out_dir)
     return tuple(write_csv(part, out_dir / f"{name}.csv")
                  for name, part in zip(("train", "validation", "test"), parts))
@@ -161,15 +167,17 @@ class SpamDataset:
     Items: (token ids (max_length,) int64, label () int64)."""
 
     def __init__(self, csv_or_rows, tokenizer, max_length=None, pad_token_id=50256):
+        source = ""  # how errors name a message: "data.tsv, message 3" or "message 3"
         if isinstance(csv_or_rows, (str, os.PathLike)):
-            rows = read_messages(csv_or_rows)
+            rows, source = read_messages(csv_or_rows), f"{csv_or_rows}, "
         else:
             rows = [(_label_id(label, f"row {i}"), text) for i, (label, text) in enumerate(csv_or_rows)]
         if not rows:
             raise InputError("SpamDataset got no messages")
         self.labels = np.array([label for label, _ in rows], dtype=np.int64)   # (n,)
         self.texts = [text for _, text in rows]
-        encoded = [tokenizer.encode(text) for text in self.texts]
+        encoded = [encode_row(tokenizer, text, f"{source}message {i} ({text[:40]!r})")
+                   for i, text in enumerate(self.texts)]
         if max_length is None:
             max_length = max(len(ids) for ids in encoded)
         elif isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
@@ -221,7 +229,8 @@ def download_sms_spam(dest_dir, url=UCI_URL, sha256=SMS_SPAM_SHA256, zip_sha256=
             raise ChecksumError(f"SMSSpamCollection from {url} has sha256 {actual}, expected "
                                 f"{sha256}: the download is corrupt or not the expected collection "
                                 "(nothing was saved)")
-        _atomic_write(target, data)
+        with atomic_write(target, "wb") as f:
+            f.write(data)
     except zipfile.BadZipFile as err:
         raise ChecksumError(f"{url} did not deliver a valid zip archive ({err}); nothing was saved") from None
     finally:
@@ -231,16 +240,3 @@ def download_sms_spam(dest_dir, url=UCI_URL, sha256=SMS_SPAM_SHA256, zip_sha256=
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise

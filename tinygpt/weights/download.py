@@ -3,9 +3,19 @@
 `download_gpt2(name)` fetches config.json + model.safetensors of one GPT-2 size into
 `$TINYGPT_HOME/models/<repo>/` (default `~/.cache/tinygpt/models/<repo>/`) from
 `$TINYGPT_HF_ENDPOINT` (default https://huggingface.co; tests point it at 127.0.0.1).
+
+What enters the cache is checked as the Hub's own client checks it: the sha256 and size of
+model.safetensors are the recorded ones, or else those the Hub announces for the file (a HEAD
+request on its resolve URL, not following the redirect, answers with `X-Linked-Etag: "<sha256>"`
+and `X-Linked-Size`); and before the file is moved into the cache its tensor names and shapes
+must be those of the named size (config.json likewise).
 """
 import json
 import os
+import re
+import urllib.error
+import urllib.request
+from http.client import HTTPException
 from pathlib import Path
 
 
@@ -13,14 +23,16 @@ from ..data.download import (ChecksumError, DownloadError, cache_home, download_
                              sha256_file)
 from ..errors import InputError
 
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 # The four GPT-2 sizes as published on the Hub. `sha256`/`size` of model.safetensors are the
 # Hub's LFS values. Only gpt2 (124M) is recorded: size 548,105,171 and its sha256 agree across
 # independent public records of the file. For the other sizes no value could be confirmed
-# offline, so none is recorded (a wrong pin would refuse a good file); their download is
-# checked structurally instead (the safetensors header must describe the file's bytes exactly,
-# config.json must name the right dimensions) and `load_gpt2` then checks every tensor shape.
+# offline, so none is recorded (a wrong pin would refuse a good file); their download is checked
+# against the sha256 and size the Hub announces (`hub_file_info`), and for every size the
+# tensor names and shapes must be the named size's before the file enters the cache.
 GPT2_MODELS = {
     "gpt2-small (124M)": {"repo": "gpt2", "dims": (768, 12, 12), "approx_mb": 548,
                           "aliases": ("124m", "gpt2", "gpt2-small", "small", "openai-community/gpt2"),
@@ -36,6 +48,10 @@ GPT2_MODELS = {
                         "aliases": ("1558m", "1.5b", "gpt2-xl", "xl", "openai-community/gpt2-xl"),
                         "sha256": None, "size": None},
 }
+
+
+for _info in GPT2_MODELS.values():  # all four share GPT-2's vocabulary and context length
+    _info.update(vocab_size=50257, n_positions=1024)
 
 
 def hf_endpoint(endpoint: str = None) -> str:
@@ -72,30 +88,77 @@ def is_gpt2_cached(name: str, cache_dir=None) -> bool:
 
 
 def download_gpt2(name: str, cache_dir=None, endpoint: str = None, progress: bool = True,
-                  **options) -> Path:
-    """Fetch one GPT-2 size (any spelling `resolve_model_name` accepts) into the cache, once.
+                  force: bool = False, **options) -> Path:
+    """Fetch one GPT-2 size (any spelling `resolve_model_name` accepts) into the cache, once
+    (`force=True` fetches it again, replacing the cached files once the new ones verify).
     Returns the directory holding config.json and model.safetensors (the Hugging Face layout
     that `load_gpt2` reads). `options` go to `download_file` (timeout, retries)."""
     canonical = _canonical(name)
     info = GPT2_MODELS[canonical]
     target, urls = gpt2_dir(canonical, cache_dir), gpt2_urls(canonical, endpoint)
-
-    def check_config(path):
-        hf = json.loads(Path(path).read_text())
-        got = (hf.get("n_embd"), hf.get("n_layer"), hf.get("n_head"))
-        if got != info["dims"]:
-            raise InputError(f"(n_embd, n_layer, n_head) = {got}, expected {info['dims']}")
-
-    def check_safetensors(path):
-        from .safetensors_io import read_header  # the header must describe every byte
-        read_header(path)
-
-    download_file(urls["config.json"], target / "config.json", progress=False,
-                  validate=check_config, **options)
-    download_file(urls["model.safetensors"], target / "model.safetensors", info["sha256"],
-                  info["size"], progress=progress, validate=check_safetensors,
+    download_file(urls["config.json"], target / "config.json", progress=False, force=force,
+                  max_bytes=MAX_CONFIG_BYTES, validate=lambda p: _check_config(p, info), **options)
+    weights = target / "model.safetensors"
+    sha256, size = info["sha256"], info["size"]
+    if sha256 is None and (force or not weights.exists()):  # cached: no network needed
+        sha256, size = hub_file_info(urls["model.safetensors"], options.get("timeout", 30.0))
+    download_file(urls["model.safetensors"], weights, sha256, size, progress=progress,
+                  validate=lambda p: _check_tensors(p, info), force=force,
                   desc=f"{canonical} model.safetensors", **options)
     return target
+
+
+def hub_file_info(url: str, timeout: float = 30.0) -> tuple:
+    """(sha256, size) the Hub announces for the LFS file at `url`, each None if not announced:
+    a HEAD request not following the redirect, as `huggingface_hub` makes it, whose answer
+    carries `X-Linked-Etag: "<sha256>"` and `X-Linked-Size: <bytes>`."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # the 3xx answer itself holds the headers
+
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "tinygpt",
+                                                                  "Accept-Encoding": "identity"})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=timeout) as resp:
+            headers = resp.headers
+    except urllib.error.HTTPError as e:
+        if not 300 <= e.code < 400:
+            return None, None  # the GET that follows reports the error
+        headers = e.headers
+    except (urllib.error.URLError, OSError, HTTPException) as e:
+        raise DownloadError(f"could not download {url}: {getattr(e, 'reason', e)} (offline, or "
+                            f"the server is down?)") from None
+    etag = (headers.get("X-Linked-Etag") or "").removeprefix("W/").strip('"').lower()
+    size = headers.get("X-Linked-Size") or ""
+    return (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None,
+            int(size) if size.isdigit() else None)
+
+
+def _expected_cfg(info: dict) -> dict:
+    """The book's cfg of one published GPT-2 size."""
+    emb, layers, heads = info["dims"]
+    return {"vocab_size": info["vocab_size"], "context_length": info["n_positions"],
+            "emb_dim": emb, "n_layers": layers, "n_heads": heads, "drop_rate": 0.0,
+            "qkv_bias": True}
+
+
+def _check_config(path, info: dict) -> None:
+    """A downloaded config.json must describe the named size."""
+    from .gpt2 import read_json_config
+    hf = read_json_config(path)
+    keys = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")
+    got, want = tuple(hf.get(k) for k in keys), info["dims"] + (info["vocab_size"], info["n_positions"])
+    if got != want:
+        raise InputError(f"({', '.join(keys)}) = {got}, expected {want}")
+
+
+def _check_tensors(path, info: dict) -> None:
+    """A downloaded model.safetensors must be well formed (its header describes every byte) and
+    hold exactly the named size's tensors, by name and shape; read from the header alone."""
+    from .gpt2 import check_shapes, strip_prefix
+    from .safetensors_io import read_header
+    entries, _, _ = read_header(path)
+    check_shapes(strip_prefix({n: e["shape"] for n, e in entries.items()}), _expected_cfg(info))
 
 
 def _canonical(name: str) -> str:

@@ -16,17 +16,17 @@ error; a config that disagrees with a tensor's shape names the tensor.
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..model.config import model_configs, validate_config
 from ..model.gpt import GPTModel
-from .download import download_gpt2, resolve_model_name
+from .download import GPT2_MODELS, download_gpt2, gpt2_dir, resolve_model_name
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
 from ..errors import InputError
+from ..files import atomic_write
 
 # Shape symbols: V vocab_size, C context_length, E emb_dim (per block: 3E fused qkv, 4E MLP).
 HF_TO_BOOK = [
@@ -54,6 +54,9 @@ OPTIONAL_HF = {"lm_head.weight"}  # absent when tied to wte
 IGNORED_HF = re.compile(r"h\.\d+\.attn\.(masked_)?bias")        # causal-mask buffers, not weights
 IGNORED_BOOK = re.compile(r"trf_blocks\.\d+\.att\.mask")       # the book's mask buffers
 HEADS_BY_EMB = {c["emb_dim"]: c["n_heads"] for c in model_configs.values()}  # 768 -> 12, ...
+
+
+GPT2_REPOS = {name: info["repo"] for name, info in GPT2_MODELS.items()}  # for the CLI hint
 
 
 class WeightsError(InputError):
@@ -116,14 +119,38 @@ def _hf_shapes(cfg: dict) -> dict:
             (hf.format(i=i) for i in _layers(hf, cfg["n_layers"]))}
 
 
+def _book_shapes(cfg: dict) -> dict:
+    """{book name: expected shape} for a cfg: the HF shapes through the table's "how" column."""
+    hf_shapes, out = _hf_shapes(cfg), {}
+    for hf, ours, how, _ in HF_TO_BOOK:
+        for i in _layers(hf, cfg["n_layers"]):
+            shape = hf_shapes[hf.format(i=i)]
+            if how == "copy":
+                out[ours.format(i=i)] = shape
+            elif how == "T":
+                out[ours.format(i=i)] = shape[::-1]
+            elif len(shape) == 2 or cfg["qkv_bias"]:  # "qkv": one third, transposed
+                for part in QKV:
+                    out[ours.format(i=i, qkv=part)] = (shape[:-1] + (shape[-1] // 3,))[::-1]
+    return out
+
+
 # --- state-dict conversion ---------------------------------------------------------------
 def check_hf_state_dict(hf_sd: dict, cfg: dict) -> None:
     """Raise one WeightsError listing missing names, unexpected names and shape mismatches."""
-    expected = _hf_shapes(cfg)
-    missing = [n for n in expected if n not in hf_sd and n not in OPTIONAL_HF]
-    unexpected = [n for n in hf_sd if n not in expected and not IGNORED_HF.fullmatch(n)]
-    wrong = [f"{n} has shape {tuple(hf_sd[n].shape)} but the config implies {shape}"
-             for n, shape in expected.items() if n in hf_sd and tuple(hf_sd[n].shape) != shape]
+    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg)
+
+
+def check_shapes(shapes: dict, cfg: dict, book_names: bool = False) -> None:
+    """Check {name: shape} (Hugging Face names, or the book's with `book_names`) against `cfg`
+    before anything is allocated: one WeightsError lists missing names, unexpected names and
+    every shape the config contradicts."""
+    expected = _book_shapes(cfg) if book_names else _hf_shapes(cfg)
+    optional, ignored = ({"out_head.weight"}, IGNORED_BOOK) if book_names else (OPTIONAL_HF, IGNORED_HF)
+    missing = [n for n in expected if n not in shapes and n not in optional]
+    unexpected = [n for n in shapes if n not in expected and not ignored.fullmatch(n)]
+    wrong = [f"{n} has shape {tuple(shapes[n])} but the config implies {shape}"
+             for n, shape in expected.items() if n in shapes and tuple(shapes[n]) != shape]
     problems = ([f"missing: {', '.join(missing)}"] if missing else []) + \
                ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) + wrong
     if problems:
@@ -189,6 +216,10 @@ def infer_cfg(book_sd: dict, n_heads: int = None, drop_rate: float = 0.0) -> dic
 def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, drop_rate) -> dict:
     if tok_name not in sd or pos_name not in sd:
         raise WeightsError(f"cannot infer the config: {tok_name} / {pos_name} are missing")
+    for name in (tok_name, pos_name):
+        if np.ndim(sd[name]) != 2:
+            raise WeightsError(f"cannot infer the config: {name} has shape {np.shape(sd[name])}, "
+                               f"expected (rows, emb_dim)")
     vocab, emb = sd[tok_name].shape
     layers = sorted({int(m.group(1)) for k in sd if (m := re.match(block_pattern, k))})
     if layers != list(range(len(layers))):
@@ -208,10 +239,24 @@ def _read_config(config, drop_rate: float) -> dict | None:
     if config is None:
         return None
     if isinstance(config, (str, os.PathLike)):
-        config = json.loads(Path(config).read_text())
+        config = read_json_config(config)
+    if not isinstance(config, dict):
+        raise InputError(f"config must be a path to config.json or a dict, got {type(config).__name__}")
     if "emb_dim" in config:
         return validate_config({"drop_rate": drop_rate, **config})
     return hf_config_to_cfg(config, drop_rate)
+
+
+def read_json_config(path) -> dict:
+    """A config.json as a dict; an unreadable one is an InputError naming the file."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a huge number, deep nesting
+        raise InputError(f"{path} is not a valid JSON config ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} holds a JSON {type(config).__name__}, not a config object")
+    return config
 
 
 def _build(cfg: dict, book_sd: dict, tie_weights, dtype) -> GPTModel:
@@ -255,35 +300,41 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
     Raises WeightsError naming every missing/unexpected tensor and every shape the config
     contradicts."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    if path is None or not path.exists():
-        if resolve_model_name(source) is None:
-            raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
-                                    f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
-        path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
-
     cfg = _read_config(config, drop_rate)
+    if path is not None and path.exists():
+        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+    if resolve_model_name(source) is None:
+        raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
+                                f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
+    path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
+    try:
+        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+    except InputError as e:
+        if cfg is not None:  # the caller's config may be what does not fit
+            raise
+        # the cached copy was checked when downloaded, so it was damaged since: say how to refetch
+        name = resolve_model_name(source)
+        raise WeightsError(f"the cached {name} in {gpt2_dir(name, cache_dir)} does not load ({e}). "
+                           f"Fetch it again: delete that directory and run `tinygpt download "
+                           f"{GPT2_REPOS[name]}`, or call download_gpt2({name!r}, "
+                           f"force=True)") from None
+
+
+def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
+    """load_gpt2 for a directory or file (`cfg`: the caller's config, or None): read, check every
+    name and shape against the config, then build."""
     if path.is_dir():
         files = path / "model.safetensors", path / "config.json"
-        for f in files if config is None else files[:1]:
+        for f in files if cfg is None else files[:1]:
             if not f.exists():
                 raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
                                         f"is missing")
         cfg = cfg or _read_config(files[1], drop_rate)
         path = files[0]
-    if path.suffix == ".safetensors":
-        state = load_safetensors(path)
-    elif path.suffix in (".pth", ".pt", ".bin"):
-        state = load_torch_state_dict(path)
-        if isinstance(state, dict) and "model_state_dict" in state:  # the book's checkpoint dict
-            state = state["model_state_dict"]
-        if not isinstance(state, dict):
-            raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
-    else:
-        raise InputError(f"{path}: expected a directory, .safetensors, .pth, .pt or .bin file")
-
+    state = _read_state(path)
     if "tok_emb.weight" in state:  # the book's names
-        state = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
         cfg = cfg or infer_cfg(state, n_heads, drop_rate)
+        check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True)
         return _build(cfg, state, tie_weights, dtype)
     hf_sd = strip_prefix(state)
     cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", r"h\.(\d+)\.", True,
@@ -293,6 +344,25 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
                                                        book_sd["tok_emb.weight"]):
         del book_sd["out_head.weight"]  # lm_head saved alongside wte but identical: tied
     return _build(cfg, book_sd, tie_weights, dtype)
+
+
+def _read_state(path: Path) -> dict:
+    """{name: ndarray} from a .safetensors or PyTorch file (the book's checkpoint dict unwrapped).
+    Names must be strings; entries that are not arrays are dropped (a missing tensor is then
+    reported by the shape check)."""
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    if path.suffix not in (".pth", ".pt", ".bin"):
+        raise InputError(f"{path}: expected a directory, .safetensors, .pth, .pt or .bin file")
+    state = load_torch_state_dict(path)
+    if isinstance(state, dict) and "model_state_dict" in state:  # the book's checkpoint dict
+        state = state["model_state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
+    odd = [repr(k) for k in state if not isinstance(k, str)]
+    if odd:
+        raise WeightsError(f"{path}: the state dict has keys {', '.join(odd[:5])}, not tensor names")
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
 def save_pretrained(model: GPTModel, save_directory, dtype=np.float32) -> Path:
@@ -310,10 +380,7 @@ def save_pretrained(model: GPTModel, save_directory, dtype=np.float32) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(hf_sd, out / "model.safetensors", metadata={"format": "pt"})
     hf_config = {**cfg_to_hf_config(cfg, tied), "torch_dtype": np.dtype(dtype).name}
-    fd, tmp = tempfile.mkstemp(prefix=".config.json.", suffix=".tmp", dir=out)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(out / "config.json", "w", encoding="utf-8") as f:
         json.dump(hf_config, f, indent=2)
         f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "config.json")
     return out

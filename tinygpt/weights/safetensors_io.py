@@ -8,18 +8,19 @@ We parse the header ourselves and refuse a file whose header lies: every tensor'
 must equal prod(shape) * itemsize, the tensors must tile the buffer exactly (no overlap, no
 hole, nothing past the end of the file) -- the same rules the reference Rust reader enforces.
 The tensors are then zero-copy views of one read-only `np.memmap`, so opening the 6.4 GB
-gpt2-xl file costs nothing until a tensor is touched.
+gpt2-xl file costs nothing until a tensor is touched. A crafted header (brackets nested 100,000
+deep, a 5,000-digit number, 65 dimensions, shapes no array can have) is a SafetensorsError
+naming the file and the tensor, never a RecursionError or a MemoryError.
 """
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from ..errors import InputError
+from ..files import atomic_write
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's limit
-SYNC_BYTES = 64 << 20           # save_safetensors puts this much on disk at a time
+MAX_NDIM = 64                   # numpy's limit on an array's dimensions
 
 # safetensors dtype tag -> numpy dtype (little-endian). BF16 has no numpy dtype: it is read as
 # uint16 and widened to float32 by `bf16_to_float32`.
@@ -57,8 +58,9 @@ def read_header(path) -> tuple[dict, dict, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafetensorsError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a huge number, deep nesting
+        raise SafetensorsError(f"{path}: header is not valid UTF-8 JSON "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: header must be a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -75,12 +77,17 @@ def read_header(path) -> tuple[dict, dict, int]:
             raise SafetensorsError(f"{where}: unsupported dtype {e['dtype']!r}")
         shape, offsets = e["shape"], e["data_offsets"]
         if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
-            raise SafetensorsError(f"{where}: shape {shape!r} is not a list of non-negative ints")
+            raise SafetensorsError(f"{where}: shape {str(shape)[:100]} is not a list of "
+                                   f"non-negative ints")
+        if len(shape) > MAX_NDIM or _elements(shape, skip_zeros=True) * DTYPES[e["dtype"]].itemsize \
+                > np.iinfo(np.intp).max:
+            raise SafetensorsError(f"{where}: shape {str(shape)[:100]} is larger than any array "
+                                   f"can be ({len(shape)} dimensions)")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
             raise SafetensorsError(f"{where}: data_offsets {offsets!r} is not [begin, end]")
         begin, end = offsets
         dtype = DTYPES[e["dtype"]]
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        nbytes = _elements(shape) * dtype.itemsize
         if end < begin or end - begin != nbytes:
             raise SafetensorsError(f"{where}: data_offsets {offsets} span {end - begin} bytes but "
                                    f"{e['dtype']} {tuple(shape)} needs {nbytes}")
@@ -109,6 +116,15 @@ def _is_count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _elements(shape, skip_zeros=False) -> int:
+    """The number of elements of `shape` (exact: Python ints do not overflow); with `skip_zeros`,
+    the product of the non-zero dimensions, which numpy must still be able to represent."""
+    count = 1
+    for d in shape:
+        count *= d if d or not skip_zeros else 1
+    return count
+
+
 def load_safetensors(path, widen_bf16: bool = True) -> dict:
     """{name: ndarray} for every tensor in `path`, as read-only views of one memory map (in
     file order). BF16 tensors are widened to float32 copies unless `widen_bf16=False`."""
@@ -127,14 +143,11 @@ def load_safetensors(path, widen_bf16: bool = True) -> dict:
 
 
 def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
-    """Write {name: ndarray} to `path` in safetensors format, atomically and durably: the bytes go
-    to a temporary file in the same directory, which is synced to disk and renamed over `path`
-    only when complete. Tensors are laid out in name order; the header is padded with spaces to a
-    multiple of 8 so the data starts aligned (as the reference writer does). Arrays may be
-    non-contiguous views: each is made contiguous only while it is written.
-
-    The file goes to disk in steps of `SYNC_BYTES`, each dropped from the page cache once written
-    (`_sync_and_drop`), so a 1.5 GB training checkpoint never holds more than that much cache."""
+    """Write {name: ndarray} to `path` in safetensors format, atomically and durably
+    (`tinygpt.files.atomic_write`: a temporary file beside `path`, synced, then renamed over it).
+    Tensors are laid out in name order; the header is padded with spaces to a multiple of 8 so
+    the data starts aligned (as the reference writer does). Arrays may be non-contiguous views:
+    each is made contiguous only while it is written."""
     path = Path(path)
     names, header, offset = sorted(tensors), {}, 0
     for name in names:  # the header first, from shapes and dtypes alone
@@ -151,42 +164,14 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-(8 + len(raw)) % 8)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
-            unsynced = 0
-            for name in names:  # one contiguous little-endian copy at a time, if needed
-                arr = np.asarray(tensors[name], dtype=DTYPES[header[name]["dtype"]], order="C")
-                data = arr.reshape(-1).view(np.uint8)
-                for start in range(0, data.size, SYNC_BYTES):
-                    chunk = data[start:start + SYNC_BYTES]
-                    f.write(chunk)
-                    unsynced += chunk.size
-                    if unsynced >= SYNC_BYTES:
-                        _sync_and_drop(f)
-                        unsynced = 0
-            _sync_and_drop(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved model is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name in names:
+            f.write(_tensor_bytes(tensors[name], DTYPES[header[name]["dtype"]]))
     return path
 
 
-def _sync_and_drop(f) -> None:
-    """Put everything written to `f` on disk, then let the OS drop it from the page cache.
-
-    Why: written pages otherwise stay cached (dirty, then clean) until memory runs short, so
-    saving a checkpoint claims as much fresh memory as the file is large. On the project's VMs
-    fresh memory is what costs (the host hands the guest back pages it reported free): one 1.5 GB
-    write took 9.5-9.9 s there, 8.7-9.0 s of it in the kernel; in 64 MB steps, synced and dropped,
-    0.9 s (2026-12-05). Clean pages can be dropped, dirty ones not: hence the sync first."""
-    f.flush()
-    getattr(os, "fdatasync", os.fsync)(f.fileno())
-    if hasattr(os, "posix_fadvise"):  # Linux and most Unixes; macOS and Windows keep the cache
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+def _tensor_bytes(arr, dtype: np.dtype) -> np.ndarray:
+    """One tensor's bytes as written: little-endian, C order (a copy only if `arr` is not)."""
+    return np.asarray(arr, dtype=dtype, order="C").reshape(-1).view(np.uint8)
