@@ -237,6 +237,11 @@ class _Trainer:
             self.train_loader.set_epoch(loop["epoch"])
         train_loss, val_loss = evaluate_model(self.model, self.train_loader, self.val_loader,
                                               self.s["eval_iter"])
+        # (an empty validation loader gives NaN by the book's convention: not a divergence)
+        for name, value in (("training", train_loss), ("validation", val_loss)):
+            if not math.isfinite(value) and (name == "training" or len(self.val_loader)):
+                raise TrainingError(self.divergence(loop["global_step"], f"the evaluated {name} "
+                                                    f"loss is {value}", self.optimizer.param_groups[0]["lr"]))
         with self.guard.deferred():
             loop["train_losses"].append(train_loss)
             loop["val_losses"].append(val_loss)
