@@ -278,3 +278,20 @@ def test_kernels_are_compiled_before_the_first_step_with_a_notice_when_slow(monk
     train_model(model, train, val, opt, num_epochs=1, eval_freq=100, eval_iter=1,
                 start_context="", tokenizer=None, quiet=True, max_steps=1)
     assert "compiling" not in capsys.readouterr().err
+
+
+def test_the_bar_estimate_does_not_extrapolate_a_slow_first_step():
+    import io
+    import time
+
+    from tinygpt.train.progress import Progress
+    progress = Progress(total=1000, mode="bar", file=io.StringIO())
+    time.sleep(0.5)  # a first step with one-time costs
+    progress.step(1.0, 1e-3, 1.0)
+    for _ in range(20):  # then fast steps
+        time.sleep(0.002)
+        progress.step(1.0, 1e-3, 1.0)
+    rate = progress.bar.format_dict["n"] - progress.bar.format_dict["initial"]
+    elapsed = progress.bar.format_dict["elapsed"]
+    assert rate == 20 and elapsed < 0.4, elapsed  # the 0.5 s step is not in the estimate
+    progress.close()

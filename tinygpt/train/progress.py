@@ -46,7 +46,7 @@ class Progress:
     mode: "bar" (tqdm), "lines" (a plain line every total/LINES_PER_RUN steps), "none"; None picks
     "bar" when stderr is a terminal, else "lines". `write(text)` prints a whole line to stdout."""
 
-    def __init__(self, total: int, done: int = 0, mode=None, desc="train"):
+    def __init__(self, total: int, done: int = 0, mode=None, desc="train", file=None):
         if mode is None:
             mode = "bar" if _is_terminal(sys.stderr) else "lines"
         if mode not in ("bar", "lines", "none"):
@@ -57,12 +57,17 @@ class Progress:
         self.bar = None
         if mode == "bar":
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc=desc)
+            # smoothing=0: the estimate is the average rate since the clock started, and the clock
+            # restarts after the first step (below), whose one-time costs it would extrapolate
+            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, desc=desc,
+                            smoothing=0, file=file)
 
     def step(self, loss: float, lr: float, tokens_per_second: float) -> None:
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
+            if self.done == self.start_done + 1:
+                self.bar.initial, self.bar.start_t = self.bar.n, time.time()  # tqdm's clock
             self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
         elif self.mode == "lines" and (self.done % self.every == 0 or self.done == self.total):
             elapsed = time.perf_counter() - self.start
