@@ -130,3 +130,17 @@ def test_resume_refuses_a_loader_of_another_length(tmp_path):
     with pytest.raises(InputError, match="batches per epoch"):
         pretrain(TEXT, None, num_epochs=1, resume=ckpt, out_dir=tmp_path / "b",
                  **{**RUN, "batch_size": 1})
+
+
+def test_resume_from_a_checkpoint_whose_config_lies_builds_nothing(tmp_path, monkeypatch):
+    from tinygpt.errors import CheckpointError
+    from tinygpt.train import load_checkpoint, save_checkpoint
+    ckpt = first_run(tmp_path, max_steps=2)
+    model = pretrain_module.GPTModel(CFG)
+    state = load_checkpoint(ckpt, model)
+    lying = {**CFG, "vocab_size": 600_000, "emb_dim": 1024}
+    save_checkpoint(ckpt, model, None, **{**state, "config": lying})
+    no_work(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"tok_emb.weight is \(50257, 16\), the config needs "
+                                              r"\(600000, 1024\)"):
+        pretrain(TEXT, None, num_epochs=2, resume=ckpt, out_dir=tmp_path / "b", **RUN)

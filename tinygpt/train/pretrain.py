@@ -10,7 +10,7 @@ from ..model import GPT_CONFIG_124M, GPTModel
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..errors import InputError
-from .checkpoint import check_config, check_writable, read_checkpoint_header
+from .checkpoint import check_config, check_config_fits, check_writable, read_checkpoint_header
 from .loop import check_counts, train_model
 from .plotting import plot_losses
 from .resume import check_same_config
@@ -89,12 +89,14 @@ def pretrain(text: str, cfg: dict = None, num_epochs=10, batch_size=2, lr=4e-4, 
 def _run_config(cfg, resume) -> dict:
     """The model config of this run: `cfg`, or the checkpoint's when resuming without one."""
     if resume is not None:
-        saved = read_checkpoint_header(resume)[1].get("config")
+        entries, state = read_checkpoint_header(resume)
+        saved = state.get("config")
         if cfg is None:
             if saved is None:
                 raise InputError(f"{resume} records no model config: give one")
             cfg = saved
         check_same_config(saved, cfg, resume)
+        check_config_fits(cfg, entries, resume)  # before building a model of that size
     if cfg is None:
         raise InputError("pretrain needs a model config (cfg), unless it resumes a checkpoint")
     return check_config(cfg, "the model config", error=InputError)
