@@ -119,8 +119,8 @@ def test_resume_with_nothing_left_says_so_and_leaves_the_checkpoint(tmp_path, ca
     before, mtime = ckpt.read_bytes(), ckpt.stat().st_mtime_ns
     capsys.readouterr()
     _, result = pretrain(TEXT, None, num_epochs=1, resume=ckpt, out_dir=ckpt.parent, **RUN)
-    assert "nothing to do" in capsys.readouterr().out
-    assert "already has 1 of 1 epochs" in f"{result}" or result["nothing_to_do"]
+    assert f"nothing to do: {ckpt} already has 1 of 1 epochs" in capsys.readouterr().out
+    assert result["nothing_to_do"] and result["checkpoint"] == ckpt
     assert ckpt.read_bytes() == before and ckpt.stat().st_mtime_ns == mtime
     assert not (ckpt.parent / "loss-plot.png").exists()
 

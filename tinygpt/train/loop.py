@@ -75,8 +75,9 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
     chapter-5 loop exactly.
 
     `checkpoint_path` saves model, optimizer, loop state and RNG state every `checkpoint_every`
-    steps, at the end, and on SIGINT/SIGTERM (then `signals.Interrupted` is raised); `resume_from`
-    continues such a checkpoint bit-identically. `num_epochs` counts all epochs, those of the
+    steps, at the end, and on SIGINT/SIGTERM (then `signals.Interrupted` is raised; the handlers
+    are installed only while this call runs, in the main thread, and the previous ones put back);
+    `resume_from` continues such a checkpoint bit-identically. `num_epochs` counts all epochs, those of the
     checkpoint included. `max_steps` stops early (after saving). A non-finite loss raises
     TrainingError without saving. `progress`: "bar", "lines", "none" or None (bar on a terminal,
     plain lines otherwise; `quiet` means "none"). `warm_up_kernels` compiles the Numba kernels
