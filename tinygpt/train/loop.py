@@ -30,9 +30,11 @@ from .signals import SignalGuard
 def evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=None):
     """Train and validation loss over the first `eval_iter` batches of each, in eval mode."""
     model.eval()
-    train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
-    val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
-    model.train()
+    try:
+        train_loss = calc_loss_loader(train_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
+        val_loss = calc_loss_loader(val_loader, model, num_batches=eval_iter, loss_fn=loss_fn)
+    finally:  # an interrupted evaluation leaves the model training, as it found it
+        model.train()
     return train_loss, val_loss
 
 
