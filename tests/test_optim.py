@@ -116,3 +116,23 @@ def test_bad_hyperparameters_and_mismatched_state_raise():
     opt = tg.optim.AdamW([nn.Parameter(np.ones(2))])
     with pytest.raises(ValueError, match="parameter groups"):
         opt.load_state_dict(tg.optim.AdamW([nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))]).state_dict())
+
+
+@pytest.mark.parametrize("make", [lambda ps, **kw: tg.optim.AdamW(ps, **kw),
+                                  lambda ps, **kw: tg.optim.SGD(ps, **{"lr": 0.1, **kw})])
+@pytest.mark.parametrize("name", ["lr", "weight_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), -1.0])
+def test_non_finite_or_negative_hyperparameters_are_refused(make, name, value):
+    # AdamW(lr=nan) was accepted (nan < 0 is False) and turned every weight into NaN at step 1
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0, got {value}"):
+        make([nn.Parameter(np.ones(2))], **{name: value})
+
+
+def test_adamw_refuses_non_finite_eps_and_betas():
+    p = [nn.Parameter(np.ones(2))]
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        tg.optim.AdamW(p, eps=float("nan"))
+    with pytest.raises(ValueError, match="betas must be two numbers"):
+        tg.optim.AdamW(p, betas=(0.9, float("nan")))
+    with pytest.raises(ValueError, match="momentum must be a finite number"):
+        tg.optim.SGD(p, lr=0.1, momentum=float("inf"))

@@ -211,3 +211,87 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'tinygpt\[plot\]'"):
         plot_losses([0], [1], [1.0], [1.0], tmp_path / "p.png")
+
+
+def test_piped_output_has_plain_lines_no_bar_redraws_or_padding(tmp_path):
+    """stderr and stdout are pipes here (as in CI or `> log 2>&1`): no carriage returns, no
+    trailing spaces, and progress as whole lines."""
+    import subprocess
+    import sys
+    code = (
+        "from tinygpt.assets import asset_path\n"
+        "from tinygpt.train.pretrain import pretrain, PRESETS\n"
+        "text = asset_path('the-verdict.txt').read_text(encoding='utf-8')[:1500]\n"
+        "cfg = {**PRESETS['tiny'], 'context_length': 16, 'emb_dim': 16, 'n_layers': 1}\n"
+        f"pretrain(text, cfg, num_epochs=2, batch_size=2, eval_freq=4, eval_iter=1, plot=False,"
+        f" out_dir={str(tmp_path)!r}, start_context='Every effort moves you')\n")
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for stream in (proc.stdout, proc.stderr):
+        assert "\r" not in stream
+        assert all(line == line.rstrip() for line in stream.splitlines()), stream
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("train: step ")]
+    import re
+    assert progress and re.match(r"train: step (\d+)/\1, loss ", progress[-1]), progress
+    assert any(line.startswith("Every effort moves you") for line in proc.stdout.splitlines())
+
+
+def test_progress_lines_mode_prints_a_bounded_number_of_lines(capsys):
+    from tinygpt.train.progress import LINES_PER_RUN, Progress
+    progress = Progress(total=200, done=0, mode="lines")
+    for _ in range(200):
+        progress.step(1.5, 1e-3, 100.0)
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == LINES_PER_RUN and lines[-1].startswith("train: step 200/200, loss 1.500")
+
+
+def test_kernels_are_compiled_before_the_first_step_with_a_notice_when_slow(monkeypatch, capsys):
+    import time
+
+    from tinygpt.train import loop as loop_module
+    from tinygpt.train import progress as progress_module
+    events = []
+
+    def slow_warmup(dtype):  # stands in for a first-run compile
+        events.append(("warmup", str(dtype)))
+        time.sleep(0.5)
+        return 0.5
+
+    real_loss = loop_module.calc_loss_batch
+    monkeypatch.setattr(progress_module.kernels, "warmup", slow_warmup)
+    monkeypatch.setattr(progress_module, "COMPILE_NOTICE_SECONDS", 0.05)
+    monkeypatch.setattr(loop_module, "calc_loss_batch",
+                        lambda *a: events.append(("step",)) or real_loss(*a))
+    train, val = loaders()
+    model, opt = fresh()
+    train_model(model, train, val, opt, num_epochs=1, eval_freq=100, eval_iter=1,
+                start_context="", tokenizer=None, quiet=True, max_steps=1)
+    assert events[:2] == [("warmup", "float32"), ("step",)]
+    err = capsys.readouterr().err
+    assert "compiling Numba kernels (first run only" in err and "kernels ready after" in err
+
+    monkeypatch.setattr(progress_module.kernels, "warmup", lambda dtype: 0.0)  # cached: silent
+    model, opt = fresh()
+    train_model(model, train, val, opt, num_epochs=1, eval_freq=100, eval_iter=1,
+                start_context="", tokenizer=None, quiet=True, max_steps=1)
+    assert "compiling" not in capsys.readouterr().err
+
+
+def test_the_bar_estimate_does_not_extrapolate_a_slow_first_step():
+    import io
+    import time
+
+    from tinygpt.train.progress import Progress
+    progress = Progress(total=1000, mode="bar", file=io.StringIO())
+    time.sleep(0.5)  # a first step with one-time costs
+    progress.step(1.0, 1e-3, 1.0)
+    for _ in range(20):  # then fast steps
+        time.sleep(0.002)
+        progress.step(1.0, 1e-3, 1.0)
+    rate = progress.bar.format_dict["n"] - progress.bar.format_dict["initial"]
+    elapsed = progress.bar.format_dict["elapsed"]
+    assert rate == 20 and elapsed < 0.4, elapsed  # the 0.5 s step is not in the estimate
+    progress.close()

@@ -1,19 +1,22 @@
 """AdamW (decoupled weight decay, Loshchilov & Hutter), the optimizer the book trains with.
 Defaults and update follow torch.optim.AdamW; the arithmetic runs in one in-place kernel pass
 per parameter (`kernels.adamw_step`)."""
+import numbers
+
 import numpy as np
 
 from .. import kernels
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_hyperparameters
 from ..errors import InputError
 
 
 class AdamW(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise InputError(f"AdamW: invalid hyperparameters lr={lr}, betas={betas}, eps={eps}, "
-                             f"weight_decay={weight_decay}")
+        check_hyperparameters("AdamW", lr=lr, eps=eps, weight_decay=weight_decay)
+        betas = tuple(betas)
+        if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0.0 <= b < 1.0 for b in betas):
+            raise InputError(f"AdamW: betas must be two numbers in [0, 1), got {betas!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def step(self):

@@ -1,8 +1,19 @@
 """Optimizer base: parameter groups, zero_grad, and state dicts for resuming (book appendix A.7)."""
 import copy
+import math
+import numbers
 
 import numpy as np
 from ..errors import InputError
+
+
+def check_hyperparameters(owner: str, **values) -> None:
+    """Raise InputError naming the first value that is not a finite number >= 0: a NaN learning
+    rate would otherwise pass every `lr < 0` test and turn the weights into NaN at the first step."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value) or value < 0:
+            raise InputError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
 
 
 class Optimizer:

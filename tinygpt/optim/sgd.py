@@ -1,14 +1,14 @@
 """Stochastic gradient descent with momentum, following torch.optim.SGD's update exactly."""
 from ..core.autograd import no_grad
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_hyperparameters
 from ..errors import InputError
 
 
 class SGD(Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise InputError(f"SGD: lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+        check_hyperparameters("SGD", lr=lr, momentum=momentum, dampening=dampening,
+                              weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise InputError("SGD: nesterov needs momentum > 0 and dampening 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,

@@ -1,9 +1,12 @@
 """Pretraining (book chapter 5 and appendix D): losses, the training loops, checkpoints, plots."""
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (checkpoint_info, export_model, load_checkpoint, load_model,
+                         read_checkpoint, read_checkpoint_header, save_checkpoint)
 from .loop import evaluate_model, generate_and_print_sample, train_model, train_model_simple
 from .loss import calc_loss_batch, calc_loss_loader, perplexity
 from .plotting import plot_losses, plot_values
+from .signals import Interrupted
 
-__all__ = ["load_checkpoint", "read_checkpoint", "save_checkpoint", "evaluate_model",
+__all__ = ["checkpoint_info", "export_model", "load_checkpoint", "load_model", "read_checkpoint",
+           "read_checkpoint_header", "save_checkpoint", "evaluate_model",
            "generate_and_print_sample", "train_model", "train_model_simple", "calc_loss_batch",
-           "calc_loss_loader", "perplexity", "plot_losses", "plot_values"]
+           "calc_loss_loader", "perplexity", "plot_losses", "plot_values", "Interrupted"]

@@ -9,9 +9,11 @@ from ..data import create_dataloader_v1
 from ..model import GPT_CONFIG_124M, GPTModel
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
-from .loop import train_model
-from .plotting import plot_losses
 from ..errors import InputError
+from .checkpoint import check_config, check_config_fits, check_writable, read_checkpoint_header
+from .loop import check_counts, train_model
+from .plotting import plot_losses
+from .resume import check_same_config
 
 # Named model configurations for the command line and the benchmarks.
 PRESETS = {
@@ -38,40 +40,86 @@ def resolve_config(name_or_path) -> dict:
     raise InputError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
 
 
-def pretrain(text: str, cfg: dict, num_epochs=10, batch_size=2, lr=4e-4, weight_decay=0.1,
+def pretrain(text: str, cfg: dict = None, num_epochs=10, batch_size=2, lr=4e-4, weight_decay=0.1,
              train_ratio=0.9, eval_freq=5, eval_iter=5, seed=123,
              start_context="Every effort moves you", out_dir="runs/pretrain", resume=None,
-             schedule=False, quiet=False, plot=True, max_steps=None, checkpoint_every=None):
+             schedule=False, quiet=False, plot=True, max_steps=None, checkpoint_every=None,
+             progress=None):
     """Train `GPTModel(cfg)` on `text` as the book's section 5.2 does; returns (model, result).
-    Writes `model.safetensors` (a resumable checkpoint) and `loss-plot.png` into `out_dir`."""
+    Writes `model.safetensors` (a resumable checkpoint) and `loss-plot.png` into `out_dir`.
+
+    `resume` continues a checkpoint: `cfg=None` takes the checkpoint's config, a given one must
+    equal it (InputError naming each differing key). `num_epochs` counts all epochs; a
+    checkpoint that already has them is left as it is (result["nothing_to_do"]). Every argument
+    is checked, and `out_dir` made writable, before any work."""
+    check_counts(num_epochs=num_epochs, batch_size=batch_size, eval_freq=eval_freq,
+                 eval_iter=eval_iter)
+    check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
+    if not 0 < train_ratio < 1:
+        raise InputError(f"train_ratio must be between 0 and 1, got {train_ratio!r}")
+    cfg = _run_config(cfg, resume)
+    checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
     tokenizer = get_gpt2_tokenizer()
-    split = int(train_ratio * len(text))
-    ctx = cfg["context_length"]
     manual_seed(seed)
-    train_loader = create_dataloader_v1(text[:split], batch_size=batch_size, max_length=ctx,
-                                        stride=ctx, drop_last=True, shuffle=True, seed=seed)
-    val_loader = create_dataloader_v1(text[split:], batch_size=batch_size, max_length=ctx,
-                                      stride=ctx, drop_last=False, shuffle=False)
-    if len(train_loader) == 0:
-        raise InputError(f"the training text ({len(text[:split])} characters) is too short for one "
-                         f"batch of {batch_size} x {ctx} tokens: use a longer text or a smaller "
-                         "context/batch")
+    train_loader, val_loader = _loaders(text, train_ratio, batch_size, cfg["context_length"], seed)
     manual_seed(seed)
     model = GPTModel(cfg)
     optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    out_dir = pathlib.Path(out_dir)
-    options = dict(quiet=quiet, checkpoint_path=out_dir / "model.safetensors", resume_from=resume,
-                   max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg)
+    options = dict(quiet=quiet, checkpoint_path=checkpoint_path, resume_from=resume,
+                   max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg,
+                   progress=progress)
     # schedule=False is exactly train_model_simple (section 5.2); True adds appendix D's extras
     result = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
                          eval_iter, start_context, tokenizer, schedule=schedule, **options)
+    if result["nothing_to_do"]:
+        result["checkpoint"] = pathlib.Path(resume)
+        return model, result
     if plot and result["train_losses"]:
         n = len(result["train_losses"])
         epochs = [num_epochs * i / max(n - 1, 1) for i in range(n)]
         try:
             result["plot"] = plot_losses(epochs, result["tokens_seen"], result["train_losses"],
-                                         result["val_losses"], out_dir / "loss-plot.png")
+                                         result["val_losses"], checkpoint_path.parent / "loss-plot.png")
         except ImportError as err:
             print(f"(no plot: {err})")
-    result["checkpoint"] = out_dir / "model.safetensors"
+    result["checkpoint"] = checkpoint_path
     return model, result
+
+
+def _run_config(cfg, resume) -> dict:
+    """The model config of this run: `cfg`, or the checkpoint's when resuming without one."""
+    if resume is not None:
+        entries, state = read_checkpoint_header(resume)
+        saved = state.get("config")
+        if cfg is None:
+            if saved is None:
+                raise InputError(f"{resume} records no model config: give one")
+            cfg = saved
+        check_same_config(saved, cfg, resume)
+        check_config_fits(cfg, entries, resume)  # before building a model of that size
+    if cfg is None:
+        raise InputError("pretrain needs a model config (cfg), unless it resumes a checkpoint")
+    return check_config(cfg, "the model config", error=InputError)
+
+
+def _loaders(text, train_ratio, batch_size, ctx, seed):
+    """The book's 90/10 split into a shuffled training loader and a validation loader."""
+    if not isinstance(text, str):
+        raise InputError(f"text must be a str, got {type(text).__name__}")
+    split = int(train_ratio * len(text))
+    try:
+        train_loader = create_dataloader_v1(text[:split], batch_size=batch_size, max_length=ctx,
+                                            stride=ctx, drop_last=True, shuffle=True, seed=seed)
+        val_loader = create_dataloader_v1(text[split:], batch_size=batch_size, max_length=ctx,
+                                          stride=ctx, drop_last=False, shuffle=False)
+    except InputError as err:
+        if "too short" not in str(err):
+            raise
+        train_loader = None
+    if train_loader is None or len(train_loader) == 0:
+        tokens = len(get_gpt2_tokenizer().encode(text, allowed_special={"<|endoftext|>"}))
+        raise InputError(f"the text ({len(text)} characters, {tokens} tokens) is too short: its "
+                         f"{train_ratio:.0%} training part must hold one batch of {batch_size} "
+                         f"windows of {ctx} + 1 tokens and the rest one window for validation; "
+                         "use a longer text or a smaller context/batch") from None
+    return train_loader, val_loader
