@@ -57,7 +57,7 @@ class Embedding(Function):
         return weight[idx]
 
     def backward(self, g):
-        out = buffers.zeros("embedding.grad", (self.num, g.shape[-1]), g.dtype)
+        out = buffers.zeros(buffers.EMBEDDING_GRAD, (self.num, g.shape[-1]), g.dtype)
         return kernels.embedding_backward(self.idx, g, self.num, out=out)
 
 

@@ -19,7 +19,7 @@ class CrossEntropy(Function):
     def backward(self, g):
         return kernels.cross_entropy_backward(self.logits, self.targets, self.lse,
                                               self.ignore_index, float(g),
-                                              out=buffers.empty("cross_entropy.grad", self.logits.shape,
+                                              out=buffers.empty(buffers.CROSS_ENTROPY_GRAD, self.logits.shape,
                                                                 self.logits.dtype))
 
 
