@@ -27,6 +27,8 @@ import sysconfig
 
 import numpy as np
 
+from ..errors import InputTypeError
+
 MIN_BYTES = 32 << 20       # glibc's largest mmap threshold: smaller arrays are recycled by malloc
 MAX_POOL_BYTES = 2 << 30   # storage the pool may hold; beyond it arrays are not kept
                            # (per slot, idle arrays of at most two shapes are kept: see _drop_idle)
@@ -87,7 +89,7 @@ def empty(slot: Slot, shape, dtype) -> np.ndarray:
     `shape` and `dtype` when there is one."""
     global _pooled_bytes
     if not isinstance(slot, Slot):
-        raise TypeError(f"buffers.empty needs a buffers.Slot, got {slot!r}")
+        raise InputTypeError(f"buffers.empty needs a buffers.Slot, got {slot!r}")
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     nbytes = dtype.itemsize * math.prod(shape)
     if not REUSE or nbytes < MIN_BYTES:

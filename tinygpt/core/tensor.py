@@ -9,7 +9,7 @@ import numpy as np
 from . import autograd
 from .dtypes import DEFAULT_FLOAT, as_array, is_float
 from .random import generator
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 class Tensor:
@@ -20,7 +20,7 @@ class Tensor:
         if not isinstance(self.data, np.ndarray):
             self.data = np.asarray(self.data)
         if requires_grad and not is_float(self.data.dtype):
-            raise TypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
+            raise InputTypeError(f"only float32/float64 tensors can require gradients, got {self.data.dtype}")
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None  # the Function that produced this tensor (None for leaves)
@@ -57,7 +57,7 @@ class Tensor:
         if self._ctx is not None:
             raise RuntimeError("requires_grad_ can only change leaf tensors")
         if flag and not is_float(self.dtype):
-            raise TypeError(f"only float tensors can require gradients, got {self.dtype}")
+            raise InputTypeError(f"only float tensors can require gradients, got {self.dtype}")
         self.requires_grad = bool(flag)
         return self
 

@@ -5,7 +5,7 @@ import numpy as np
 from .. import kernels
 from ..core import buffers
 from ..core.autograd import Function
-from ..core.dtypes import check_index_array
+from ..core.dtypes import check_index_array, require_float
 from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError
 
@@ -26,6 +26,7 @@ class CrossEntropy(Function):
 def cross_entropy(logits, targets, ignore_index: int = -100):
     """logits (N, C) and integer targets (N,) -> scalar mean loss."""
     logits = as_tensor(logits)
+    require_float(logits.dtype, "cross_entropy logits")
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     targets = check_index_array(targets, "cross_entropy targets")
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
