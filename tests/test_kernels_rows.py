@@ -8,6 +8,7 @@ from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, TOL, check, fas
                            warm_kernels)
 
 import tinygpt.kernels as K
+from tinygpt import ops
 from tinygpt.kernels import _rows
 
 
@@ -209,9 +210,12 @@ def test_cross_entropy(n, v, layout, dtype, ignore_index, p_ignore, grad_scale, 
 
 
 def test_cross_entropy_bad_targets():
+    """The forward checks the targets' range, once per step (the op calls it; the backward is handed
+    the same targets and only checks their shape)."""
     logits = np.zeros((2, 5), np.float32)
     for impl in (NB, REF):
         for bad in ([0, 5], [-1, 0]):
-            with pytest.raises(IndexError):
+            with pytest.raises(IndexError, match="out of range for 5 classes"):
                 impl["cross_entropy_forward"](logits, np.array(bad), -100)
-
+    with pytest.raises(IndexError, match="cross_entropy target 5 is out of range"):
+        ops.cross_entropy(logits, np.array([0, 5]))

@@ -19,12 +19,16 @@ from ._rows import exp_row, row_max, row_sum
 
 # ---------------------------------------------------------------- NumPy references
 
-def check_targets(targets, n, v, ignore_index):
+def check_targets(targets, n, v, ignore_index, check_range=True):
+    """The forward checks the targets' shape and range; the backward, handed the targets the
+    forward checked, only their shape (the range check runs once per step)."""
     if targets.shape != (n,):
         raise ValueError(f"cross_entropy: targets shape {targets.shape} != ({n},)")
+    if not check_range:
+        return
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= v))
     if bad.any():
-        raise IndexError(f"cross_entropy: target {targets[bad][0]} out of range for {v} classes")
+        raise IndexError(f"cross_entropy target {targets[bad][0]} is out of range for {v} classes")
 
 
 def _mean_loss(nll, n_valid, dtype):
@@ -48,7 +52,7 @@ def cross_entropy_forward_ref(logits, targets, ignore_index):
 def cross_entropy_backward_ref(logits, targets, lse, ignore_index, grad_scale, out=None):
     # dlogits = (softmax - onehot) * grad_scale / n_valid; ignored rows 0
     n, v = logits.shape
-    check_targets(targets, n, v, ignore_index)
+    check_targets(targets, n, v, ignore_index, check_range=False)
     valid = targets != ignore_index
     n_valid = int(valid.sum())
     d = np.subtract(logits, lse[:, None], out=out)
@@ -121,7 +125,7 @@ def cross_entropy_forward_numba(logits, targets, ignore_index):
 def cross_entropy_backward_numba(logits, targets, lse, ignore_index, grad_scale, out=None):
     n, v = logits.shape
     targets = np.ascontiguousarray(targets, np.int64)
-    check_targets(targets, n, v, ignore_index)
+    check_targets(targets, n, v, ignore_index, check_range=False)
     x = np.ascontiguousarray(logits)
     d = np.empty_like(x) if out is None else out
     if not (d.shape == x.shape and d.dtype == x.dtype and d.flags.c_contiguous):
