@@ -9,7 +9,7 @@ processes used, in cores, averaged over the measured wall time. A meter can be s
 stopped many times (alternating runs bill each framework only for its own windows). /proc/stat
 ticks every 10 ms, so a window much shorter than that is noise: time blocks of >= ~0.2 s.
 A figure taken with more than ``BUSY_CORES`` of background on a 2-thread run is not reported
-(PERF-NOTES.md: threads spin at barriers while time-sliced, and 2-thread runs collapse).
+(threads spin at barriers while time-sliced, and 2-thread runs collapse).
 """
 import math
 import os

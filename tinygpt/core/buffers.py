@@ -12,8 +12,8 @@ that is ever reused, and go-to-definition leads from each op to here).
 
 The reuse rule: an array is handed out again only when nothing else references it: not a tensor,
 a ``.grad``, a view, a user's variable. CPython's reference count tells: an array held only by its
-pool list has exactly ``_IDLE_REFS`` references in ``empty``'s loop (``_refs(a) == _IDLE_REFS``). Anything still alive makes
-``empty`` allocate a new array, so reuse never changes a result. Arrays below ``MIN_BYTES`` come
+pool list has exactly ``_IDLE_REFS`` references in ``empty``'s loop (``_refs(a) == _IDLE_REFS``).
+Anything still alive makes ``empty`` allocate a new array, so reuse never changes a result. Arrays below ``MIN_BYTES`` come
 from glibc's heap and are never pooled.
 
 Fail safe: the rule needs CPython's exact, GIL-protected reference counts. On another Python
@@ -131,7 +131,7 @@ def _drop_idle(slot: Slot) -> None:
 
 
 def zeros(slot: Slot, shape, dtype) -> np.ndarray:
-    """``empty`` filled with zeros (a refill of pages already mapped)."""
+    """``empty`` filled with zeros (a refill of pages already mapped, far cheaper than fresh ones)."""
     a = empty(slot, shape, dtype)
     a.fill(0)
     return a

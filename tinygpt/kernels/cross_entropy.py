@@ -6,11 +6,7 @@ lse = max + log(sum exp(x - max)), nll = lse - x[target]. Backward is one read a
 the logits: d = exp(x - lse) written straight into the output row, d[target] -= 1, d *= g with
 g = grad_scale / n_valid; ignored rows are zero. ``out=`` may be a reused buffer or ``logits``
 itself (in-place: the (512, 50257) float32 gradient is 103 MB, a fresh one page-faults each step).
-
-bench/kernels.py, float32, 1 thread, machine busy (ms, Numba / NumPy / torch log_softmax + nll_loss):
-    (512, 50257)  fwd 32.8 / 129 / 185    bwd (out= reused) 22.4 / 70.3 / 324
-    (1024, 50257) fwd 70.6 / 840 / 364    bwd 34.8 / 99.2 / 472
-    (1024, 512)   fwd 0.32 / 0.61 / 0.35  bwd 0.22 / 0.44 / 0.29
+bench/kernels.py times both paths against torch's log_softmax + nll_loss ("cross-entropy" rows).
 """
 import numpy as np
 
