@@ -55,3 +55,30 @@ def test_tune_malloc_can_be_turned_off_and_yields_to_glibc_variables(monkeypatch
     monkeypatch.delenv("TINYGPT_MALLOC")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
     assert tinygpt.tune_malloc() is False
+
+
+def _tinygpt_imports(path, package):
+    """The tinygpt modules a file imports (relative imports resolved against tinygpt.<package>)."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(["tinygpt", package][: 3 - node.level]) if node.level else ""
+            if node.module is None:
+                found += [f"{base}.{a.name}" for a in node.names]
+            else:
+                found.append(f"{base}.{node.module}" if base else node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+    return [name for name in found if name.split(".")[0] == "tinygpt"]
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("kernels", {"tinygpt.kernels"}),                       # a leaf: NumPy and Numba only
+    ("core", {"tinygpt.core", "tinygpt.errors", "tinygpt.files"}),  # imports no op (no cycle)
+])
+def test_engine_layers_import_only_leftwards(package, allowed):
+    import pathlib
+    for path in sorted((pathlib.Path(__file__).parents[1] / "tinygpt" / package).glob("*.py")):
+        for name in _tinygpt_imports(path, package):
+            assert ".".join(name.split(".")[:2]) in allowed, f"{path.name} imports {name}"
