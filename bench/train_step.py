@@ -211,7 +211,7 @@ def run_child(mode, args, config, threads, framework=None):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default=None, help="comma-separated, from: " + ", ".join(CONFIGS)
                    + " (default: all; with --quick: small,bench-tiny)")
@@ -237,6 +237,11 @@ def main():
     args = p.parse_args()
     args.steps = args.steps or (3 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    return args
+
+
+def main():
+    args = parse_args()
     if args.child_time or args.child_mem or args.child_profile:
         args.threads = int(args.threads)
         return (child_time if args.child_time else child_mem if args.child_mem else child_profile)(args)
