@@ -55,7 +55,10 @@ def _refs(a) -> int:
 
 def _idle_refs() -> int:
     # the count `_refs` sees for an array only a list and a loop over it hold, measured the way
-    # `empty` and `_drop_idle` look (the exact number differs between CPython versions)
+    # `empty` and `_drop_idle` look (the exact number differs between CPython versions); -1 where
+    # there is no reference count to read (PyPy has no sys.getrefcount): REUSE is then off
+    if not hasattr(sys, "getrefcount"):
+        return -1
     for a in [np.empty(0)]:
         return _refs(a)
 
