@@ -9,7 +9,7 @@ processes used, in cores, averaged over the measured wall time. A meter can be s
 stopped many times (alternating runs bill each framework only for its own windows). /proc/stat
 ticks every 10 ms, so a window much shorter than that is noise: time blocks of >= ~0.2 s.
 A figure taken with more than ``BUSY_CORES`` of background on a 2-thread run is not reported
-(PERF-NOTES.md: threads spin at barriers while time-sliced, and 2-thread runs collapse).
+(threads spin at barriers while time-sliced, and 2-thread runs collapse).
 """
 import math
 import os
@@ -30,7 +30,7 @@ IDLE_S = 0.15
 # ...and after that pause, untimed calls for this long before timing: idle vCPUs come back slowly.
 # Measured on the AMD Zen 5 VM (2026-12-03), a (2, 12, 256, 256) causal softmax timed in blocks of 7
 # straight after the pause: 0.96 ms on 1 thread, 1.43 ms on 2; back to back with no pause 0.68 and
-# 0.40; after 0.1 s of untimed calls 0.80 and 0.53. Without this the short kernels (and the tiny
+# 0.40; after 0.1 s of untimed calls 0.80 and 0.53. Without this the short kernels (and the bench-tiny
 # model's steps) were timed coming out of idle, which is not how a training loop runs them.
 WARM_S = 0.1
 

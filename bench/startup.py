@@ -1,4 +1,4 @@
-"""Start-up bench: `import tinygpt` and the first training step of the tiny model, cold and warm.
+"""Start-up bench: `import tinygpt` and the first training step of the bench-tiny model, cold and warm.
 
     python bench/startup.py                  # 1 and 2 threads, 2 cold + 2 warm runs each
     python bench/startup.py --quick          # one cold and one warm run per thread count
@@ -7,9 +7,9 @@
 Each run is a fresh interpreter (`python -c ...`) with TINYGPT_KERNELS=numba and the thread
 variables set. "cold": NUMBA_CACHE_DIR is a new empty directory, so every kernel the step uses
 compiles; "warm": the same directory again, so the kernels load from Numba's disk cache.
-Inside the child: `import tinygpt` (with NumPy and Numba), building the issue's `tiny` model
-(vocab 512, ctx 64, emb 64, 4 heads, 2 layers, batch 16), the first forward + cross-entropy, the
-first backward, the first AdamW step, then a second whole step (for scale: the steady state).
+Inside the child: `import tinygpt` (with NumPy and Numba), `tinygpt.tune_malloc()`, building the
+`bench-tiny` model (bench/_frameworks.py: vocab 512, ctx 64, emb 64, 4 heads, 2 layers, batch 16),
+the first forward + cross-entropy, the first backward, the first AdamW step, then a second whole step (for scale: the steady state).
 "first step" = import + build + first forward + backward (the issue's target: cold < 20 s,
 warm < 2 s); "+AdamW" adds the first optimizer step. "process" is the child's wall time seen from
 here, interpreter start-up included; "CPU" its CPU seconds (compiling is single-threaded).
@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (ROOT, LoadMeter, busy, fmt, header, markdown_table, median,  # noqa: E402
                      own_cpu_seconds, thread_env, write_json)
 
-TINY = {"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.0, "qkv_bias": False}
-BATCH = 16
+from _frameworks import CONFIGS  # noqa: E402
+
+TINY, BATCH = CONFIGS["bench-tiny"]
 
 CHILD = r"""
 import json, sys, time
@@ -38,6 +38,7 @@ t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
 import tinygpt
 t_import = time.perf_counter() - t0
+tinygpt.tune_malloc()  # as the CLI and the examples do
 import numpy as np
 from tinygpt import GPTModel, manual_seed
 from tinygpt.optim import AdamW
@@ -105,7 +106,7 @@ def main():
     repeats = args.repeats or (1 if args.quick else 2)
 
     print(header("tinygpt start-up bench (bench/startup.py)"))
-    print(f"# tiny model {TINY}, batch {BATCH}; medians of {repeats} run(s); a fresh NUMBA_CACHE_DIR per cold run")
+    print(f"# bench-tiny model {TINY}, batch {BATCH}; medians of {repeats} run(s); a fresh NUMBA_CACHE_DIR per cold run")
     runs = []
     for threads in [int(t) for t in args.threads.split(",")]:
         for _ in range(repeats):
@@ -128,7 +129,7 @@ def main():
             med = {k: median([r[k] for r in sel]) for k in keys}
             rows.append([cache, threads] + [fmt(med[k], ".3f" if k == "step2_s" else ".2f", hide) + mark
                                             for k in keys] + [f"{load:.2f}"])
-    print("\n### Start-up: import tinygpt + first training step of the tiny model (seconds)\n")
+    print("\n### Start-up: import tinygpt + first training step of the bench-tiny model (seconds)\n")
     print(markdown_table(["Numba cache", "threads", "import", "build", "1st fwd", "1st bwd", "first step",
                           "1st AdamW", "+AdamW", "2nd step", "process", "CPU", "bg load"], rows))
     print("\n'first step' = import + build + first forward + first backward (targets: cold < 20 s, warm < 2 s).")

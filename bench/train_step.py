@@ -1,7 +1,7 @@
 """Training-step bench: tinygpt against the book's PyTorch GPTModel, same architecture, same weights.
 
-    python bench/train_step.py                         # book-124M, small, tiny; 1 and 2 threads
-    python bench/train_step.py --quick                 # small and tiny, 3 samples, no memory runs
+    python bench/train_step.py                         # book-124M, small, bench-tiny; 1 and 2 threads
+    python bench/train_step.py --quick                 # small and bench-tiny, 3 samples, no memory runs
     python bench/train_step.py --configs book-124M --threads 2 --steps 7 --json runs/train.json
     python bench/train_step.py --configs book-124M --profile 3    # cProfile 3 tinygpt steps
 
@@ -45,19 +45,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _frameworks import CONFIGS, batch, make_tinygpt, make_torch, tinygpt_fns, torch_fns  # noqa: E402
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
                      markdown_table, median, require, set_threads, thread_env, warm, write_json)
 
-# The issue's configurations, built here exactly (PRESETS["tiny"] differs: vocab 50257).
-CONFIGS = {
-    "book-124M": ({"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12,
-                   "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}, 2),
-    "small": ({"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4,
-               "n_layers": 4, "drop_rate": 0.1, "qkv_bias": False}, 8),
-    "tiny": ({"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4,
-              "n_layers": 2, "drop_rate": 0.0, "qkv_bias": False}, 16),
-}
-LR, WEIGHT_DECAY = 4e-4, 0.1
 SAMPLE_S = 0.25          # a timed sample lasts at least this long (k steps in a row)
 
 
@@ -65,84 +56,6 @@ def flops_per_token(cfg, train=True):
     L, d, V, T = cfg["n_layers"], cfg["emb_dim"], cfg["vocab_size"], cfg["context_length"]
     n_matmul = 12 * L * d * d + d * V
     return (6 * n_matmul + 12 * L * T * d) if train else (2 * n_matmul + 4 * L * T * d)
-
-
-# ---------------------------------------------------------------- the two frameworks
-
-def make_tinygpt(cfg, seed, train_mode=True):
-    from tinygpt import GPTModel, manual_seed
-    from tinygpt.optim import AdamW
-    manual_seed(seed)
-    model = GPTModel(cfg)
-    model.train(train_mode)
-    opt = AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    return model, opt
-
-
-def tinygpt_fns(model, opt, x, y):
-    from tinygpt import no_grad
-    from tinygpt.train import calc_loss_batch
-
-    def step():
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = calc_loss_batch(x, y, model)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
-
-    def evaluate():
-        with no_grad():
-            return calc_loss_batch(x, y, model).item()
-    return step, evaluate
-
-
-def make_torch(cfg, seed, state_dict=None, train_mode=True):
-    import torch
-    from llms_from_scratch import ch04
-    torch.manual_seed(seed)
-    model = ch04.GPTModel(cfg)
-    if state_dict is not None:
-        import numpy as np
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
-    model.train(train_mode)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    return model, opt
-
-
-def torch_fns(model, opt, x, y):
-    import torch
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-    def loss_fn():  # the book's calc_loss_batch
-        logits = model(xt)
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), yt.flatten())
-
-    def step():
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        loss = loss_fn()
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
-
-    def evaluate():
-        with torch.no_grad():
-            return loss_fn().item()
-    return step, evaluate
-
-
-def batch(cfg, bs, seed):
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    shape = (bs, cfg["context_length"])
-    return rng.integers(0, cfg["vocab_size"], shape), rng.integers(0, cfg["vocab_size"], shape)
 
 
 # ---------------------------------------------------------------- timing (child)
@@ -298,14 +211,14 @@ def run_child(mode, args, config, threads, framework=None):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default=None, help="comma-separated, from: " + ", ".join(CONFIGS)
-                   + " (default: all; with --quick: small,tiny)")
+                   + " (default: all; with --quick: small,bench-tiny)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--steps", type=int, default=None, help="timed samples per framework (default 5; --quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; --quick 1)")
-    p.add_argument("--quick", action="store_true", help="small,tiny only, 3 samples, 1 warm-up, no memory runs")
+    p.add_argument("--quick", action="store_true", help="small,bench-tiny only, 3 samples, 1 warm-up, no memory runs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
     p.add_argument("--show-busy", action="store_true", help="print figures taken under background load (marked *)")
     p.add_argument("--ghz", type=float, default=None, help="clock for the fp32 peak (default: /proc/cpuinfo)")
@@ -324,12 +237,17 @@ def main():
     args = p.parse_args()
     args.steps = args.steps or (3 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    return args
+
+
+def main():
+    args = parse_args()
     if args.child_time or args.child_mem or args.child_profile:
         args.threads = int(args.threads)
         return (child_time if args.child_time else child_mem if args.child_mem else child_profile)(args)
 
     require("torch", "llms_from_scratch")
-    configs = (args.configs or ("small,tiny" if args.quick else ",".join(CONFIGS))).split(",")
+    configs = (args.configs or ("small,bench-tiny" if args.quick else ",".join(CONFIGS))).split(",")
     for c in configs:
         if c not in CONFIGS:
             sys.exit(f"unknown config {c!r}: choose from {', '.join(CONFIGS)}")

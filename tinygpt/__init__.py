@@ -1,7 +1,8 @@
 """tinygpt: the book "Build a Large Language Model (From Scratch)" on a small NumPy + Numba
-tensor library with reverse-mode autograd. This module never imports torch."""
-from .core import buffers as _buffers  # noqa: F401  (sets glibc's malloc thresholds: buffers.tune_malloc)
+tensor library with reverse-mode autograd. This module never imports torch, and importing it
+changes nothing outside tinygpt (the process-wide malloc setting is the explicit `tune_malloc()`)."""
 from .core.autograd import is_grad_enabled, no_grad
+from .core.malloc import tune_malloc
 from .core.random import get_rng_state, manual_seed, set_rng_state
 from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
 from .ops import (argmax, cat, matmul, stack, topk, tril, triu, where)
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "rand", "arange", "tril", "triu", "cat",
            "stack", "where", "argmax", "topk", "matmul", "multinomial", "no_grad",
-           "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state", "nn", "optim",
+           "is_grad_enabled", "tune_malloc", "manual_seed", "get_rng_state", "set_rng_state", "nn", "optim",
            "GPTModel", "GPT_CONFIG_124M", "generate", "generate_text_simple"]

@@ -90,14 +90,15 @@ def _toposort(root):
     return order
 
 
-def _owned(g, handed_out: set) -> np.ndarray:
+def _unshared_grad(g, ids_given_to_leaves: set) -> np.ndarray:
     """A gradient array a leaf may keep (optimizers and clipping update .grad in place): copy it
     only when it could be shared (a view, read-only, or already given to another leaf)."""
-    if isinstance(g, np.ndarray) and g.base is None and g.flags.writeable and id(g) not in handed_out:
-        handed_out.add(id(g))
+    shared = id(g) in ids_given_to_leaves
+    if isinstance(g, np.ndarray) and g.base is None and g.flags.writeable and not shared:
+        ids_given_to_leaves.add(id(g))
         return g
     g = np.array(g)
-    handed_out.add(id(g))
+    ids_given_to_leaves.add(id(g))
     return g
 
 
@@ -106,7 +107,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     `.grad` as PyTorch does. Unless `retain_graph`, each op's saved arrays are freed once used,
     and a second backward through the same graph raises."""
     grads = {id(root): grad}
-    handed_out = set()
+    ids_given_to_leaves = set()
     for node in reversed(_toposort(root)):
         g = grads.pop(id(node), None)
         if g is None:
@@ -114,7 +115,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         ctx = node._ctx
         if ctx is None:  # a leaf
             if node.grad is None:
-                node.grad = _owned(g, handed_out)
+                node.grad = _unshared_grad(g, ids_given_to_leaves)
             else:  # accumulate like PyTorch; np.asarray because 0-d arithmetic gives scalars
                 node.grad = np.asarray(node.grad + g)
             continue

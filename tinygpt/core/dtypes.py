@@ -6,6 +6,8 @@ because a NumPy float64 scalar would silently upcast float32 arrays under NumPy 
 """
 import numpy as np
 
+from ..errors import InputTypeError
+
 DEFAULT_FLOAT = np.dtype(np.float32)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -31,7 +33,16 @@ def as_array(data, dtype=None) -> np.ndarray:
     return arr
 
 
+def require_float(dtype, what: str) -> None:
+    """Ops that only make sense in floating point (softmax, layer_norm, mean ...) refuse integer
+    and bool tensors, as PyTorch does, instead of computing in integers (softmax of [1, 2, 3] as
+    [0, 0, 1])."""
+    if not is_float(dtype):
+        raise InputTypeError(f"{what} needs a float32/float64 tensor, got {np.dtype(dtype)} "
+                             "(convert it with .float())")
+
+
 def check_index_array(idx: np.ndarray, what: str) -> np.ndarray:
     if idx.dtype.kind not in "iu":
-        raise TypeError(f"{what} must be an integer array (int64), got dtype {idx.dtype}")
+        raise InputTypeError(f"{what} must be an integer array (int64), got dtype {idx.dtype}")
     return idx.astype(np.int64, copy=False)

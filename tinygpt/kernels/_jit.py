@@ -12,16 +12,14 @@ Threading. Kernels are serial Numba functions over a contiguous block of indepen
 (``kernel(..., c, nchunks)`` handles rows [c*R//n, (c+1)*R//n)); ``run_chunks`` hands the chunks out
 one at a time to the calling thread and a small persistent thread pool (the kernels release the
 GIL). Up to 4 chunks per thread, claimed dynamically: with static halves, a 2-thread call waited
-for the half whose thread did not get a core, and ran 3-7x slower than 1 thread while another
-process was busy (bench/kernels.py, softmax fwd 5.2 ms vs 1.4 ms).
-Why not ``parallel=True``/``prange``: the same kernels written with prange took 28.2 s of CPU to
-compile cold (every kernel, float32 and float64) against 12.6 s serial, and prange brings the
-threading-layer trouble of STYLE.md (OpenMP threads spin-wait; 10x slower under contention). A
-waiting pool thread sleeps on a lock instead. 2-thread run times of the two designs could not be
-compared fairly here (1.5+ other cores busy all session; both varied 2-4x run to run). A hand-off
-costs ~25 us (measured: 1 us for one chunk, 23-29 us for two), so kernels only split when each
-chunk gets ~0.2 ms of work (their ``MIN_ELEMS``). Thread count: ``NUMBA_NUM_THREADS`` (default: the
-CPU count), changeable with ``set_num_threads``.
+for the half whose thread did not get a core, and ran slower than 1 thread while another process
+was busy (bench/kernels.py at 1 and 2 threads shows it).
+Why not ``parallel=True``/``prange``: the same kernels written with prange took twice the CPU time
+to compile cold (bench/kernels.py's compile line), and prange brings the threading layer's trouble
+(OpenMP threads spin-wait, and collapse when time-sliced). A waiting pool thread sleeps on
+a lock instead. A hand-off to a pool thread costs tens of microseconds, so kernels only split when
+each chunk gets enough work to pay for it (their ``MIN_ELEMS``). Thread count:
+``NUMBA_NUM_THREADS`` (default: the CPU count), changeable with ``set_num_threads``.
 """
 import itertools
 import os
@@ -41,7 +39,7 @@ def njit(*args, **kwargs):
 
     error_model="numpy": x / 0 gives inf/nan like NumPy instead of raising; the default "python"
     model puts a zero test in front of every division, which stops LLVM vectorising the loop
-    (measured: AdamW 8.4 ns/param scalar).
+    (bench/kernels.py, the "adamw" row).
     """
     kwargs.setdefault("cache", True)
     kwargs.setdefault("nogil", True)
@@ -87,7 +85,7 @@ if HAVE_NUMBA:
     chunk_bounds = njit(chunk_bounds)
 
 
-class _Job:
+class _ChunkedCall:
     """Chunks 0..n-1 of one kernel call, handed out one at a time to whichever thread asks first."""
 
     def __init__(self, kernel, args, n):
@@ -120,7 +118,7 @@ def run_chunks(kernel, nchunks, *args):
     if nchunks == 1:
         kernel(*args, 0, 1)
         return
-    job = _Job(kernel, args, nchunks)
+    job = _ChunkedCall(kernel, args, nchunks)
     helpers = min(_threads, nchunks) - 1
     with _pool_lock:
         if _pool_size < helpers:  # (re)build once with enough workers; the old one winds down

@@ -1,22 +1,22 @@
 """Row helpers shared by the Numba kernels (softmax, cross-entropy, GELU, layernorm).
 
-No SVML here: ``np.exp`` inside a jitted loop is a scalar libm call (PERF-NOTES). ``exp_row`` is a
+No SVML here: ``np.exp`` inside a jitted loop is a scalar libm call. ``exp_row`` is a
 vectorisable exp: Cody-Waite range reduction t = k ln2 + r, a Taylor polynomial in r (degree 7 for
 float32, 12 for float64), times 2^k written into the exponent bits (``pow2``). Max relative error
-7e-8 (float32) / 3.2e-16 (float64), tested in tests/test_kernels.py. On rows in cache, float32:
-0.37 ns per value against 0.67 ns for NumPy's AVX-512 ``np.exp`` (1 thread, machine busy).
+7e-8 (float32) / 3.2e-16 (float64), tested in tests/test_kernels_rows.py. On rows in cache it beats
+NumPy's own vectorised ``np.exp`` (bench/kernels.py, the softmax rows).
 
 Fast-math: ``row_sum``/``row_dot`` use {'reassoc', 'contract'} only, so LLVM can vectorise the sum
 (16 partial sums); the tests prove float64 agreement with the NumPy references at 1e-10 still holds.
 ``exp_row`` uses {'contract'} only (reassoc would undo the Cody-Waite split). ``row_max`` has no
-fast-math: eight explicit running maxima vectorise by themselves (3.9 ms vs 14.3 ms for the plain
-loop on (512, 50257) float32; NumPy's ``max(-1)`` 3.8 ms).
+fast-math: eight explicit running maxima vectorise by themselves, where the plain loop does not
+(bench/kernels.py, the cross-entropy rows).
 """
 import numpy as np
 
 from ._jit import HAVE_NUMBA, njit
 
-REDUCE_FM = {"reassoc", "contract"}  # what the reductions need; nnan/ninf/afn stay off
+REDUCTION_FASTMATH = {"reassoc", "contract"}  # what the reductions need; nnan/ninf/afn stay off
 
 LOG2E = 1.4426950408889634
 LN2_HI = 0.693145751953125         # 16 significant bits: k * LN2_HI is exact
@@ -27,7 +27,7 @@ LN2_LO = 1.42860682030941723212e-6
 def row_max(x, n):
     """max(x[:n]) for n >= 1 (NaNs are skipped; exp_row propagates them).
 
-    Explicit selects, not max(): this exact pattern is what vectorises (measured above), and its NaN
+    Explicit selects, not max(): this exact pattern is what vectorises (see above), and its NaN
     behaviour is the one written here. ``t != t`` in exp_row is the NaN test.
     """
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
@@ -54,7 +54,7 @@ def row_max(x, n):
     return m4 if m4 > m0 else m0
 
 
-@njit(fastmath=REDUCE_FM)
+@njit(fastmath=REDUCTION_FASTMATH)
 def row_sum(x, n):
     s = x.dtype.type(0.0)
     for j in range(n):
@@ -62,7 +62,7 @@ def row_sum(x, n):
     return s
 
 
-@njit(fastmath=REDUCE_FM)
+@njit(fastmath=REDUCTION_FASTMATH)
 def row_dot(a, b, n):
     s = a.dtype.type(0.0)
     for j in range(n):
@@ -98,7 +98,7 @@ if HAVE_NUMBA:
 @njit(fastmath={"contract"})
 def exp_row(x, n, scale, shift, y):
     """y[:n] = exp(scale * x[:n] - shift), vectorised; x and y may be the same array, but then
-    LLVM's runtime alias check fails and the loop runs scalar (4x slower), so avoid it.
+    LLVM's runtime alias check fails and the loop runs scalar, so avoid it.
 
     Below exp's range (t < -87 float32, < -708 float64) the result is 0; above (> 88 / > 709) inf;
     NaN stays NaN.

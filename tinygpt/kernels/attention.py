@@ -2,12 +2,12 @@
 
 Book section 3.6's attention (queries against keys, the scaled causal softmax, the weighted sum of
 values) for the decoding loop of chapter 4.7 / 5.3 with a KV cache: q holds the Tq newest tokens,
-k and v the cache buffers (b, H, S, hd), of which the first `length` positions are filled; query i
+k and v the cache buffers (b, H, max_len, hd), of which the first `length` positions are filled; query i
 sits at absolute position length - Tq + i and sees keys 0 .. length - Tq + i.
 
 Why a kernel: decoding one token through the composed ops (transpose, two batched products, the
-causal softmax, transpose, reshape) costs ~100-150 us per layer on these VMs, almost all of it
-dispatch: np.matmul runs one tiny BLAS call per head. The kernel does the whole layer's attention
+causal softmax, transpose, reshape) is almost all dispatch: np.matmul runs one tiny BLAS call per
+head (bench/kernels.py "cached attention", bench/generate.py). The kernel does the whole layer's attention
 in one call, reading each cached key and value once, and writes the context straight in the
 (b, Tq, H, hd) layout `out_proj` wants. No gradient: a KV cache is only used under no_grad.
 The softmax is the causal-softmax kernel's own row routine, so the weights match it exactly; only
@@ -34,7 +34,7 @@ def _check(q, k, v, length):
 
 
 def cached_attention_ref(q, k, v, length, scale):
-    # q (b, H, Tq, hd); k, v (b, H, S, hd) with `length` valid positions -> context (b, Tq, H, hd)
+    # q (b, H, Tq, hd); k, v (b, H, max_len, hd) with `length` valid positions -> context (b, Tq, H, hd)
     _check(q, k, v, length)
     keys, values = k[:, :, :length], v[:, :, :length]                       # (b, H, L, hd)
     weights = causal_softmax_forward_ref(np.matmul(q, keys.swapaxes(-1, -2)), scale)  # (b, H, Tq, L)
@@ -43,7 +43,7 @@ def cached_attention_ref(q, k, v, length, scale):
 
 @njit(fastmath={"contract"})
 def _cached_attn(q, k, v, length, scale, out, c, nchunks):
-    # q (b, H, Tq, hd), k/v (b, H, S, hd), out (b, Tq, H, hd), all C-contiguous; chunks of (b, H) pairs
+    # q (b, H, Tq, hd), k/v (b, H, max_len, hd), out (b, Tq, H, hd), all C-contiguous; chunks of (b, H) pairs
     nb, nh, tq, hd = q.shape
     zero = out.dtype.type(0.0)
     scores = np.empty(length, q.dtype)

@@ -5,10 +5,10 @@ ceil(p * 2^24), i.e. with probability p to within 2^-24; kept values are multipl
 The caller draws `seed` from tinygpt's generator, one per call, so ``manual_seed`` still makes a run
 repeatable. Both paths hash the same counters, so their masks are bit-identical (tested).
 
-Why a hash instead of ``Generator.random``: drawing 1.6 M float32 uniforms for one attention
-dropout of the book's 124M model takes ~4 ms, and a training step does 12 of those plus 25 smaller
-ones (about 90 ms of a 2.8 s step). The hash needs no sequential state, so the Numba kernel
-vectorises it and splits it over threads. y = x * (0 or scale), not a select, so a NaN in x stays
+Why a hash instead of ``Generator.random``: a training step of the book's 124M model draws 12
+attention dropouts of 1.6 M values plus 25 smaller ones, and sequential uniforms were a visible
+share of the step (bench/kernels.py, "dropout" rows). The hash needs no sequential state, so the
+Numba kernel vectorises it and splits it over threads. y = x * (0 or scale), not a select, so a NaN in x stays
 NaN as in PyTorch. The mask is kept as bool (1 byte per value, not a float32 copy of x).
 """
 import math
@@ -66,7 +66,7 @@ def keep_hash(z):
 @njit
 def _drop_fwd(x, seed, cut, scale, y, keep, c, nchunks):
     # x, y, keep flat (n,); chunk c of the values. Loops over slices from 0: with range(lo, hi)
-    # Numba's negative-index check stops LLVM vectorising (4.6 ms instead of 0.46 ms, 1.6 M values)
+    # Numba's negative-index check stops LLVM vectorising the loop
     lo, hi = chunk_bounds(c, nchunks, x.shape[0])
     xs, ys, ks = x[lo:hi], y[lo:hi], keep[lo:hi]
     zero = y.dtype.type(0.0)

@@ -1,20 +1,19 @@
 """embedding backward: scatter-add of output gradients into the weight rows (duplicates accumulate).
 
 Numba path: one serial pass, rows in index order (the same order as ``np.add.at``, so results are
-bit-identical). 512 x 768 adds are ~0.1 ms; threads (by column blocks, the race-free way) cannot
-pay. What costs is the fresh (50257, 768) float32 dW: np.zeros is lazy, but NumPy asks for huge
-pages, so 512 scattered rows fault in ~150 MB of zeroed 2 MB pages: 10-20 ms per call, measured
-(torch's dense embedding backward zero-fills it: 150+ ms). ``out=`` accumulates into a buffer the
-caller keeps (e.g. the weight's .grad) instead.
+bit-identical). A step's few hundred row adds are too little work for threads (by column blocks,
+the race-free way) to pay. What costs is a fresh (50257, 768) float32 dW: np.zeros is lazy, but
+NumPy asks for huge pages, so scattered rows fault in zeroed 2 MB pages (bench/kernels.py,
+"embedding bwd"). ``out=`` accumulates into a buffer the caller keeps (the reused gradient storage)
+instead.
+
+Precondition: every id is in [0, num_embeddings). ``tinygpt.ops.embedding`` checks the ids once, in
+the forward; the backward gets the same array and does not check again (the Numba loop would write
+outside ``dW`` otherwise).
 """
 import numpy as np
 
 from ._jit import njit
-
-
-def check_indices(idx, num_embeddings):
-    if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
-        raise IndexError(f"embedding: index out of range for {num_embeddings} rows")
 
 
 def _out(out, num_embeddings, d, dtype):
@@ -26,8 +25,7 @@ def _out(out, num_embeddings, d, dtype):
 
 
 def embedding_backward_ref(idx, grad, num_embeddings, out=None):
-    # idx (*S) int, grad (*S, D) -> dW (num_embeddings, D); out: accumulate into it instead
-    check_indices(idx, num_embeddings)
+    # idx (*idx_shape) int, grad (*idx_shape, D) -> dW (num_embeddings, D); out: accumulate into it instead
     d = grad.shape[-1]
     dw = _out(out, num_embeddings, d, grad.dtype)
     np.add.at(dw, idx.reshape(-1), grad.reshape(-1, d))
@@ -46,7 +44,6 @@ def _emb_bwd(idx, g, dw):
 
 def embedding_backward_numba(idx, grad, num_embeddings, out=None):
     idx = np.ascontiguousarray(idx, np.int64).reshape(-1)
-    check_indices(idx, num_embeddings)
     d = grad.shape[-1]
     g = np.ascontiguousarray(grad).reshape(-1, d)
     if g.shape[0] != idx.shape[0]:

@@ -5,11 +5,8 @@ vectorised ``exp_row`` over blocks of 512 values that stay in L1:
     y  = x * s,  s = 1 / (1 + exp(-2u)),  u = c (x + a x^3)
     dx = dy * (s + x * 2 s (1 - s) * c (1 + 3 a x^2))
 The reference uses the same identity (the textbook 1 + tanh(u) cancels for x << 0: float64 kept only
-~6 digits of gelu(-5) and failed a finite-difference check).
-
-bench/kernels.py, float32, 1 thread, machine busy (ms, Numba / NumPy / torch gelu(approximate="tanh")):
-    (512, 3072)  fwd 1.15 / 7.88 / 6.86    bwd 2.45 / 16.5 / 7.36
-    (1024, 1024) fwd 0.79 / 6.06 / 4.94    bwd 1.69 / 9.59 / 6.42
+~6 digits of gelu(-5) and failed a finite-difference check). bench/kernels.py times both paths
+against torch's gelu(approximate="tanh") ("gelu" rows).
 """
 import math
 
@@ -28,7 +25,7 @@ BLOCK = 512
 def gelu_forward_ref(x):
     # 0.5 x (1 + tanh(u)) written as x * sigmoid(2u): for x << 0, 1 + tanh(u) cancels (float64 keeps
     # only ~6 digits of gelu(-5)); 1 / (1 + exp(-2u)) does not.
-    u = GELU_C * (x + GELU_A * (x * x * x))  # x*x*x, not x**3 (powf is 80x slower)
+    u = GELU_C * (x + GELU_A * (x * x * x))  # x*x*x, not x**3: powf is far slower (bench/kernels.py, gelu)
     with np.errstate(over="ignore"):          # exp(-2u) = inf for u << 0: s = 0, exactly right
         s = 1.0 / (1.0 + np.exp(-2.0 * u))
     return x * s
@@ -95,7 +92,7 @@ def _gelu_bwd(x, dy, dx, scratch, c, nchunks):
 
 # ---------------------------------------------------------------- wrappers
 
-MIN_ELEMS = 1 << 18  # values per chunk (~0.2 ms of work)
+MIN_ELEMS = 1 << 18  # values per chunk: enough work to pay for a thread hand-off (bench/kernels.py)
 
 
 def _scratch(nc, dt):

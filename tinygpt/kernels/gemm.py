@@ -1,18 +1,25 @@
-"""matmul: np.matmul (BLAS) reference and a blocked parallel Numba GEMM, with a shape-class dispatch rule.
+"""matmul: np.matmul (BLAS) reference, a Numba GEMV for decoding, and a blocked Numba GEMM to read.
 
-The Numba GEMM (``gemm_numba``): C (B, M, N) = A (B, M, K) @ B (B, K, N), all C-contiguous.
+DISPATCH RULE (``matmul_numba``, decided by ``uses_gemv``): a product of a few rows (M <= 4)
+against a stored weight (``x @ W.T``, W C-contiguous: the decode-time Linear) goes to ``gemv_numba``
+on one thread; every other product goes to np.matmul (OpenBLAS). ``bench/kernels.py`` checks the
+rule (its "rule" column and the check that the rule never takes a path slower than np.matmul);
+the measurements behind it are in bench/README.md, "Measurements moved from the code".
+
+The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a weight W (N, K) stored as Linear
+keeps it: contiguous dot products, four weight rows at a time, memory-bound, serial. It edges out
+OpenBLAS's single-thread sgemv; on more threads OpenBLAS's threaded gemv wins (a hand-off to our
+sleeping pool threads costs more than it saves), so the rule sends it to BLAS there.
+
+The Numba GEMM (``gemm_numba``) is a teaching kernel: the rule never selects it, because OpenBLAS
+was faster on every GPT training shape (its micro-kernel keeps the C tile in registers across K;
+ours, LLVM without intrinsics, reloads and stores C every 4 k-steps). It stays here, tested
+(tests/test_kernels_matmul.py) and benched (bench/kernels.py's "numba" column), but is not compiled
+at ``kernels.warmup``. How it works: C (B, M, N) = A (B, M, K) @ B (B, K, N), all C-contiguous.
 Tasks = (batch item, 64-row chunk, 256-column block), split evenly over threads (each task owns
 its C tile: no races). Inside a task, K is walked in 256-deep panels (the B panel stays in L2)
 and a 4-row x 4-deep micro-kernel updates C rows with a j-loop LLVM vectorises; each C element is
 summed in plain k order, so float64 agrees with BLAS to ~1e-15. fastmath={'contract'} only (FMA).
-
-The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a few rows M and a weight W (N, K)
-stored as Linear keeps it: contiguous dot products, four weight rows at a time, memory-bound, serial.
-
-DISPATCH RULE (``matmul_numba``): by shape class, table ``RULE`` below with the bench numbers behind
-it. Every GEMM class goes to np.matmul (OpenBLAS), which was faster on every GPT training shape
-measured (``gemm_numba`` stays callable, tested and benched, so a class can be flipped by data);
-few-row products against a weight (decoding) go to ``gemv_numba`` on one thread, to BLAS on more.
 """
 import numpy as np
 
@@ -32,7 +39,7 @@ def matmul_ref(a, b, out=None):
 def _tile(a, b, c, i0, i1, k0, k1, j0, j1):
     # c[i0:i1, j0:j1] += a[i0:i1, k0:k1] @ b[k0:k1, j0:j1]; 2-D C-contiguous arrays.
     # Row *slices* and j loops from 0: with range(j0, j1) Numba adds a negative-index wraparound
-    # check that stops LLVM from vectorising (measured: no packed FMA at all).
+    # check that stops LLVM from vectorising (the generated code has no packed FMA at all).
     n = j1 - j0
     i = i0
     while i + 4 <= i1:
@@ -113,7 +120,7 @@ def gemm_numba(a, b):
 def _gemv(x, w, c):
     # c (M, N) = x (M, K) @ w (N, K).T for a few rows M (decoding: M = 1), one thread. Memory-bound:
     # each weight value is read once. Four weight rows at a time give the core four independent
-    # load streams (one row at a time: 9-13 GB/s, four: 11.5-18 GB/s, OpenBLAS's sgemv 7-16 GB/s).
+    # load streams, which read memory faster than one (bench/kernels.py, the "decode" rows).
     # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
     M, K = x.shape
     N = w.shape[0]
@@ -153,60 +160,15 @@ def gemv_numba(x, w, out=None):
     return c
 
 
-# DISPATCH RULE: shape class -> path. Numbers: bench/kernels.py, float32, 2026-12-01, quiet Intel
-# Xeon VM (2 vCPUs, AVX-512), "np.matmul ms / Numba GEMM ms" on 1 thread (2 threads):
-#   2d            Linear x @ W.T: (512,768)@(768,2304) 0.33 (0.26), (768,3072) 0.27 (0.21),
-#                 (512,3072)@(3072,768) 0.30 (0.25), lm head (768,50257) 0.27 (0.21); weight grad
-#                 X.T @ G 0.40 (0.38); input grad G @ W 0.53 (0.47); tiny (1024,64)@(64,192) 0.53 (0.22)
-#   batched       attention (24,256,64)@(24,64,256) 0.59 (0.49), (24,256,256)@(24,256,64) 0.46 (0.25),
-#                 P.T @ dO 0.30 (0.19); small config (32,128,128)@(32,128,64) 0.50 (0.28)
-#   batched_small M*N*K <= 64**3 per item: tiny config (64,64,16)@(64,16,64) 0.49 (0.24),
-#                 (64,64,64)@(64,64,16) 0.22 (0.14)
-# OpenBLAS wins every class: its micro-kernel keeps the C tile in registers across K, ours (LLVM
-# without intrinsics, C in memory) reloads and stores C every 4 k-steps. So every class goes to
-# BLAS; flip a class to "numba" only on a quiet-machine bench that shows it faster (np.matmul's
-# batched attention barely uses a second core, 1.65 ms against torch's 0.80 for q @ k.T on 2
-# threads, so the 2-thread "batched" class is where a better kernel would pay).
-#   gemv          x (M <= 4, K) @ W.T, W (N, K) C-contiguous: the decode-time Linear, memory-bound.
-#                 2026-12-01, quiet Intel Xeon (2 vCPUs, AVX-512), per call inside a real 124M KV-cache
-#                 decode (bench/generate.py's model), ms Numba / np.matmul: one thread (768,768) 0.180 / 0.185,
-#                 (768,3072) 0.697 / 0.711, (3072,768) 0.688 / 0.696, head (768,50257) 10.72 / 10.95: a 1-3%
-#                 win (both stream ~14.5 GB/s, one core's share of memory bandwidth), so "numba".
-#                 Several threads: OpenBLAS's threaded gemv runs the head at 4.7 ms (33 GB/s) and the blocks'
-#                 products at ~20 GB/s; splitting ours over the thread pool lost both ways, because a hand-
-#                 off to a sleeping pool thread costs 25-100 us on this VM, and in a real decode OpenBLAS's
-#                 worker thread, which spins ~0.1 s after each call, holds the core our pool thread wants
-#                 (head 11.1 ms there against 5.7 ms in isolation). So "blas", and gemv_numba stays serial.
-RULE = {  # shape class -> (path on one thread, path on several threads)
-    "2d": ("blas", "blas"), "batched": ("blas", "blas"), "batched_small": ("blas", "blas"),
-    "gemv": ("numba", "blas"),
-}
-SMALL_MNK = 64 * 64 * 64
-
-
-def shape_class(a, b):
-    if a.ndim == 2 and b.ndim == 2:
-        return "gemv" if a.shape[0] <= GEMV_MAX_ROWS and b.T.flags.c_contiguous else "2d"
-    M, K = a.shape[-2:]
-    return "batched_small" if M * K * b.shape[-1] <= SMALL_MNK else "batched"
-
-
-def use_numba_gemm(a, b):
-    """The dispatch rule: True -> Numba GEMM, False -> np.matmul."""
-    if not HAVE_NUMBA or a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype:
-        return False
-    if a.dtype not in (np.float32, np.float64) or a.shape[-1] != b.shape[-2]:
-        return False
-    return RULE[shape_class(a, b)][num_threads() > 1] == "numba"
+def uses_gemv(a, b) -> bool:
+    """The dispatch rule: True -> ``gemv_numba(a, b.T)``, False -> np.matmul. Few rows of `a`
+    against a stored weight (``b = W.T``, W C-contiguous), float32/float64, on one thread."""
+    return (HAVE_NUMBA and num_threads() == 1 and a.ndim == 2 and b.ndim == 2
+            and a.shape[0] <= GEMV_MAX_ROWS and a.shape[1] == b.shape[0] and b.T.flags.c_contiguous
+            and a.dtype == b.dtype and a.dtype in (np.float32, np.float64))
 
 
 def matmul_numba(a, b, out=None):
-    if use_numba_gemm(a, b):
-        if shape_class(a, b) == "gemv":
-            return gemv_numba(a, b.T, out=out)
-        c = gemm_numba(a, b)
-        if out is None:
-            return c
-        out[...] = c
-        return out
+    if uses_gemv(a, b):
+        return gemv_numba(a, b.T, out=out)
     return np.matmul(a, b, out=out)

@@ -1,21 +1,17 @@
 """layernorm over the last axis of a 2-D (N, D) input: forward saves mean and rstd, one-pass backward.
 
 Numba path: rows in a few chunks (``run_chunks``). Forward per row: mean and biased variance with
-vectorised sums (``REDUCE_FM``: reassoc+contract in the two sum helpers only; float64 agreement with
-the reference ~1e-15, tested), then y = (x - mean) * rstd * scale + shift. Backward reads each row once for its two row
-sums and the per-chunk dscale/dshift partials (no two chunks write the same element), once more for
-dx; the partials are summed at the end.
-
-bench/kernels.py, float32, 1 thread, machine busy (ms, Numba / NumPy / torch native_layer_norm):
-    (512, 768)  fwd 0.107 / 0.740 / 0.219   bwd 0.315 / 1.77 / 0.577
-    (1024, 256) fwd 0.092 / 0.522 / 0.143   bwd 0.175 / 0.996 / 0.226
-    (1024, 64)  fwd 0.063 / 0.234 / 0.092   bwd 0.107 / 0.415 / 0.112
-These are 0.1-0.3 ms calls: one chunk (MIN_ELEMS = 1 M values), a thread hand-off would not pay.
+vectorised sums (``REDUCTION_FASTMATH``: reassoc+contract in the two sum helpers only; float64
+agreement with the reference ~1e-15, tested), then y = (x - mean) * rstd * scale + shift. Backward
+reads each row once for its two row sums and the per-chunk dscale/dshift partials (no two chunks
+write the same element), once more for dx; the partials are summed at the end. GPT-2's layer norms
+are short calls, so they stay in one chunk (MIN_ELEMS): a thread hand-off would not pay
+(bench/kernels.py, "layernorm" rows).
 """
 import numpy as np
 
 from ._jit import chunk_bounds, chunks, njit, run_chunks
-from ._rows import REDUCE_FM
+from ._rows import REDUCTION_FASTMATH
 
 # ---------------------------------------------------------------- NumPy references
 
@@ -42,7 +38,7 @@ def layernorm_backward_ref(dy, x, scale, mean, rstd):
 
 # ---------------------------------------------------------------- Numba kernels
 
-@njit(fastmath=REDUCE_FM)
+@njit(fastmath=REDUCTION_FASTMATH)
 def _mean_var(xi, inv_d):
     # two-pass mean and biased variance of one row (vectorised sums)
     T = xi.dtype.type
@@ -57,7 +53,7 @@ def _mean_var(xi, inv_d):
     return m, v * inv_d
 
 
-@njit(fastmath=REDUCE_FM)
+@njit(fastmath=REDUCTION_FASTMATH)
 def _bwd_sums(xi, dyi, w, m, r, dwc, dbc):
     # returns sum(dxhat), sum(dxhat * xhat) of one row; adds its dscale/dshift terms to the partials
     T = xi.dtype.type
@@ -114,7 +110,7 @@ def _ln_bwd(dy, x, w, mean, rstd, dx, dw_part, db_part, c, nchunks):
 
 # ---------------------------------------------------------------- wrappers
 
-MIN_ELEMS = 1 << 20  # values per chunk (~0.2 ms): (512, 768) stays on one thread
+MIN_ELEMS = 1 << 20  # values per chunk: GPT-2 124M's (512, 768) stays on one thread
 
 
 def _check(x):

@@ -8,15 +8,12 @@ position Tk - Tq + i and sees keys 0..Tk-Tq+i), writes exact zeros after it, and
 ``causal_softmax_dropout_*`` add the attention dropout (dropout.py's hash mask) to the same row loop,
 bit-identical to the two kernels one after the other, without a third (b, H, T, T) pass each way.
 
-bench/kernels.py, (2, 12, 256, 256) float32, 1 thread, machine busy (ms, Numba / NumPy / torch):
-    softmax fwd 1.11 / 6.78 / 1.04     softmax bwd 0.99 / 6.19 / 1.08
-    causal fwd  1.50 / 11.0 / 8.07     causal bwd  0.92 / 8.02 / 2.02   (torch: masked_fill + softmax)
-The plain forward only ties torch (0.94x): per 256-wide row it makes four passes in L1 (max, exp,
-sum, scale) where ATen fuses exp and sum; fusing them here needs a reassociating sum inside the exp
-loop, and reassociation there would undo the Cody-Waite split (see _rows.py). The causal forward
-skips the masked half of each row, so it beats torch's unfused mask + softmax by 5x.
-Rows are chunked over threads when a chunk gets >= MIN_ELEMS values (256 K: (2, 12, 256, 256) makes
-6 chunks, claimed dynamically by the 2 threads; see _jit.run_chunks).
+The plain forward only ties torch: per row it makes four passes in L1 (max, exp, sum, scale) where
+ATen fuses exp and sum; fusing them here needs a reassociating sum inside the exp loop, and
+reassociation there would undo the Cody-Waite split (see _rows.py). The causal forward skips the
+masked half of each row, so it beats torch's unfused mask + softmax (bench/kernels.py, "softmax"
+rows). Rows are chunked over threads when a chunk gets >= MIN_ELEMS values ((2, 12, 256, 256) makes
+6 chunks, claimed dynamically by the threads; see _jit.run_chunks).
 """
 import numpy as np
 
@@ -186,7 +183,7 @@ def _causal_drop_bwd(y, keep, dz, scale, keep_scale, dx, tq, c, nchunks):
 
 # ---------------------------------------------------------------- wrappers
 
-MIN_ELEMS = 1 << 18  # values per chunk: ~0.2 ms of work, well above a thread hand-off (~25 us)
+MIN_ELEMS = 1 << 18  # values per chunk: enough work to pay for a thread hand-off (bench/kernels.py)
 
 
 def _rows2d(a):

@@ -4,7 +4,7 @@ from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_soft
                    scaled_causal_softmax, softmax)
 from ..ops.elementwise import Relu
 from ..ops.linear import Linear
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 def relu(x):
@@ -15,7 +15,7 @@ def linear(x, weight, bias=None):
     """x (..., in) @ weight.T + bias -> (..., out), weight stored (out_features, in_features)
     like PyTorch. One op (tinygpt.ops.linear), which flattens x to 2-D for BLAS."""
     if x.dtype != weight.dtype:
-        raise TypeError(f"linear: input dtype {x.dtype} != weight dtype {weight.dtype}")
+        raise InputTypeError(f"linear: input dtype {x.dtype} != weight dtype {weight.dtype}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise InputError(f"linear: input of shape {x.shape} does not end in in_features = "
                          f"{weight.shape[1]} (weight {weight.shape})")

@@ -18,10 +18,10 @@ def _draw(sample, shape, dtype, chunk: int = 1 << 20) -> np.ndarray:
     """`sample(rng, n)` float64 values cast into a new `dtype` array, `chunk` at a time.
 
     The values (and the generator's state after) equal one `sample(rng, size).astype(dtype)`:
-    NumPy's generator draws each value after the previous one. Why in chunks: the one-shot float64
-    temporary is fresh memory, and for GPT-2 124M it took the init to 7.1 s and a 1.07 GB peak on
-    the 2-core VM, against 4.4 s and 0.73 GB this way (2026-12-05; most of what is left is the
-    first touch of the 0.65 GB of weights)."""
+    NumPy's generator draws each value after the previous one. Why in chunks: a one-shot float64
+    temporary of GPT-2 124M's size is fresh memory, which the OS must fault in and zero, and it
+    raises the peak memory by its size (bench/train_step.py's peak-RSS table; numbers in
+    bench/README.md)."""
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)
     for start in range(0, flat.size, chunk):

@@ -1,5 +1,6 @@
 """Differentiable ops. Each is a `Function` (forward and backward side by side) plus a small
-functional wrapper that checks its arguments; `core/tensor.py` binds them as Tensor methods."""
+functional wrapper that checks its arguments. Importing this package attaches them to Tensor as
+its methods and operators (ops/methods.py)."""
 from .activations import gelu, log_softmax, scaled_causal_softmax, softmax
 from .elementwise import masked_fill, power, tril, triu, where
 from .indexing import embedding, getitem
@@ -9,6 +10,9 @@ from .normalization import dropout, layer_norm
 from .reduce import argmax, max, mean, sum, topk, var
 from .shape import (cat, contiguous, flatten, permute, reshape, squeeze, stack, transpose,
                     unsqueeze)
+from .methods import attach_tensor_methods
+
+attach_tensor_methods()
 
 __all__ = ["gelu", "log_softmax", "scaled_causal_softmax", "softmax", "masked_fill", "power",
            "tril", "triu", "where", "embedding", "getitem", "cross_entropy", "matmul", "dropout",

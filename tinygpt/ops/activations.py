@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import kernels
 from ..core.autograd import Function
+from ..core.dtypes import require_float
 from ..core.random import generator
 from ..core.tensor import as_tensor
 from .shape import _axis
@@ -70,11 +71,13 @@ class Gelu(Function):
 
 def softmax(a, dim=-1):
     a = as_tensor(a)
+    require_float(a.dtype, "softmax")
     return Softmax.apply(a, axis=_axis(dim, a.ndim, "softmax"))
 
 
 def log_softmax(a, dim=-1):
     a = as_tensor(a)
+    require_float(a.dtype, "log_softmax")
     return LogSoftmax.apply(a, axis=_axis(dim, a.ndim, "log_softmax"))
 
 
@@ -82,6 +85,7 @@ def scaled_causal_softmax(scores, scale: float, dropout_p: float = 0.0):
     """Attention weights softmax(scale * scores) under the causal mask (book 3.5), followed by
     dropout with probability `dropout_p` (pass 0.0 in eval mode), both in one kernel pass."""
     scores = as_tensor(scores)
+    require_float(scores.dtype, "scaled_causal_softmax")
     if scores.ndim < 2 or scores.shape[-1] < scores.shape[-2]:
         raise InputError(f"scaled_causal_softmax needs scores (..., queries, keys) with keys >= "
                          f"queries, got shape {scores.shape}")
@@ -92,4 +96,6 @@ def scaled_causal_softmax(scores, scale: float, dropout_p: float = 0.0):
 
 def gelu(a):
     """GELU, tanh approximation (GPT-2's and the book's), not the exact erf form."""
-    return Gelu.apply(as_tensor(a))
+    a = as_tensor(a)
+    require_float(a.dtype, "gelu")
+    return Gelu.apply(a)

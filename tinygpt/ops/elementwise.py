@@ -6,8 +6,9 @@ input's shape (`autograd.unbroadcast`).
 import numpy as np
 
 from ..core.autograd import Function
+from ..core.dtypes import DEFAULT_FLOAT, is_float
 from ..core.tensor import Tensor, as_tensor
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 def binary_operands(a, b):
@@ -95,7 +96,7 @@ class Pow(Function):
 class PowScalar(Function):
     def forward(self, a, exponent):
         self.a, self.exponent = a, exponent
-        if exponent == 2:  # x*x is exact and ~50x faster than powf on float32 (PERF-NOTES)
+        if exponent == 2:  # x*x is exact and far faster than powf (a libm call per value)
             return a * a
         if exponent == 3:
             return a * a * a
@@ -192,7 +193,7 @@ class Triangle(Function):
 def _bool_mask(mask, what):
     mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise TypeError(f"{what} must be a bool array, got dtype {mask.dtype}")
+        raise InputTypeError(f"{what} must be a bool array, got dtype {mask.dtype}")
     return mask
 
 
@@ -237,6 +238,12 @@ def compare(op, a, b) -> Tensor:
     """Comparisons give bool tensors with no gradient."""
     a, b = binary_operands(a, b)
     return Tensor(op(a.data, b.data))
+
+
+def float_operand(a: Tensor) -> Tensor:
+    """exp, log, tanh and sqrt of an integer or bool tensor work on it as float32 (the default
+    float), as torch.exp etc. promote them; such a tensor has no gradient to carry."""
+    return a if is_float(a.dtype) else Tensor(a.data.astype(DEFAULT_FLOAT))
 
 
 class Cast(Function):

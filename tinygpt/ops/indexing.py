@@ -7,6 +7,7 @@ from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor, as_tensor
+from ..errors import InputTypeError
 
 
 def _normalize_index(index):
@@ -21,7 +22,7 @@ def _normalize_index(index):
         if isinstance(item, np.ndarray) and item.dtype != np.bool_:
             item = check_index_array(item, "an index array")
         elif isinstance(item, (float, np.floating)):
-            raise TypeError(f"indices must be ints, slices or integer arrays, got float {item}")
+            raise InputTypeError(f"indices must be ints, slices or integer arrays, got float {item}")
         out.append(item)
     return tuple(out)
 
@@ -57,7 +58,7 @@ class Embedding(Function):
         return weight[idx]
 
     def backward(self, g):
-        out = buffers.zeros("embedding.grad", (self.num, g.shape[-1]), g.dtype)
+        out = buffers.zeros(buffers.EMBEDDING_GRAD, (self.num, g.shape[-1]), g.dtype)
         return kernels.embedding_backward(self.idx, g, self.num, out=out)
 
 

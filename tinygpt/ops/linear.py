@@ -18,7 +18,7 @@ class Linear(Function):
         x2 = x.reshape(-1, x.shape[-1])                     # (N, in): a view unless x is strided
         self.x, self.weight = x2, weight
         # the output head's (N, vocab) logits are the one huge activation: reused storage
-        out = kernels.matmul(x2, weight.T, out=buffers.empty("linear.out", (x2.shape[0], weight.shape[0]),
+        out = kernels.matmul(x2, weight.T, out=buffers.empty(buffers.LINEAR_OUT, (x2.shape[0], weight.shape[0]),
                                                             np.result_type(x2, weight)))
         if bias is not None:
             out += bias
@@ -31,7 +31,7 @@ class Linear(Function):
             gx = kernels.matmul(g, self.weight).reshape(*self.lead, self.weight.shape[1])
         gw = None
         if self.needs_input_grad[1]:
-            gw = kernels.matmul(g.T, self.x, out=buffers.empty("linear.grad_weight", self.weight.shape,
+            gw = kernels.matmul(g.T, self.x, out=buffers.empty(buffers.LINEAR_GRAD_WEIGHT, self.weight.shape,
                                                                np.result_type(g, self.x)))
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             return gx, gw, g.sum(axis=0)

@@ -9,7 +9,7 @@ from .. import kernels
 from ..core.autograd import Function
 from ..core.tensor import as_tensor
 from .shape import squeeze, unsqueeze
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 class MatMul(Function):
@@ -28,9 +28,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise InputError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}")
     if a.dtype != b.dtype:
-        raise TypeError(f"matmul operands have different dtypes {a.dtype} and {b.dtype}")
+        raise InputTypeError(f"matmul operands have different dtypes {a.dtype} and {b.dtype}")
     if a.dtype.kind != "f":
-        raise TypeError(f"matmul needs float32/float64 operands, got {a.dtype}")
+        raise InputTypeError(f"matmul needs float32/float64 operands, got {a.dtype}")
     if a.ndim == 1 and b.ndim == 1:  # a dot product
         if a.shape != b.shape:
             raise InputError(f"matmul: shapes {a.shape} and {b.shape} do not align")

@@ -3,9 +3,10 @@ import numpy as np
 
 from .. import kernels
 from ..core.autograd import Function
+from ..core.dtypes import require_float
 from ..core.random import generator
 from ..core.tensor import as_tensor
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 class LayerNorm(Function):
@@ -27,12 +28,13 @@ class LayerNorm(Function):
 
 def layer_norm(x, scale, shift, eps: float = 1e-5):
     x, scale, shift = as_tensor(x), as_tensor(scale), as_tensor(shift)
+    require_float(x.dtype, "layer_norm")
     d = x.shape[-1] if x.ndim else None
     if scale.shape != (d,) or shift.shape != (d,):
         raise InputError(f"layer_norm: scale {scale.shape} and shift {shift.shape} must both be "
                          f"({d},) for input of shape {x.shape}")
     if not (x.dtype == scale.dtype == shift.dtype):
-        raise TypeError(f"layer_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}, shift {shift.dtype}")
+        raise InputTypeError(f"layer_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}, shift {shift.dtype}")
     return LayerNorm.apply(x, scale, shift, eps=float(eps))
 
 
@@ -52,7 +54,10 @@ def dropout(a, p: float = 0.5, training: bool = True):
     if not 0.0 <= p <= 1.0:
         raise InputError(f"dropout probability must be in [0, 1], got {p}")
     a = as_tensor(a)
-    if not training or p == 0.0:
+    if not training:
+        return a
+    require_float(a.dtype, "dropout")
+    if p == 0.0:
         return a
     if p == 1.0:
         return a * 0.0

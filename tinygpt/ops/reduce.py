@@ -3,6 +3,7 @@ plus the non-differentiable `argmax` and `topk` used by generation (book chapter
 import numpy as np
 
 from ..core.autograd import Function
+from ..core.dtypes import require_float
 from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError
 
@@ -44,7 +45,7 @@ class Mean(Function):
         self.count = int(np.prod([a.shape[i] for i in axes])) if a.ndim else 1
         if self.count == 0:  # mean of nothing is NaN, as in torch (np.mean would also warn)
             shape = np.shape(a.sum(axis=axes, keepdims=keepdim))
-            return np.full(shape, np.nan, a.dtype if a.dtype.kind == "f" else np.float64)
+            return np.full(shape, np.nan, a.dtype)
         return np.asarray(a.mean(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
@@ -98,6 +99,7 @@ def sum(a, dim=None, keepdim=False):  # noqa: A001 (mirrors torch.sum)
 
 
 def mean(a, dim=None, keepdim=False):
+    require_float(as_tensor(a).dtype, "mean")
     return _reduce(Mean, a, dim, keepdim)
 
 
@@ -106,6 +108,7 @@ def max(a, dim=None, keepdim=False):  # noqa: A001 (mirrors torch.max)
 
 
 def var(a, dim=None, keepdim=False, unbiased=True):
+    require_float(as_tensor(a).dtype, "var")
     return _reduce(Var, a, dim, keepdim, unbiased=unbiased)
 
 

@@ -3,7 +3,7 @@ They move no arithmetic, so each backward just undoes the forward's rearrangemen
 import numpy as np
 
 from ..core.autograd import Function
-from ..core.tensor import as_tensor
+from ..core.tensor import as_tensor, shape_arg
 from ..errors import InputError
 
 
@@ -53,12 +53,8 @@ def _axis(dim, ndim, what):
     return dim % ndim
 
 
-def _shape_arg(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-
-
 def reshape(a, *shape):
-    return Reshape.apply(as_tensor(a), shape=_shape_arg(shape))
+    return Reshape.apply(as_tensor(a), shape=shape_arg(shape))
 
 
 def flatten(a, start_dim=0, end_dim=-1):
@@ -74,7 +70,7 @@ def flatten(a, start_dim=0, end_dim=-1):
 
 def permute(a, *dims):
     a = as_tensor(a)
-    dims = tuple(_axis(d, a.ndim, "permute") for d in _shape_arg(dims))
+    dims = tuple(_axis(d, a.ndim, "permute") for d in shape_arg(dims))
     if sorted(dims) != list(range(a.ndim)):
         raise InputError(f"permute: dims {dims} are not a permutation of {a.ndim} axes")
     return Permute.apply(a, dims=dims)

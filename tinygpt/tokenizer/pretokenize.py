@@ -59,8 +59,8 @@ def _unicode16_pattern() -> str:
 
 
 SPLIT_REGEX = regex.compile(_unicode16_pattern())
-# The set operations make SPLIT_REGEX ~9x slower than the plain pattern, and the two differ only on the
-# new code points, so text without any of them (nearly all text) takes the plain one.
+# The set operations make SPLIT_REGEX several times slower than the plain pattern, and the two
+# differ only on the new code points, so text without any of them (nearly all text) takes the plain one.
 _PLAIN_REGEX = regex.compile(GPT2_SPLIT_PATTERN)
 _NEW_CODE_POINT = re.compile(f"[{_class_body(UNICODE_17_LETTERS_AND_NUMBERS)}]")  # stdlib re: faster here
 
