@@ -74,6 +74,8 @@ import tinygpt as tg  # noqa: E402
 from tinygpt.model import GPT_CONFIG_124M  # noqa: E402
 from _generate_runners import RUNNERS, shared_model  # noqa: E402
 
+tg.tune_malloc()  # as the CLI and the examples do (process-wide: tinygpt/core/malloc.py)
+
 # --- measuring ----------------------------------------------------------------------------------
 def memory_bandwidth(threads, mbytes=256, repeats=7):
     """GB/s of a large float32 copy in `threads` slices by `threads` threads (NumPy releases the GIL

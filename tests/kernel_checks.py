@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import tinygpt.kernels as K
+from helpers import tolerance
 
 NB, REF = K.NUMBA, K.REFERENCE
 ODD = st.sampled_from([1, 3, 17, 63, 65])
 DTYPES = st.sampled_from([np.float32, np.float64])
 LAYOUTS = st.sampled_from(["c", "T", "step"])
 SEEDS = st.integers(0, 2**31 - 1)
-# float64 agreement is the point (fast-math reductions and the polynomial exp must not break it)
-TOL = {np.dtype(np.float32): {"rtol": 2e-5, "atol": 2e-6}, np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-12}}
 
 
 def fast(n):
@@ -53,7 +52,7 @@ def check(name, got, want, scale=1.0):
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
-    tol = dict(TOL[want.dtype])
+    tol = tolerance("kernel", want.dtype)
     tol["atol"] *= scale
     bad = ~np.isclose(got, want, equal_nan=True, **tol)
     if bad.any():

@@ -54,8 +54,10 @@ def test_resume_continues_a_run(pretrained):
 @pytest.mark.parametrize("args, message", [
     (["pretrain", "--text", "no-such-file.txt"], "text file no-such-file.txt does not exist"),
     (["pretrain", "--text", "{story}", "--config", "gpt5"], "unknown config 'gpt5'"),
-    (["generate", "--checkpoint", "missing.safetensors", "--prompt", "x"], "does not exist"),
-    (["generate", "--checkpoint", "{story}", "--prompt", "x"], "not a readable tinygpt checkpoint"),
+    (["generate", "--checkpoint", "missing.safetensors", "--prompt", "x"],
+     "'missing.safetensors' is neither a file, a directory, nor a GPT-2 model name"),
+    (["generate", "--checkpoint", "{story}", "--prompt", "x"],
+     "expected a directory, .safetensors, .pth, .pt or .bin file"),
 ])
 def test_user_mistakes_give_one_line_errors(pretrained, args, message):
     tmp, _ = pretrained

@@ -12,9 +12,9 @@ import tinygpt.kernels as kernels
 from tinygpt.finetune.lora import lora_modules, merge_lora, replace_linear_with_lora
 from tinygpt.model import (FastMultiHeadAttention, GPTModel, LayerKVCache, MultiHeadAttention,
                            generate)
+from helpers import tolerance
 
 DTYPES = [np.float32, np.float64]
-TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_same_outputs_and_gradients_as_multihead_attention(calls, dtype, qkv_bia
     book, fast = _pair(dtype, d_in, d_out, heads, qkv_bias)
     x = _x((batch, tokens, d_in), dtype)
     with tg.no_grad():
-        np.testing.assert_allclose(fast(tg.tensor(x)).data, book(tg.tensor(x)).data, **TOL[dtype])
+        np.testing.assert_allclose(fast(tg.tensor(x)).data, book(tg.tensor(x)).data, **tolerance("op", dtype))
     assert calls["packed"] == 1
     dout = _x((batch, tokens, d_out), dtype, seed=1)
     out_f, grads_f, gx_f = _grads(fast, x, dout)
@@ -94,7 +94,7 @@ def test_frozen_projections_take_the_packed_product_and_out_proj_still_trains(ca
     assert calls["packed"] == 1
     for name in ("out_proj.weight", "out_proj.bias"):
         got = dict(fast.named_parameters())[name].grad
-        np.testing.assert_allclose(got, dict(book.named_parameters())[name].grad, **TOL[dtype])
+        np.testing.assert_allclose(got, dict(book.named_parameters())[name].grad, **tolerance("op", dtype))
 
 
 @pytest.mark.parametrize("qkv_bias", [False, True])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, TOL, check, fast, make, run_python,  # noqa: F401
+from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, check, fast, make, run_python,  # noqa: F401
                            warm_kernels)
 
 import tinygpt.kernels as K

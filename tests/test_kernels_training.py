@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, TOL, check, fast, make, run_python,  # noqa: F401
+from helpers import tolerance
+from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, check, fast, make, run_python,  # noqa: F401
                            warm_kernels)
 
 import tinygpt.kernels as K
@@ -93,7 +94,7 @@ def test_references_match_torch():
     F = torch.nn.functional
     rng = np.random.default_rng(0)
     for dt in (np.float32, np.float64):
-        tol = TOL[np.dtype(dt)]
+        tol = tolerance("kernel", dt)
         def T(a, g=False):
             return torch.tensor(a, requires_grad=g)
         x = make(rng, (2, 3, 5, 9), dt, 3.0)

@@ -6,6 +6,7 @@ import torch
 
 import tinygpt as tg
 from tinygpt import nn
+from helpers import tolerance
 
 SHAPES = [(4, 3), (3,), (2, 2, 5)]
 
@@ -25,7 +26,6 @@ def _run(make_tg, make_torch, dtype, steps=6, seed=0):
     return params, tparams
 
 
-TOL = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -35,7 +35,7 @@ def test_adamw_trajectory_matches_torch(dtype, kw):
     params, tparams = _run(lambda ps: tg.optim.AdamW(ps, **kw), lambda ps: torch.optim.AdamW(ps, **kw), dtype)
     for p, tp in zip(params, tparams):
         assert p.dtype == dtype
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL[dtype])
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **tolerance("optimizer", dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -45,7 +45,7 @@ def test_adamw_trajectory_matches_torch(dtype, kw):
 def test_sgd_trajectory_matches_torch(dtype, kw):
     params, tparams = _run(lambda ps: tg.optim.SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw), dtype)
     for p, tp in zip(params, tparams):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL[dtype])
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **tolerance("optimizer", dtype))
 
 
 @pytest.mark.parametrize("make", [lambda ps: tg.optim.AdamW(ps, lr=0.01, weight_decay=0.1),

@@ -11,16 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 400
 
 # files still defining their own tolerances: each should take them from helpers.TOLERANCES
-PENDING_OWN_BOUNDS = {
-    "test_kernels.py": 'TOL: TOLERANCES["kernel"] (the kernels helper)',
-    "test_optim.py": 'TOL: TOLERANCES["optimizer"]',
-    "test_weights.py": 'RTOL: TOLERANCES["model"] (float32 atol)',
-}
-PENDING_LONG_FILES = {
-    "tests/test_kernels.py": "the kernels helper splits it",
-    "bench/generate.py": "bench owner",
-    "bench/train_step.py": "bench owner",
-}
+PENDING_OWN_BOUNDS = {}
+PENDING_LONG_FILES = {}
 
 
 def _mentions_a_bound(node) -> bool:

@@ -12,6 +12,7 @@ import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tinygpt
 from tinygpt.assets import ASSETS_DIR, asset_path
 from tinygpt.tokenizer import (
     ENDOFTEXT,
@@ -27,10 +28,11 @@ from tinygpt.tokenizer import (
 from tinygpt.tokenizer import gpt2 as gpt2_module
 from tinygpt.tokenizer.pretokenize import SPLIT_REGEX, UNICODE_17_LETTERS_AND_NUMBERS
 
+# the example text and its GPT-2 ids as printed in the book, section 2.5
 BOOK_TEXT = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
 BOOK_IDS = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18250, 8812, 2114, 286, 617,
             34680, 27271, 13]
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tinygpt"
+PACKAGE = pathlib.Path(tinygpt.__file__).resolve().parent  # the package under test, source or installed
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,8 @@ def test_package_never_reads_the_shared_folder():
 # ---- the simple tokenizers (ch. 2.3-2.4) -----------------------------------------------------------
 
 def test_simple_vocab_sizes_match_the_book(verdict):
+    # the book's counts: 4,690 tokens and 1,130 words (section 2.3), 1,132 with the two special
+    # tokens (section 2.4)
     assert len(simple_split(verdict)) == 4690
     assert len(build_vocab(verdict)) == 1130
     vocab = build_vocab(verdict, [ENDOFTEXT, "<|unk|>"])
@@ -103,7 +107,7 @@ def test_simple_v1_unknown_word_is_a_keyerror_naming_it(verdict):
 def test_simple_v2_unknown_and_endoftext(verdict):
     tok = SimpleTokenizerV2(build_vocab(verdict, [ENDOFTEXT, "<|unk|>"]))
     text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
-    ids = tok.encode(text)
+    ids = tok.encode(text)  # the ids and decoded text the book prints in section 2.4
     assert ids == [1131, 5, 355, 1126, 628, 975, 10, 1130, 55, 988, 956, 984, 722, 988, 1131, 7]
     assert tok.decode(ids) == "<|unk|>, do you like tea? <|endoftext|> In the sunlit terraces of the <|unk|>."
     with pytest.raises(ValueError, match="<|unk|>"):
@@ -122,6 +126,7 @@ def test_book_example_ids(make):
 
 
 def test_the_verdict_has_5145_gpt2_tokens(verdict, tik):
+    # the book's count, section 2.6
     ids = tik.encode(verdict)
     assert len(ids) == 5145
     assert BPE.encode(verdict) == ids

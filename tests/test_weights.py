@@ -31,8 +31,8 @@ from tinygpt.weights import (
     save_safetensors,
 )
 from tinygpt.weights.gpt2 import _to_book, _to_hf, hf_config_to_cfg, strip_prefix
+from helpers import TOLERANCES
 
-RTOL = 1e-4
 TINY = {"n_layer": 2, "n_head": 4, "n_embd": 64, "n_positions": 32, "vocab_size": 257}
 BOOK_TINY = {"vocab_size": 257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
              "drop_rate": 0.0, "qkv_bias": False}
@@ -43,7 +43,8 @@ def assert_logits_close(actual, expected, what):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs {expected.shape}"
     assert actual.dtype == np.float32, f"{what}: dtype {actual.dtype}"
     diff, scale = float(np.abs(actual - expected).max()), float(np.abs(expected).max())
-    assert diff <= RTOL * scale, f"{what}: max|diff| {diff:.3e} > {RTOL} * {scale:.3e}"
+    bound = TOLERANCES["model"][np.dtype(np.float32)]["atol"]
+    assert diff <= bound * scale, f"{what}: max|diff| {diff:.3e} > {bound} * {scale:.3e}"
 
 
 def randomize(module, seed):
@@ -136,7 +137,8 @@ def test_float64_load(hf_dir, ids):
     model = load_gpt2(path, dtype=np.float64)
     out = tinygpt_logits(model, ids)
     assert out.dtype == np.float64
-    np.testing.assert_allclose(out, torch_logits(hf, ids), rtol=0, atol=1e-4 * np.abs(out).max())
+    np.testing.assert_allclose(out, torch_logits(hf, ids), rtol=0,
+                               atol=TOLERANCES["model"][np.dtype(np.float32)]["atol"] * np.abs(out).max())
 
 
 @pytest.mark.parametrize("tied", [True, False])

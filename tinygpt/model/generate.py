@@ -143,6 +143,18 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     InputError naming the first non-finite parameter, instead of decoding noise.
     Returns (batch, n + generated) int64, an ndarray or a Tensor like `idx`."""
     ids, was_tensor = _token_ids(idx)
+    new = list(generate_stream(model, ids, max_new_tokens, context_size, temperature, top_k,
+                               eos_id, use_cache))
+    ids = np.concatenate([ids, *new], axis=1)                         # (b, n + generated)
+    return Tensor(ids) if was_tensor else ids
+
+
+def generate_stream(model, idx, max_new_tokens: int, context_size: int, temperature: float = 0.0,
+                    top_k: int | None = None, eos_id: int | None = None, use_cache: bool = True):
+    """`generate`'s loop one token at a time, for showing text as it is made: yields each new
+    token as a (batch, 1) int64 ndarray as soon as it is chosen, and stops before a generated
+    `eos_id`. Same arguments, checks and tokens as `generate`; no graph is recorded."""
+    ids, _ = _token_ids(idx)
     _check_context_size(model, context_size)
     _check_max_new_tokens(max_new_tokens)
     temperature = float(temperature)
@@ -153,10 +165,10 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
                          f"{ids.shape[0]}")
     if use_cache and not isinstance(model, GPTModel):
         raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
-                        "pass use_cache=False")
-    with no_grad():
-        cache = model.new_kv_cache(context_size) if use_cache else None
-        for step in range(max_new_tokens):
+                             "pass use_cache=False")
+    cache = model.new_kv_cache(context_size) if use_cache else None
+    for step in range(max_new_tokens):
+        with no_grad():
             if cache is None:
                 logits = _last_logits(model, ids[:, -context_size:], None, step)  # (b, vocab)
             elif 0 < cache.length < context_size:
@@ -165,7 +177,7 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
                 cache.reset()
                 logits = _last_logits(model, ids[:, -context_size:], cache, step)  # (b, vocab)
             idx_next = _next_token(logits, temperature, top_k)        # (b, 1)
-            if eos_id is not None and idx_next[0, 0] == eos_id:
-                break
-            ids = np.concatenate([ids, idx_next], axis=1)             # (b, n + 1)
-    return Tensor(ids) if was_tensor else ids
+        if eos_id is not None and idx_next[0, 0] == eos_id:
+            return
+        ids = np.concatenate([ids, idx_next], axis=1)                 # (b, n + 1)
+        yield idx_next

@@ -315,9 +315,8 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
         # the cached copy was checked when downloaded, so it was damaged since: say how to refetch
         name = resolve_model_name(source)
         raise WeightsError(f"the cached {name} in {gpt2_dir(name, cache_dir)} does not load ({e}). "
-                           f"Fetch it again: delete that directory and run `tinygpt download "
-                           f"{GPT2_REPOS[name]}`, or call download_gpt2({name!r}, "
-                           f"force=True)") from None
+                           f"Fetch it again: `tinygpt download {GPT2_REPOS[name]} --force`, "
+                           f"or download_gpt2({name!r}, force=True)") from None
 
 
 def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:

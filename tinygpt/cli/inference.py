@@ -1,0 +1,141 @@
+"""`tinygpt generate`, `tinygpt chat` and `tinygpt download`: using a model once it is trained."""
+import sys
+
+from . import command
+from .args import non_negative_float, positive_int
+
+EOS_ID = 50256  # GPT-2's <|endoftext|>
+QUIT = ("/exit", "/quit")
+
+
+def _sampling_args(sub, max_new_tokens):
+    sub.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens)
+    sub.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy")
+    sub.add_argument("--top-k", type=positive_int)
+    sub.add_argument("--seed", type=int, default=123)
+
+
+@command("generate", "continue a prompt with a trained model")
+def _generate(sub):
+    sub.add_argument("--checkpoint", "--model", dest="model", required=True,
+                     help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size name")
+    sub.add_argument("--prompt", help="the text to continue (or use --interactive)")
+    sub.add_argument("--interactive", action="store_true",
+                     help="read prompts from standard input, one per line, until end of input")
+    _sampling_args(sub, 50)
+
+    def run(args):
+        from ..errors import InputError
+        if (args.prompt is None) == (not args.interactive):
+            raise InputError("give either --prompt TEXT or --interactive")
+        session = Session(args)
+        if args.prompt is not None:
+            session.reply(args.prompt, echo_prompt=True)
+            return
+        for line in _lines("prompt> "):
+            session.reply(line, echo_prompt=True)
+    return run
+
+
+@command("chat", "talk to an instruction-tuned model (the Alpaca prompt of chapter 7)")
+def _chat(sub):
+    sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
+                     "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights")
+    _sampling_args(sub, 256)
+
+    def run(args):
+        session = Session(args)
+        print(f"Chatting with {args.model}: each message is answered on its own, in the Alpaca "
+              f"format of chapter 7. {QUIT[0]} or Ctrl-D ends.", flush=True)
+        for line in _lines("you> "):
+            if line.strip() in QUIT:
+                break
+            if line.strip():
+                print("model> ", end="", flush=True)
+                session.reply(alpaca_prompt(line.strip()))
+    return run
+
+
+def alpaca_prompt(instruction: str) -> str:
+    """Chapter 7's prompt for one instruction, ending where the model's response begins."""
+    from ..data.instruct import format_input
+    return format_input({"instruction": instruction, "input": ""}) + "\n\n### Response:\n"
+
+
+def _lines(prompt: str):
+    """Lines from standard input until end of input, with a prompt when a person is typing."""
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input(prompt) if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        yield line.rstrip("\n")
+
+
+class Session:
+    """A model, its tokenizer and the sampling settings, answering one prompt at a time."""
+
+    def __init__(self, args):
+        from .. import manual_seed
+        from ..tokenizer import get_gpt2_tokenizer
+        from .models import load_model
+        self.model, self.cfg = load_model(args.model)
+        self.tokenizer = get_gpt2_tokenizer()
+        self.args = args
+        manual_seed(args.seed)
+
+    def reply(self, prompt: str, echo_prompt: bool = False) -> str:
+        """Stream the continuation of `prompt` to stdout as it is generated; stop at the end
+        token. Returns the generated text."""
+        from ..model.generate import generate_stream, text_to_token_ids
+        ids = text_to_token_ids(prompt, self.tokenizer)
+        out = TextStream(self.tokenizer)
+        if echo_prompt:
+            print(prompt, end="", flush=True)
+        for token in generate_stream(self.model, ids, self.args.max_new_tokens,
+                                     self.cfg["context_length"], temperature=self.args.temperature,
+                                     top_k=self.args.top_k, eos_id=EOS_ID):
+            out.add(int(token[0, 0]))  # (1, 1) ids of the new token
+        return out.finish()
+
+
+class TextStream:
+    """Prints decoded text as token ids arrive. A character split over several byte-level BPE
+    tokens decodes to U+FFFD until its last byte is there, so such a tail is held back."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.shown = tokenizer, [], 0
+
+    def add(self, token: int) -> None:
+        self.ids.append(int(token))
+        text = self.tokenizer.decode(self.ids)
+        if not text.endswith("\ufffd"):
+            self._show(text)
+
+    def finish(self) -> str:
+        text = self.tokenizer.decode(self.ids)
+        self._show(text)
+        print(flush=True)
+        return text
+
+    def _show(self, text: str) -> None:
+        print(text[self.shown:], end="", flush=True)
+        self.shown = len(text)
+
+
+@command("download", "download GPT-2 weights into the cache (one time, needs internet)")
+def _download(sub):
+    sub.add_argument("name", help='"gpt2-small (124M)", "gpt2-medium (355M)", "gpt2-large (774M)", '
+                                  '"gpt2-xl (1558M)" or 124M/355M/774M/1558M')
+    sub.add_argument("--cache-dir", help="default: $TINYGPT_HOME or ~/.cache/tinygpt")
+    sub.add_argument("--force", action="store_true",
+                     help="fetch again even if cached (the cached copy is replaced once the new "
+                          "one verifies)")
+
+    def run(args):
+        from ..weights.download import download_gpt2
+        print(download_gpt2(args.name, cache_dir=args.cache_dir, force=args.force))
+    return run
