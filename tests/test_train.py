@@ -201,16 +201,22 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_intact(tmp_path, mo
     assert read_checkpoint(path)[2]["loop"] == {"step": 1}
 
 
-def test_plot_losses_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
-    out = plot_losses([0, 1, 2], [10, 20, 30], [3.0, 2.0, 1.0], [3.5, 3.0, 2.9], tmp_path / "p.png")
+def test_plot_losses_writes_a_png_with_the_umask_mode(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        out = plot_losses([0, 1, 2], [10, 20, 30], [3.0, 2.0, 1.0], [3.5, 3.0, 2.9], tmp_path / "p.png")
+    finally:
+        os.umask(old)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_mode & 0o777 == 0o644  # as open() makes it, not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     import sys
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'tinygpt\[plot\]'"):
+    with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_losses([0], [1], [1.0], [1.0], tmp_path / "p.png")
 
 

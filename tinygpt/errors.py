@@ -19,6 +19,16 @@ class InputTypeError(TinyGPTError, TypeError):
     """An argument of the wrong kind (an integer tensor where an op needs floating point, ...)."""
 
 
+class InputIndexError(TinyGPTError, IndexError):
+    """An index or token id outside the range it must lie in (a token id past the vocabulary, ...)."""
+
+
+class InputKeyError(TinyGPTError, KeyError):
+    """A name that is not known (a model size, a config key); printed as its message, unquoted."""
+
+    __str__ = Exception.__str__
+
+
 class CheckpointError(InputError):
     """A checkpoint that is truncated, corrupt, foreign, or does not fit the model asked for."""
 

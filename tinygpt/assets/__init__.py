@@ -4,7 +4,7 @@ tinygpt reads its data from here at run time, never from the network or from a s
 outside the package, so the examples and tests work offline on a fresh install.
 """
 import pathlib
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 ASSETS_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -16,7 +16,7 @@ def asset_path(name: str) -> pathlib.Path:
     wheel built without its package data), instead of a bare error later at `open()`.
     """
     if not isinstance(name, str):
-        raise TypeError(f"asset name must be a str such as 'the-verdict.txt', got {type(name).__name__}")
+        raise InputTypeError(f"asset name must be a str such as 'the-verdict.txt', got {type(name).__name__}")
     # Only plain file names: an asset name must not reach outside this folder ("../x", "/etc/x").
     if not name or pathlib.PurePath(name).name != name or name in (".", ".."):
         raise InputError(f"asset name must be a plain file name inside {ASSETS_DIR}, got {name!r}")

@@ -6,12 +6,12 @@ the inputs shifted by one token. Items are `(input_ids, target_ids)` pairs of in
 import numpy as np
 
 from tinygpt.tokenizer import ENDOFTEXT, get_gpt2_tokenizer
-from ..errors import InputError
+from ..errors import InputError, InputIndexError, InputTypeError
 
 
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise InputError(f"{name} must be >= 1, got {value}")
     return int(value)
@@ -32,7 +32,7 @@ class GPTDatasetV1:
 
     def __init__(self, txt: str, tokenizer=None, max_length: int = 256, stride: int = 128):
         if not isinstance(txt, str):
-            raise TypeError(f"txt must be text (str), got {type(txt).__name__}; decode bytes first")
+            raise InputTypeError(f"txt must be text (str), got {type(txt).__name__}; decode bytes first")
         self.max_length = _check_positive_int("max_length", max_length)
         self.stride = _check_positive_int("stride", stride)
         tokenizer = get_gpt2_tokenizer() if tokenizer is None else tokenizer
@@ -57,7 +57,7 @@ class GPTDatasetV1:
 
     def __getitem__(self, idx):
         if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
-            raise TypeError(f"dataset index must be an int, got {type(idx).__name__}")
+            raise InputTypeError(f"dataset index must be an int, got {type(idx).__name__}")
         if not -len(self) <= idx < len(self):
-            raise IndexError(f"window {idx} out of range for a dataset of {len(self)} windows")
+            raise InputIndexError(f"window {idx} out of range for a dataset of {len(self)} windows")
         return self.input_ids[idx], self.target_ids[idx]  # (max_length,), (max_length,)

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygpt.data.datasets import GPTDatasetV1
 from tinygpt.tokenizer import get_gpt2_tokenizer
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 def default_collate(items):
@@ -50,7 +50,7 @@ def default_collate(items):
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise InputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -67,7 +67,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, collate_fn=None, seed=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-            raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+            raise InputTypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.shuffle = bool(shuffle)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.random import generator
 from ..nn import Linear, Module, Parameter
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from ..files import atomic_write
 
 
@@ -82,7 +82,7 @@ def replace_linear_with_lora(model: Module, rank: int, alpha: float, freeze: boo
     With `freeze` (the book's setup) every other parameter is frozen first, so only the LoRA
     A/B matrices train. Linears already wrapped are left alone. Returns the model."""
     if isinstance(model, Linear):
-        raise TypeError("replace_linear_with_lora works on a model containing Linear layers; "
+        raise InputTypeError("replace_linear_with_lora works on a model containing Linear layers; "
                         "wrap a single Linear with LinearWithLoRA(linear, rank, alpha)")
     if freeze:  # everything but LoRA adapters already in the model
         adapters = {id(p) for _, layer in lora_modules(model) for p in layer.parameters()}

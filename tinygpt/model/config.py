@@ -11,7 +11,7 @@ tinygpt adds one optional key, `tie_weights` (default False): share `out_head.we
 `tok_emb.weight`, as the GPT-2 checkpoints do (section 4.6).
 """
 import numbers
-from ..errors import InputError
+from ..errors import InputError, InputKeyError, InputTypeError
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # vocabulary size of the GPT-2 BPE tokenizer
@@ -39,7 +39,7 @@ def gpt2_config(model_name: str, **overrides) -> dict:
     """The book's chapter-5 recipe: GPT_CONFIG_124M updated with a `model_configs` preset,
     `context_length=1024` and `qkv_bias=True`, then any `overrides`; validated."""
     if model_name not in model_configs:
-        raise KeyError(f"unknown model {model_name!r}; choose one of {', '.join(model_configs)}")
+        raise InputKeyError(f"unknown model {model_name!r}; choose one of {', '.join(model_configs)}")
     cfg = {**GPT_CONFIG_124M, **model_configs[model_name], "context_length": 1024,
            "qkv_bias": True, **overrides}
     return validate_config(cfg)
@@ -54,10 +54,10 @@ def validate_config(cfg) -> dict:
     Raises KeyError for a missing key, ValueError for an unknown key or a bad value; each
     message names the key."""
     if not isinstance(cfg, dict):
-        raise TypeError(f"a GPT config must be a dict, got {type(cfg).__name__}")
+        raise InputTypeError(f"a GPT config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
-        raise KeyError(f"GPT config is missing key(s) {', '.join(map(repr, missing))} "
+        raise InputKeyError(f"GPT config is missing key(s) {', '.join(map(repr, missing))} "
                        f"(needs {', '.join(REQUIRED_KEYS)})")
     unknown = [k for k in cfg if k not in REQUIRED_KEYS and k not in OPTIONAL_KEYS]
     if unknown:

@@ -7,7 +7,7 @@ from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor, as_tensor
-from ..errors import InputTypeError
+from ..errors import InputIndexError, InputTypeError
 
 
 def _normalize_index(index):
@@ -37,7 +37,7 @@ class GetItem(Function):
         try:
             return np.asarray(a[index])
         except IndexError as err:
-            raise IndexError(f"index {index} is invalid for a tensor of shape {a.shape}: {err}") from None
+            raise InputIndexError(f"index {index} is invalid for a tensor of shape {a.shape}: {err}") from None
 
     def backward(self, g):
         out = np.zeros(self.shape, self.dtype)
@@ -68,5 +68,5 @@ def embedding(idx, weight):
     weight = as_tensor(weight)
     if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
         bad = idx[(idx < 0) | (idx >= weight.shape[0])].flat[0]
-        raise IndexError(f"embedding id {bad} is out of range for a table of {weight.shape[0]} rows")
+        raise InputIndexError(f"embedding id {bad} is out of range for a table of {weight.shape[0]} rows")
     return Embedding.apply(weight, idx=idx)

@@ -18,7 +18,7 @@ import re
 
 from tinygpt.tokenizer.gpt2 import GPT2_SPECIAL_TOKENS, _gpt2_ranks
 from tinygpt.tokenizer.pretokenize import check_text, split_words
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 class BPETokenizer:
@@ -135,7 +135,7 @@ class BPETokenizer:
         if value == "all":
             return self.special_tokens_set
         if isinstance(value, str):  # a common slip: allowed_special="<|endoftext|>" instead of a set
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be 'all' or a set of strings, got the string {value!r}; use {{{value!r}}}"
             )
         value = set(value)

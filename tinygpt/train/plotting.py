@@ -1,16 +1,15 @@
-"""Loss and accuracy curves (book sections 5.2 and 6.7). matplotlib is an optional extra
-(`pip install tinygpt[plot]`); without it these functions raise a clear ImportError."""
-import os
+"""Loss and accuracy curves (book sections 5.2 and 6.7), drawn with matplotlib (a dependency of
+tinygpt; an install without it gets a clear ImportError)."""
 import pathlib
-import tempfile
+
+from ..files import atomic_write
 
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'tinygpt[plot]' "
-                          "(or pip install matplotlib)") from None
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")  # files only: works on machines without a display
     import matplotlib.pyplot as plt
     return plt
@@ -27,21 +26,17 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, path, labe
     ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
     ax1.set_xlabel("Epochs")
     ax1.set_ylabel(label.capitalize())
-    ax1.legend(loc="upper right")
+    ax1.legend(loc="best")  # where it covers least: upper right for losses, lower for accuracy
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2 = ax1.twiny()  # same curve against tokens seen, drawn invisibly to get the axis
     ax2.plot(examples_seen, train_values, alpha=0)
     ax2.set_xlabel(examples_label)
     fig.tight_layout()
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb", sync=False) as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png")
     finally:
-        pathlib.Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
     return path
 

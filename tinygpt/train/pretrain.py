@@ -15,6 +15,8 @@ from .loop import check_counts, train_model
 from .plotting import plot_losses
 from .resume import check_same_config
 
+GPT2_VOCAB_SIZE = 50257  # tiktoken's gpt2 encoding, <|endoftext|> included
+
 # Named model configurations for the command line and the benchmarks.
 PRESETS = {
     # the book's chapter-5 run: GPT-2 124M with a 256-token context
@@ -35,7 +37,10 @@ def resolve_config(name_or_path) -> dict:
         return {**GPT_CONFIG_124M, **model_configs[name_or_path], "qkv_bias": False}
     path = pathlib.Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"config file {path} is not UTF-8 JSON: {err}") from None
     names = ", ".join(list(PRESETS) + list(model_configs))
     raise InputError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
 
@@ -99,7 +104,11 @@ def _run_config(cfg, resume) -> dict:
         check_config_fits(cfg, entries, resume)  # before building a model of that size
     if cfg is None:
         raise InputError("pretrain needs a model config (cfg), unless it resumes a checkpoint")
-    return check_config(cfg, "the model config", error=InputError)
+    cfg = check_config(cfg, "the model config", error=InputError)
+    if cfg["vocab_size"] < GPT2_VOCAB_SIZE:  # pretrain tokenizes with GPT-2's BPE
+        raise InputError(f"the model config's vocab_size {cfg['vocab_size']} is smaller than the "
+                         f"GPT-2 tokenizer's {GPT2_VOCAB_SIZE} tokens that pretrain feeds it")
+    return cfg
 
 
 def _loaders(text, train_ratio, batch_size, ctx, seed):
