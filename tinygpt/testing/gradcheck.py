@@ -130,6 +130,14 @@ class _Objective:
         return float(np.sum(terms)), float(np.sum(np.abs(terms)))
 
 
+def _name(fn):
+    """`Cube.apply` for a Function's apply, the function's or the module's name otherwise."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):
+        return f"{owner.__name__}.{fn.__name__}"
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
 def _flat_coords(coords, k, label, shape):
     """The flat indices `coords` asks for in target k (a list for every target, or a dict keyed
     by input position or parameter name)."""
@@ -169,7 +177,7 @@ def gradcheck(fn, *inputs, eps=None, rtol=None, atol=0.0, cotangent=None, coords
     asked for (index tuples, or {input position or parameter name: index tuples}), are also
     checked coordinate by coordinate. Returns True, or raises GradcheckError.
     """
-    name = name or getattr(fn, "__qualname__", type(fn).__name__)
+    name = name or _name(fn)
     eps = FD["eps"] if eps is None else eps
     rtol = FD["rtol"] if rtol is None else rtol
     arrays, floats, wrt = _float64_inputs(inputs, wrt, upcast, name)
@@ -201,8 +209,8 @@ def gradcheck(fn, *inputs, eps=None, rtol=None, atol=0.0, cotangent=None, coords
             flats = _flat_coords(coords, k, label, shape)
         elif size <= max_coords:
             flats = range(size)
-        else:  # a few spot checks; many more when the direction already failed, to find the worst
-            flats = rng.choice(size, size=min(3 if direction_ok else max_coords, size), replace=False)
+        else:  # a few spot checks; when the direction already failed, up to 1024 to find the worst
+            flats = rng.choice(size, size=min(3 if direction_ok else 1024, size), replace=False)
         gmax, worst, worst_ratio, n_bad = float(np.abs(g).max()), None, 1.0, 0
         for flat in flats:
             e = np.zeros(size)
