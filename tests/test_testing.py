@@ -170,3 +170,10 @@ def test_testing_imports_without_torch_and_hypothesis():
     assert lines[1] == ("strategies: tinygpt.testing.strategies needs hypothesis, which is not "
                         "installed: pip install hypothesis")
     assert lines[-1] == "ok"
+
+
+def test_the_checks_hold_under_python_O():
+    script = ("import numpy as np\nfrom tinygpt.testing import assert_close\n"
+              "try:\n    assert_close(np.ones(3), np.ones(4))\nexcept AssertionError as err:\n    print(err)\n")
+    out = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == ": shape (3,), expected (4,)", out.stderr

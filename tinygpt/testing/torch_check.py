@@ -11,7 +11,7 @@ import unittest
 import numpy as np
 
 from ..core.tensor import Tensor
-from .compare import assert_close, describe
+from .compare import assert_close, check, describe
 from .tolerances import TOLERANCES
 
 
@@ -97,18 +97,18 @@ def assert_matches_torch(fn, torch_fn, *arrays, rtol=None, atol=None, wrt=None, 
     tg_out, t_out = fn(*tg_in), torch_fn(*t_in)
     multi = isinstance(t_out, (tuple, list))
     tg_outs, t_outs = (list(tg_out), list(t_out)) if multi else ([tg_out], [t_out])
-    assert len(tg_outs) == len(t_outs), f"{ctx}: {len(tg_outs)} outputs, expected {len(t_outs)}"
+    check(len(tg_outs) == len(t_outs), f"{ctx}: {len(tg_outs)} outputs, expected {len(t_outs)}")
     for k, (o, r) in enumerate(zip(tg_outs, t_outs)):
         if isinstance(o, Tensor):
-            assert tuple(o.shape) == o.data.shape and o.dtype == o.data.dtype, \
-                f"{ctx}: Tensor.shape/dtype {o.shape}/{o.dtype} disagree with .data {o.data.shape}/{o.data.dtype}"
+            check(tuple(o.shape) == o.data.shape and o.dtype == o.data.dtype,
+                  f"{ctx}: Tensor.shape/dtype {o.shape}/{o.dtype} disagree with .data {o.data.shape}/{o.data.dtype}")
         expected = _np(r).astype(op_dtype) if ref64 else _np(r)
         tol = _bound(expected.dtype, rtol, atol, tol_factor) if expected.dtype.kind == "f" else None
         assert_close(_np(o), expected, what=f"{ctx}\n  forward output {k}", tol=tol)
 
     for i, x in enumerate(inputs):
         if saved[i] is not None:
-            assert np.array_equal(x, saved[i], equal_nan=True), f"{ctx}: input {i} was modified"
+            check(np.array_equal(x, saved[i], equal_nan=True), f"{ctx}: input {i} was modified")
     if forward_only or multi or not wrt:
         return True
     _compare_gradients(ctx, tg_out, t_out, tg_in, t_in, saved, wrt,
@@ -129,9 +129,9 @@ def _compare_gradients(ctx, tg_out, t_out, tg_in, t_in, saved, wrt, opt):
         g, r = tg_in[i].grad, t_in[i].grad
         expected = np.zeros_like(saved[i]) if r is None else r.numpy().astype(saved[i].dtype)
         if g is None:
-            assert not np.any(expected), f"{ctx}\n  grad of input {i}: None, but torch has a nonzero grad"
+            check(not np.any(expected), f"{ctx}\n  grad of input {i}: None, but torch has a nonzero grad")
             continue
-        assert isinstance(g, np.ndarray), f"{ctx}\n  grad of input {i} is {type(g)}, not an ndarray"
+        check(isinstance(g, np.ndarray), f"{ctx}\n  grad of input {i} is {type(g)}, not an ndarray")
         assert_close(g, expected, what=f"{ctx}\n  grad of input {i} (random cotangent)",
                      tol=_bound(expected.dtype, opt["rtol"], opt["atol"], opt["factor"]),
                      scale=opt["scale"].get(i, 1.0))
