@@ -173,9 +173,12 @@ def gradcheck(fn, *inputs, eps=None, rtol=None, atol=0.0, cotangent=None, coords
     (Tensors or ndarrays; all of them, or the positions in `wrt`) must be float64, or pass
     `upcast=True`; other inputs (index arrays, masks, numbers) are passed through. `params`
     (a list, or a dict such as `dict(model.named_parameters())`) are float64 tensors `fn` uses,
-    whose gradients are checked too. Inputs of up to `max_coords` elements, and the `coords`
-    asked for (index tuples, or {input position or parameter name: index tuples}), are also
-    checked coordinate by coordinate. Returns True, or raises GradcheckError.
+    whose gradients are checked too. Each input is checked along a random direction; inputs of
+    up to `max_coords` elements also coordinate by coordinate, larger ones at three random
+    coordinates (up to 1024 when the direction is off, to find the worst), and `coords` (index
+    tuples, or {input position or parameter name: index tuples}) replaces that choice.
+    `eps` and `rtol` default to TOLERANCES["finite_difference"]. Returns True, or raises
+    GradcheckError; a float32 input without `upcast` raises InputTypeError.
     """
     name = name or _name(fn)
     eps = FD["eps"] if eps is None else eps
