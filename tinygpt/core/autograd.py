@@ -156,7 +156,8 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
-        if node._hooks:  # Tensor._hooks is None unless register_hook was called: one check per node
+        # Tensor._hooks is None until register_hook: one check per node (bench/hooks.py times it)
+        if node._hooks:
             g = _run_tensor_hooks(node, g)
         ctx = node._ctx
         if ctx is None:  # a leaf
