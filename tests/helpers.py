@@ -10,34 +10,24 @@ Tolerances live in TOLERANCES (tinygpt/testing/tolerances.py) and nowhere else i
 test file takes its bounds from this one table (test_suite_rules.py fails if another module
 defines its own).
 """
-import numpy as np
 import torch
 
 import tinygpt as tg
 from tinygpt.testing import TOLERANCES, assert_close, assert_matches_torch, describe, gradcheck  # noqa: F401
 from tinygpt.testing import to_torch, tolerance, torch_index, ulps  # noqa: F401
+from tinygpt.viz import graph_tensors
 
 torch.set_num_threads(1)  # tiny ops: threads only add noise on a 2-core box
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-TOL = TOLERANCES["op"]
-FD = TOLERANCES["finite_difference"][F64]
+TOL = TOLERANCES["op"]  # {dtype: {"rtol", "atol"}}: one op against PyTorch
 
 
 def functions_in_graph(*outputs):
     """The set of `Function` classes recorded in the autograd graph behind `outputs` (tinygpt
-    Tensors; anything else is ignored). A backward frees each node's saved arrays but keeps its
-    type and parents, so this works before and after backward."""
-    found, seen = set(), set()
-    stack = [t for t in outputs if isinstance(t, tg.Tensor)]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen or t._ctx is None:
-            continue
-        seen.add(id(t))
-        found.add(type(t._ctx))
-        stack.extend(t._ctx.parents)
-    return found
+    Tensors; anything else is ignored), walked by `tinygpt.viz.graph_tensors`. A backward frees
+    each node's saved arrays but keeps its type and parents, so this works before and after backward."""
+    return {type(t._ctx) for out in outputs if isinstance(out, tg.Tensor)
+            for t in graph_tensors(out) if t._ctx is not None}
 
 
 def check_op(tg_fn, torch_fn, inputs, *, forward_only=False, wrt=None, name=None,

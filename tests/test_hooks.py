@@ -14,7 +14,7 @@ SMALL = {"vocab_size": 97, "context_length": 16, "emb_dim": 24, "n_heads": 4, "n
          "drop_rate": 0.0, "qkv_bias": False}
 
 
-def _graph(lib, x, w):
+def _graph(x, w):
     """h = x @ w is used twice (tanh(h) * h), so the gradient flowing into h is a sum of two paths."""
     h = x @ w
     return h, (h.tanh() * h).sum()
@@ -24,12 +24,12 @@ def test_hooked_intermediate_gradient_matches_torch():
     x, w = fixed_array((3, 4), np.float64), fixed_array((4, 5), np.float64, seed=1)
     tx, tw = to_torch(x).requires_grad_(), to_torch(w).requires_grad_()
     seen, torch_seen = [], []
-    th, tloss = _graph(torch, tx, tw)
+    th, tloss = _graph(tx, tw)
     th.register_hook(lambda g: torch_seen.append(g.clone()))
     tloss.backward()
 
     tgx, tgw = tg.Tensor(x, requires_grad=True), tg.Tensor(w, requires_grad=True)
-    h, loss = _graph(tg, tgx, tgw)
+    h, loss = _graph(tgx, tgw)
     handle = h.register_hook(lambda g: seen.append(np.array(g)))
     loss.backward()
     assert len(seen) == 1, "the hook runs once, with the whole gradient of h"
@@ -38,7 +38,7 @@ def test_hooked_intermediate_gradient_matches_torch():
 
     handle.remove()
     tgw.grad = None
-    h, loss = _graph(tg, tgx, tgw)  # a new graph: the old h's hook list is empty after remove()
+    h, loss = _graph(tgx, tgw)  # a new graph: the old h's hook list is empty after remove()
     loss.backward()
     assert len(seen) == 1
 
@@ -46,13 +46,13 @@ def test_hooked_intermediate_gradient_matches_torch():
 def test_a_hook_replaces_the_gradient_like_torch():
     x, w = fixed_array((3, 4), np.float64), fixed_array((4, 5), np.float64, seed=1)
     tx, tw = to_torch(x).requires_grad_(), to_torch(w).requires_grad_()
-    th, tloss = _graph(torch, tx, tw)
+    th, tloss = _graph(tx, tw)
     th.register_hook(lambda g: g * 3.0)
     tw.register_hook(lambda g: g + 1.0)  # on a leaf: what reaches .grad
     tloss.backward()
 
     tgx, tgw = tg.Tensor(x, requires_grad=True), tg.Tensor(w, requires_grad=True)
-    h, loss = _graph(tg, tgx, tgw)
+    h, loss = _graph(tgx, tgw)
     h.register_hook(lambda g: g * 3.0)
     tgw.register_hook(lambda g: tg.Tensor(g + 1.0))  # a Tensor return works too
     loss.backward()

@@ -4,7 +4,6 @@ backward is 1% off, or returns a wrong number, shape or dtype of gradients."""
 import pathlib
 import subprocess
 import sys
-import unittest
 
 import numpy as np
 import pytest
