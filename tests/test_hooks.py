@@ -31,16 +31,18 @@ def test_hooked_intermediate_gradient_matches_torch():
     tgx, tgw = tg.Tensor(x, requires_grad=True), tg.Tensor(w, requires_grad=True)
     h, loss = _graph(tgx, tgw)
     handle = h.register_hook(lambda g: seen.append(np.array(g)))
-    loss.backward()
+    leaf_handle = tgw.register_hook(lambda g: g * 0.0)
+    loss.backward(retain_graph=True)
     assert len(seen) == 1, "the hook runs once, with the whole gradient of h"
     assert_close(seen[0], torch_seen[0].numpy(), what="gradient flowing into h")
-    assert_close(tgw.grad, tw.grad.numpy(), what="w.grad")
+    assert not tgw.grad.any(), "the leaf's hook zeroed what reaches .grad"
 
     handle.remove()
+    leaf_handle.remove()
     tgw.grad = None
-    h, loss = _graph(tgx, tgw)  # a new graph: the old h's hook list is empty after remove()
-    loss.backward()
+    loss.backward()  # the same graph again: neither removed hook runs
     assert len(seen) == 1
+    assert_close(tgw.grad, tw.grad.numpy(), what="w.grad once the hooks are removed")
 
 
 def test_a_hook_replaces_the_gradient_like_torch():
