@@ -70,6 +70,31 @@ def test_gradcheck_passes_on_a_correct_function_and_module():
     assert gradcheck(lambda t: Softplus.apply(lin(t)), x, params=dict(lin.named_parameters()))
     assert lin.weight.grad is None, "gradcheck leaves the parameters' .grad as it found them"
     assert gradcheck(Softplus.apply, x, cotangent=np.ones((3, 4)), coords=[(0, 0), (2, 3)], seed=5)
+    assert gradcheck(lin, x, params=dict(lin.named_parameters()), coords={0: [(1, 2)], "weight": [(1, 3)]})
+
+
+class OffLinear(tg.nn.Linear):
+    """A Linear whose weight gradient is wrong at one coordinate."""
+
+    def forward(self, x):
+        return x @ WrongAt13.apply(self.weight).T + self.bias
+
+
+class WrongAt13(tg.Function):
+    def forward(self, w):
+        return w.copy()
+
+    def backward(self, grad):
+        grad = grad.copy()
+        grad[1, 3] += 0.5
+        return grad
+
+
+def test_a_wrong_parameter_gradient_is_named():
+    lin = OffLinear(4, 2).to(np.float64)
+    with pytest.raises(GradcheckError, match=r"gradient of parameter weight \(shape \(2, 4\)\).*\n"
+                                             r"  worst coordinate \(1, 3\)"):
+        gradcheck(lin, x34(), params=dict(lin.named_parameters()))
 
 
 def test_a_backward_one_percent_off_is_reported_with_its_worst_coordinate():

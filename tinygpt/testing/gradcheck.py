@@ -9,6 +9,7 @@ While the backward runs, every op's `Function.backward` is checked to return one
 input, each with the input's shape (or the shape it was broadcast to) and dtype.
 """
 import math
+from functools import partial
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def _name(fn):
     return getattr(fn, "__qualname__", type(fn).__name__)
 
 
-def _flat_coords(coords, k, label, shape):
+def _flat_coords(coords, label, shape):
     """The flat indices `coords` asks for in target k (a list for every target, or a dict keyed
     by input position or parameter name)."""
     if isinstance(coords, dict):
@@ -146,8 +147,28 @@ def _flat_coords(coords, k, label, shape):
         wanted = coords.get(int(key) if key.isdigit() else key, ())
     else:
         wanted = coords
-    return [int(np.ravel_multi_index(tuple(np.atleast_1d(c)) if shape else (), shape)) if shape else 0
-            for c in wanted]
+    if not shape:  # a 0-d input has one coordinate, ()
+        return [0] if len(wanted) else []
+    return [int(np.ravel_multi_index(tuple(np.atleast_1d(c)), shape)) for c in wanted]
+
+
+def _worst_coordinate(flats, shape, g, numeric, rtol, atol):
+    """(the coordinate farthest out of its bound with its analytic value, numeric value and bound,
+    or None; how many coordinates are out) among the flat indices `flats` of a target."""
+    gmax, worst, worst_ratio, n_bad = float(np.abs(g).max()), None, 1.0, 0
+    for flat in flats:
+        e = np.zeros(g.size)
+        e[flat] = 1.0
+        num, roundoff = numeric(e.reshape(shape))
+        ana = float(g.reshape(-1)[flat])
+        bound = rtol * (abs(ana) + 1e-3 * gmax) + atol + roundoff
+        ratio = abs(num - ana) / bound  # bound > 0: the round-off term never is 0
+        if ratio > 1.0:
+            n_bad += 1
+            if ratio >= worst_ratio:
+                coord = tuple(int(c) for c in np.unravel_index(flat, shape))
+                worst, worst_ratio = (coord, ana, num, bound), ratio
+    return worst, n_bad
 
 
 def _report(name, label, shape, worst, n_bad, n_checked, direction):
@@ -209,24 +230,12 @@ def gradcheck(fn, *inputs, eps=None, rtol=None, atol=0.0, cotangent=None, coords
         bound = rtol * max(abs(ana), float(np.sum(np.abs(g * v)))) + atol + roundoff
         direction_ok = abs(num - ana) <= bound
         if coords is not None:
-            flats = _flat_coords(coords, k, label, shape)
+            flats = _flat_coords(coords, label, shape)
         elif size <= max_coords:
             flats = range(size)
         else:  # a few spot checks; when the direction already failed, up to 1024 to find the worst
             flats = rng.choice(size, size=min(3 if direction_ok else 1024, size), replace=False)
-        gmax, worst, worst_ratio, n_bad = float(np.abs(g).max()), None, 1.0, 0
-        for flat in flats:
-            e = np.zeros(size)
-            e[flat] = 1.0
-            num_c, roundoff_c = numeric(k, e.reshape(shape))
-            ana_c = float(g.reshape(-1)[flat])
-            bound_c = rtol * (abs(ana_c) + 1e-3 * gmax) + atol + roundoff_c
-            ratio = abs(num_c - ana_c) / bound_c  # bound_c > 0: the round-off term never is 0
-            if ratio > 1.0:
-                n_bad += 1
-                if ratio >= worst_ratio:
-                    coord = tuple(int(c) for c in np.unravel_index(flat, shape))
-                    worst, worst_ratio = (coord, ana_c, num_c, bound_c), ratio
+        worst, n_bad = _worst_coordinate(flats, shape, g, partial(numeric, k), rtol, atol)
         if n_bad or not direction_ok:
             raise GradcheckError(_report(name, label, shape, worst, n_bad, len(flats), (ana, num, bound)))
     return True
