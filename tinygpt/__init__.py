@@ -1,7 +1,7 @@
 """tinygpt: the book "Build a Large Language Model (From Scratch)" on a small NumPy + Numba
 tensor library with reverse-mode autograd. This module never imports torch, and importing it
 changes nothing outside tinygpt (the process-wide malloc setting is the explicit `tune_malloc()`)."""
-from .core.autograd import is_grad_enabled, no_grad
+from .core.autograd import Function, is_grad_enabled, no_grad
 from .core.malloc import tune_malloc
 from .core.random import get_rng_state, manual_seed, set_rng_state
 from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
@@ -12,7 +12,18 @@ from .model import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple  # 
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "rand", "arange", "tril", "triu", "cat",
+# tinygpt.testing (gradient checks) and tinygpt.viz (graph drawing, activation statistics) load on
+# first use, so `import tinygpt` pays nothing for them
+_LAZY_MODULES = ("testing", "viz")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["Tensor", "Function", "tensor", "zeros", "ones", "randn", "rand", "arange", "tril", "triu", "cat",
            "stack", "where", "argmax", "topk", "matmul", "multinomial", "no_grad",
            "is_grad_enabled", "tune_malloc", "manual_seed", "get_rng_state", "set_rng_state", "nn", "optim",
            "GPTModel", "GPT_CONFIG_124M", "generate", "generate_text_simple"]

@@ -6,8 +6,11 @@ grad mode is on and some input requires a gradient, so frozen parameters and `no
 cost no graph bookkeeping and no gradient work.
 """
 import contextlib
+import itertools
 
 import numpy as np
+
+from ..errors import InputError
 
 _grad_enabled = True
 Tensor = None  # tinygpt.core.tensor.Tensor; tensor.py sets it (it imports this module first)
@@ -54,6 +57,47 @@ class Function:
             out._ctx = fn
             fn.parents = tensors
         return out
+
+
+class RemovableHandle:
+    """What `register_hook` and the Module hook methods return: `.remove()` unregisters the hook
+    (also usable as a context manager, removing it on exit)."""
+    _ids = itertools.count()
+
+    def __init__(self, registry: dict, hook):
+        self.registry, self.id = registry, next(self._ids)
+        registry[self.id] = hook
+
+    def remove(self) -> None:
+        self.registry.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def readonly(grad) -> np.ndarray:
+    """A read-only view of a gradient handed to a hook: a hook that wants another gradient
+    returns it, and cannot change the one autograd goes on using by writing into it."""
+    view = np.asarray(grad).view()
+    view.flags.writeable = False
+    return view
+
+
+def _run_tensor_hooks(tensor, grad):
+    """The gradient flowing into `tensor` after its hooks, in registration order: each sees the
+    previous one's result and may return a replacement of the same shape."""
+    for hook in list(tensor._hooks.values()):
+        new = hook(readonly(grad))
+        if new is not None:
+            new = np.asarray(new.data if isinstance(new, Tensor) else new)
+            if new.shape != tensor.shape:
+                raise InputError(f"gradient hook {getattr(hook, '__name__', hook)!r} returned shape "
+                                 f"{new.shape} for a tensor of shape {tensor.shape}")
+            grad = new.astype(tensor.dtype, copy=False)
+    return grad
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -112,6 +156,9 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        # Tensor._hooks is None until register_hook: one check per node (bench/hooks.py times it)
+        if node._hooks:
+            g = _run_tensor_hooks(node, g)
         ctx = node._ctx
         if ctx is None:  # a leaf
             if node.grad is None:

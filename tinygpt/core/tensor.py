@@ -14,6 +14,7 @@ from ..errors import InputError, InputTypeError
 
 class Tensor:
     __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
+    _hooks = None  # {id: fn} once register_hook is called; the class default keeps backward's check cheap
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = data if isinstance(data, np.ndarray) and dtype is None else as_array(data, dtype)
@@ -60,6 +61,18 @@ class Tensor:
             raise InputTypeError(f"only float tensors can require gradients, got {self.dtype}")
         self.requires_grad = bool(flag)
         return self
+
+    def register_hook(self, hook) -> "autograd.RemovableHandle":
+        """Call `hook(grad)` with the gradient flowing into this tensor during each backward (a
+        read-only ndarray, the whole sum over its uses); a non-None return (ndarray or Tensor of
+        this shape) replaces it for the rest of the pass, and for a leaf is what reaches `.grad`.
+        Returns a handle whose `.remove()` unregisters the hook."""
+        if not self.requires_grad:
+            raise InputError("register_hook on a tensor that does not require grad: no gradient "
+                             "flows into it (call requires_grad_() on a leaf first)")
+        if self._hooks is None:
+            self._hooks = {}
+        return autograd.RemovableHandle(self._hooks, hook)
 
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         if not self.requires_grad:

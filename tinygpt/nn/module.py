@@ -2,9 +2,11 @@
 when assigned as attributes, and get PyTorch-style dotted names, so state dicts interchange
 with the book's PyTorch models."""
 from collections import OrderedDict
+from functools import partial
 
 import numpy as np
 
+from ..core.autograd import RemovableHandle, is_grad_enabled, readonly
 from ..core.tensor import Tensor
 from ..errors import InputError
 
@@ -20,7 +22,73 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
 
 
+class _Boundary:
+    """The identity node a module backward hook puts at the module's edge, so the gradient of one
+    input or output is seen apart from the gradients of the input's other uses (a shortcut).
+    Not a `Function`: it computes nothing, and test_hooks.py checks what it reports against
+    PyTorch's register_full_backward_hook."""
+
+    def __init__(self, parent, on_grad):
+        self.parents, self.needs_input_grad, self.on_grad = (parent,), (True,), on_grad
+
+    def backward(self, grad):
+        self.on_grad(grad)
+        return grad
+
+
+def _through(tensor, on_grad) -> Tensor:
+    out = Tensor(tensor.data, requires_grad=True)
+    out._ctx = _Boundary(tensor, on_grad)
+    return out
+
+
+class _ModuleGrads:
+    """One call's gradients at a module's edges; calls the module's backward hooks once every
+    input that needs a gradient has received it (or, if none does, once the outputs have)."""
+
+    def __init__(self, module, args):
+        self.module, self.grad_input, self.grad_output = module, [None] * len(args), []
+        self.inputs_waiting = {i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad}
+        self.outputs_waiting = set()
+
+    def wrap_inputs(self, args):
+        return tuple(_through(a, partial(self.input_grad, i)) if i in self.inputs_waiting else a
+                     for i, a in enumerate(args))
+
+    def wrap_outputs(self, out):
+        outs = out if isinstance(out, tuple) else (out,)
+        self.grad_output = [None] * len(outs)
+        self.outputs_waiting = {k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad}
+        wrapped = tuple(_through(o, partial(self.output_grad, k)) if k in self.outputs_waiting else o
+                        for k, o in enumerate(outs))
+        return wrapped if isinstance(out, tuple) else wrapped[0]
+
+    def output_grad(self, k, grad):
+        self.grad_output[k] = readonly(grad)
+        self.outputs_waiting.discard(k)
+        if not self.outputs_waiting and not self.inputs_waiting:
+            self.call_hooks()
+
+    def input_grad(self, i, grad):
+        self.grad_input[i] = readonly(grad)
+        self.inputs_waiting.discard(i)
+        if not self.inputs_waiting:
+            self.call_hooks()
+
+    def call_hooks(self):
+        for hook in list((self.module._backward_hooks or {}).values()):
+            if hook(self.module, tuple(self.grad_input), tuple(self.grad_output)) is not None:
+                raise InputError(f"backward hook {getattr(hook, '__name__', hook)!r} on "
+                                 f"{type(self.module).__name__} returned a value: module backward hooks "
+                                 "observe; change a gradient with Tensor.register_hook")
+
+
 class Module:
+    # hook registries exist only once a hook is registered: a module without hooks pays two
+    # attribute checks per call (`Module.__call__`), nothing more (bench/hooks.py times them)
+    _forward_hooks = None
+    _backward_hooks = None
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
@@ -48,7 +116,36 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not self._forward_hooks and not self._backward_hooks:
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        grads = _ModuleGrads(self, args) if self._backward_hooks and is_grad_enabled() else None
+        if grads is not None:
+            args = grads.wrap_inputs(args)
+        out = self.forward(*args, **kwargs)
+        for hook in list((self._forward_hooks or {}).values()):
+            replaced = hook(self, args, out)
+            out = out if replaced is None else replaced
+        return out if grads is None else grads.wrap_outputs(out)
+
+    # --- hooks --------------------------------------------------------------------------
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, inputs, output)` after every forward of this module (`inputs` are the
+        positional arguments); a non-None return replaces the output. `.remove()` on the handle."""
+        if self._forward_hooks is None:
+            object.__setattr__(self, "_forward_hooks", {})
+        return RemovableHandle(self._forward_hooks, hook)
+
+    def register_full_backward_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, grad_input, grad_output)` during backward, as PyTorch does: tuples
+        of read-only gradient arrays with respect to the module's positional Tensor inputs and its
+        outputs (None where there is none). The hook observes (it must return None); change a
+        gradient with `Tensor.register_hook`. `.remove()` on the handle."""
+        if self._backward_hooks is None:
+            object.__setattr__(self, "_backward_hooks", {})
+        return RemovableHandle(self._backward_hooks, hook)
 
     # --- traversal ------------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
