@@ -5,23 +5,23 @@ import pathlib
 from ..files import atomic_write
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A matplotlib Figure not attached to pyplot: nothing process-wide (the backend, pyplot's
+    list of open figures) changes, and it needs no display."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")  # files only: works on machines without a display
-    import matplotlib.pyplot as plt
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_values(epochs_seen, examples_seen, train_values, val_values, path, label="loss",
                 examples_label="Tokens seen"):
     """Train and validation curves against epochs, with examples (or tokens) seen on a twin
     x-axis, saved as an image at `path` (atomically). Returns the path."""
-    plt = _pyplot()
+    fig = _figure(figsize=(5, 3))
     from matplotlib.ticker import MaxNLocator
-    fig, ax1 = plt.subplots(figsize=(5, 3))
+    ax1 = fig.subplots()
     ax1.plot(epochs_seen, train_values, label=f"Training {label}")
     ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
     ax1.set_xlabel("Epochs")
@@ -33,11 +33,8 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, path, labe
     ax2.set_xlabel(examples_label)
     fig.tight_layout()
     path = pathlib.Path(path)
-    try:
-        with atomic_write(path, "wb", sync=False) as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
+    with atomic_write(path, "wb", sync=False) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png")
     return path
 
 
