@@ -9,6 +9,7 @@ def _figure(**kwargs):
     """A matplotlib Figure not attached to pyplot: nothing process-wide (the backend, pyplot's
     list of open figures) changes, and it needs no display."""
     try:
+        import matplotlib  # noqa: F401  (first: its submodules may be imported already)
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
