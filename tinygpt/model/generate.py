@@ -22,6 +22,10 @@ from ..core.tensor import Tensor
 from ..ops import argmax, topk
 from ..ops.sampling import multinomial
 from .gpt import GPTModel
+from .modern import RotaryModel
+
+# the models whose forward takes (ids, kv_cache=, last_only=) and that build a KV cache
+CACHED_MODELS = (GPTModel, RotaryModel)
 from ..errors import InputError, InputTypeError
 
 
@@ -84,7 +88,7 @@ def _check_finite(logits: np.ndarray, model, step: int) -> np.ndarray:
 
 def _last_logits(model, ids, kv_cache=None, step: int = 0) -> np.ndarray:
     """Logits of the last position, (batch, vocab) ndarray; non-finite logits are refused."""
-    if isinstance(model, GPTModel):
+    if isinstance(model, CACHED_MODELS):
         logits = model(ids, kv_cache=kv_cache, last_only=True)  # (b, 1, vocab)
     else:
         logits = model(ids)                                      # (b, T, vocab)
@@ -137,7 +141,7 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     temperatures are refused. top_k: keep the k largest
     logits, the rest become -inf. eos_id: stop before appending the first generated eos_id
     (batch size 1 only, as in the book). use_cache: reuse keys/values through a KV cache
-    (GPTModel only); identical tokens, see the module docstring for the sliding window.
+    (GPTModel, Qwen3Model, Llama3Model); identical tokens, see the module docstring for the sliding window.
     The model's train/eval mode is left as it is: call model.eval() first, as the book does.
     Non-finite logits (a model whose weights hold nan or inf, or that overflows) raise
     InputError naming the first non-finite parameter, instead of decoding noise.
@@ -163,9 +167,9 @@ def generate_stream(model, idx, max_new_tokens: int, context_size: int, temperat
     if eos_id is not None and ids.shape[0] != 1:
         raise InputError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
                          f"{ids.shape[0]}")
-    if use_cache and not isinstance(model, GPTModel):
-        raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
-                             "pass use_cache=False")
+    if use_cache and not isinstance(model, CACHED_MODELS):
+        raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, Qwen3Model or Llama3Model, "
+                             f"got {type(model).__name__}; pass use_cache=False")
     cache = model.new_kv_cache(context_size) if use_cache else None
     for step in range(max_new_tokens):
         with no_grad():
