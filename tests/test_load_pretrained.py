@@ -15,10 +15,10 @@ import torch
 import transformers
 
 import tinygpt as tg
-from modern_models import (check_generation, compare_grads, compare_logits, exact_float64,
-                           loss_and_grads, tokens, torch_loss_and_grads)
+from modern_models import (TINY_LLAMA, TINY_QWEN3, check_generation, compare_grads, compare_logits, exact_float64,
+                           loss_and_grads, randomize_norms, tokens, torch_loss_and_grads)
 from tinygpt.model import GPTModel, Llama3Model, Qwen3Model
-from tinygpt.weights import WeightsError, load_pretrained, save_pretrained
+from tinygpt.weights import WeightsError, load_pretrained, save_pretrained, save_pretrained_hf
 from tinygpt.weights.hf import expected_shapes
 from tinygpt.weights.safetensors_io import read_header
 
@@ -99,6 +99,24 @@ def test_bf16_weights_are_widened_to_float32(tmp_path, kind):
     with torch.no_grad():
         want = theirs(torch.from_numpy(ids)).logits.numpy()
     compare_logits(got, want, np.float32, f"{kind} bf16")
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "llama"])
+def test_save_pretrained_hf_is_read_by_transformers_and_load_pretrained(tmp_path, kind):
+    tg.manual_seed(5)
+    cfg = {**(TINY_QWEN3 if kind == "qwen3" else TINY_LLAMA), "tie_weights": kind == "llama"}
+    model = randomize_norms(ARCH[kind][3](cfg)).eval()
+    save_pretrained_hf(model, tmp_path)
+    theirs = ARCH[kind][1].from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ids = tokens(cfg, length=9, seed=6)
+    with tg.no_grad():
+        ours = model(ids).data
+    with torch.no_grad():
+        compare_logits(ours, theirs(torch.from_numpy(ids)).logits.numpy(), np.float32, f"{kind} saved")
+    back = load_pretrained(tmp_path)
+    assert back.weights_tied == model.weights_tied
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_gpt2_directories_load_through_load_gpt2(tmp_path):

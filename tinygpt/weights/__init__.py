@@ -7,12 +7,12 @@ GPT-2, Qwen3 or Llama, by its config's model_type)."""
 from .download import (GPT2_MODELS, ChecksumError, DownloadError, cache_home, download_file,
                        download_gpt2, gpt2_dir, gpt2_urls, is_gpt2_cached, resolve_model_name)
 from .gpt2 import HF_TO_BOOK, WeightsError, load_gpt2, save_pretrained
-from .hf import load_pretrained
+from .hf import load_pretrained, save_pretrained_hf
 from .safetensors_io import SafetensorsError, load_safetensors, save_safetensors
 from .torch_pickle import TorchFileError, UnsafePickleError, load_torch_state_dict
 
 __all__ = ["GPT2_MODELS", "HF_TO_BOOK", "ChecksumError", "DownloadError", "SafetensorsError",
            "TorchFileError", "UnsafePickleError", "WeightsError", "cache_home", "download_file",
-           "download_gpt2", "gpt2_dir", "gpt2_urls", "is_gpt2_cached", "load_gpt2", "load_pretrained",
+           "download_gpt2", "gpt2_dir", "gpt2_urls", "is_gpt2_cached", "load_gpt2", "load_pretrained", "save_pretrained_hf",
            "load_safetensors", "load_torch_state_dict", "resolve_model_name", "save_pretrained",
            "save_safetensors"]

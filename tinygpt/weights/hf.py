@@ -14,7 +14,10 @@ Order of work, so that a bad directory costs nothing and a good one little memor
    widened to float32 a slice at a time). Plain reads rather than a memory map: mapped pages
    stay resident after they are copied, so peak RSS would approach twice the model
    (tests/test_load_pretrained.py measures the peak against the model's size).
+
+`save_pretrained_hf(model, directory)` writes the same layout back (float32), for transformers.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,8 @@ import numpy as np
 from ..model.llama3 import Llama3Model
 from ..model.qwen3 import Qwen3Model
 from .gpt2 import WeightsError, load_gpt2, read_json_config
-from .safetensors_io import bf16_to_float32, read_header
+from .safetensors_io import bf16_to_float32, read_header, save_safetensors
+from ..files import atomic_write
 
 # Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
 HF_TO_BOOK = [
@@ -199,3 +203,45 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
             if raw.size != n:
                 raise WeightsError(f"{file}: short read of a tensor")
             flat[lo:lo + n] = bf16_to_float32(raw) if entry["tag"] == "BF16" else raw
+
+
+def cfg_to_hf_config(model) -> dict:
+    """The config.json transformers reads for a Qwen3Model or Llama3Model."""
+    cfg, att = model.cfg, model.trf_blocks[0].att
+    model_type = "qwen3" if isinstance(model, Qwen3Model) else "llama"
+    rope = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
+    if cfg.get("rope_freq"):
+        freq = cfg["rope_freq"]
+        rope.update(rope_type="llama3", factor=freq["factor"], low_freq_factor=freq["low_freq_factor"],
+                    high_freq_factor=freq["high_freq_factor"],
+                    original_max_position_embeddings=freq["original_context_length"])
+    return {"architectures": ["Qwen3ForCausalLM" if model_type == "qwen3" else "LlamaForCausalLM"],
+            "model_type": model_type, "vocab_size": cfg["vocab_size"],
+            "max_position_embeddings": cfg["context_length"], "hidden_size": cfg["emb_dim"],
+            "num_attention_heads": cfg["n_heads"], "num_hidden_layers": cfg["n_layers"],
+            "intermediate_size": cfg["hidden_dim"], "head_dim": att.head_dim,
+            "num_key_value_heads": cfg["n_kv_groups"], "rms_norm_eps": model.final_norm.eps,
+            "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": model.weights_tied,
+            "rope_parameters": rope, "rope_theta": cfg["rope_base"], "dtype": "float32"}
+
+
+def save_pretrained_hf(model, save_directory) -> Path:
+    """Write a Qwen3Model or Llama3Model as a Hugging Face directory (config.json and
+    model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
+    `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
+    if not isinstance(model, tuple(cls for cls, _ in MODELS.values())):
+        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model or Llama3Model, got "
+                           f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = cfg_to_hf_config(model)
+    norm = MODELS[config["model_type"]][1]
+    want = expected_shapes({**model.cfg, "head_dim": config["head_dim"],
+                            "tie_weights": model.weights_tied}, norm)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    save_safetensors({hf: params[book].data.astype(np.float32, copy=False)
+                      for hf, (book, _) in want.items()},
+                     directory / "model.safetensors", metadata={"format": "pt"})
+    with atomic_write(directory / "config.json", "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    return directory
