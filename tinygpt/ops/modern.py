@@ -17,6 +17,7 @@
 """
 import numpy as np
 
+from .. import kernels
 from ..core.autograd import Function
 from ..core.dtypes import require_float
 from ..core.tensor import as_tensor
@@ -25,23 +26,22 @@ from ..errors import InputError, InputTypeError
 
 
 class RMSNorm(Function):
-    """y = x * rstd * scale, rstd = 1 / sqrt(mean(x^2) + eps) per row of the last dim.
-    Backward: with gw = g * scale and x_hat = x * rstd,
-    dx = rstd * (gw - x_hat * mean(gw * x_hat)), dscale = sum over rows of g * x_hat."""
+    """y = x * rstd * scale, rstd = 1 / sqrt(mean(x^2) + eps) per row of the last dim, in
+    `kernels.rmsnorm_forward` (Numba, or the NumPy reference beside it), which saves rstd.
+    Backward: with g = dy * scale and x_hat = x * rstd,
+    dx = rstd * (g - x_hat * mean(g * x_hat)), dscale = sum over rows of dy * x_hat."""
 
     def forward(self, x, scale, eps):
-        self.rstd = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (..., 1)
-        self.x_hat = x * self.rstd                                               # (..., d)
+        self.shape = x.shape
+        self.x2d = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))  # (N, d)
         self.scale = scale
-        return self.x_hat * scale                                                # (..., d)
+        y, self.rstd = kernels.rmsnorm_forward(self.x2d, scale, eps)  # (N, d), (N,)
+        return y.reshape(self.shape)
 
     def backward(self, g):
-        dscale = None
-        if self.needs_input_grad[1]:
-            dscale = (g * self.x_hat).reshape(-1, g.shape[-1]).sum(axis=0)       # (d,)
-        gw = g * self.scale                                                      # (..., d)
-        dx = self.rstd * (gw - self.x_hat * np.mean(gw * self.x_hat, axis=-1, keepdims=True))
-        return dx, dscale
+        g2d = np.ascontiguousarray(g.reshape(-1, g.shape[-1]))       # (N, d)
+        dx, dscale = kernels.rmsnorm_backward(g2d, self.x2d, self.scale, self.rstd)
+        return dx.reshape(self.shape), dscale
 
 
 def _rotate_half(x):
