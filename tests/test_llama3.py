@@ -67,3 +67,14 @@ def test_generation_past_the_window_slides_like_the_book():
             nxt = theirs(ids[:, -10:])[:, -1].argmax(-1, keepdim=True)
             ids = torch.cat([ids, nxt], dim=1)
     check_generation(ours, ids.numpy(), prompt, 10)
+
+
+def test_the_1b_config_has_the_books_parameter_count():
+    """The book prints 1,498,482,688 parameters, 1,235,814,400 unique with the head tied;
+    counted from the shapes load_pretrained expects (no 6 GB model is built)."""
+    from tinygpt.weights.hf import expected_shapes
+    cfg = {**LLAMA32_CONFIGS["1B"], "head_dim": 2048 // 32}
+    counts = [sum(int(np.prod(shape)) for _, shape in
+                  expected_shapes({**cfg, "tie_weights": tie}, "weight").values())
+              for tie in (False, True)]
+    assert counts == [1_498_482_688, 1_235_814_400]

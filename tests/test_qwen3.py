@@ -88,3 +88,13 @@ def test_training_steps_lower_the_loss():
         opt.step()
         losses.append(float(loss.data))
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_the_0_6b_config_has_the_books_parameter_count():
+    """The book prints 751,632,384 parameters, 596,049,920 unique with the head tied to the
+    embedding; counted from the shapes load_pretrained expects (no 2.4 GB model is built)."""
+    from tinygpt.weights.hf import expected_shapes
+    counts = [sum(int(np.prod(shape)) for _, shape in
+                  expected_shapes({**QWEN3_CONFIGS["0.6B"], "tie_weights": tie}, "scale").values())
+              for tie in (False, True)]
+    assert counts == [751_632_384, 596_049_920]
