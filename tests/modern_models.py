@@ -42,6 +42,21 @@ def torch_rope_tables(head_dim, base, context_length, freq=None):
     return torch.cos(angles), torch.sin(angles)
 
 
+# test_every_op.py's Rope case: Llama 3 scaling with one frequency in each band, 6 positions
+EVERY_OP_ROPE = {"head_dim": 8, "theta_base": 100.0, "context_length": 6,
+                 "freq_config": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                 "original_context_length": 32}}
+
+
+def torch_rope(x, offset, head_dim, theta_base, context_length, freq_config):
+    """The book's apply_rope on x (..., T, head_dim) at positions offset.., float64 tables."""
+    cos, sin = torch_rope_tables(head_dim, theta_base, context_length, freq_config)
+    window = slice(offset, offset + x.shape[-2])
+    half = head_dim // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[window].to(x.dtype) + rotated * sin[window].to(x.dtype)
+
+
 def randomize_norms(model, seed=0):
     """RMSNorm scales start at 1; make them differ so a transposed or skipped scale shows."""
     rng = np.random.default_rng(seed)

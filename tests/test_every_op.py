@@ -27,6 +27,7 @@ import torch.nn.functional as TF
 import tinygpt as tg
 import tinygpt.nn.functional as F
 from helpers import check_op, fd_check, functions_in_graph, torch_index
+from modern_models import EVERY_OP_ROPE, torch_rope
 from strategies import fixed_array
 from tinygpt.core.autograd import Function
 from tinygpt.ops.elementwise import Cast
@@ -107,28 +108,6 @@ COND = (np.arange(12).reshape(3, 4) % 3 == 0)
 IDX = np.array([[0, 2, 2], [4, 1, 0]])
 TARGETS = np.array([1, 0, 3, 3, 2])
 SCALE = 1 / math.sqrt(8)
-ROPE_FREQ = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context_length=32)  # one wavelength in each band
-
-
-def rope_np(dtype):
-    return tg.ops.rope_tables(8, 100.0, 6, ROPE_FREQ, dtype)
-
-
-def rope_torch():
-    """The book's llama3.compute_rope_params in float64, written out in torch."""
-    inv = 1.0 / 100.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8)
-    wavelen = 2 * math.pi / inv
-    f = ROPE_FREQ
-    low, high = f["original_context_length"] / f["low_freq_factor"], f["original_context_length"] / f["high_freq_factor"]
-    smooth = (f["original_context_length"] / wavelen - f["low_freq_factor"]) / (f["high_freq_factor"] - f["low_freq_factor"])
-    scaled = torch.where(wavelen > low, inv / f["factor"], inv)
-    inv = torch.where((wavelen <= low) & (wavelen >= high), (1 - smooth) * inv / f["factor"] + smooth * inv, scaled)
-    angles = torch.arange(6, dtype=torch.float64)[:, None] * inv[None, :]
-    angles = torch.cat([angles, angles], dim=1)
-    return torch.cos(angles), torch.sin(angles)
-
-
-ROPE_T = rope_torch()
 
 CASES = {
     # elementwise (tinygpt/ops/elementwise.py); the (2, 3, 4) op (4,) pairs broadcast
@@ -171,12 +150,10 @@ CASES = {
                       lambda x, w, b: TF.layer_norm(x, (5,), w, b, eps=1e-5)),
     "Dropout": Case(inputs(arr(4, 6)), seeded(3, lambda a: F.dropout(a, p=0.4, training=True)),
                     lambda a: a * dropout_mask(a.shape, NUMPY_DTYPE[a.dtype], 0.4, 3) / 0.6),
-    # today's LLMs (tinygpt/ops/modern.py): RMSNorm, RoPE with Llama 3 scaling at an offset, SiLU
     "RMSNorm": Case(inputs(arr(2, 3, 5), arr(5, seed=1)), lambda x, w: tg.ops.rms_norm(x, w, eps=1e-6),
                     lambda x, w: TF.rms_norm(x, (5,), w, eps=1e-6)),
-    "Rope": Case(inputs(arr(2, 3, 4, 8)), lambda x: tg.ops.rope(x, *rope_np(x.dtype), offset=2),
-                 lambda x: x * ROPE_T[0][2:6].to(x.dtype) + torch.cat([-x[..., 4:], x[..., :4]], -1)
-                 * ROPE_T[1][2:6].to(x.dtype)),
+    "Rope": Case(inputs(arr(2, 3, 4, 8)), lambda x: tg.ops.rope(x, *tg.ops.rope_tables(**EVERY_OP_ROPE, dtype=x.dtype), offset=2),
+                 lambda x: torch_rope(x, offset=2, **EVERY_OP_ROPE)),
     "Silu": Case(inputs(arr(3, 4)), tg.ops.silu, TF.silu),
     "CrossEntropy": Case(inputs(arr(5, 4), TARGETS), F.cross_entropy, TF.cross_entropy),
     # reductions
