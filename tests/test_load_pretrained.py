@@ -130,6 +130,13 @@ def test_gpt2_directories_load_through_load_gpt2(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def test_gpt2_model_names_go_to_load_gpt2(monkeypatch):
+    calls = []
+    monkeypatch.setattr("tinygpt.weights.hf.load_gpt2", lambda name, dtype: calls.append((name, dtype)))
+    load_pretrained("gpt2-medium (355M)", dtype=np.float64)
+    assert calls == [("gpt2-medium (355M)", np.float64)]
+
+
 def test_refusals_name_the_problem(tmp_path):
     hf_model("qwen3").save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())

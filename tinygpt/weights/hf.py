@@ -24,6 +24,7 @@ import numpy as np
 
 from ..model.llama3 import Llama3Model
 from ..model.qwen3 import Qwen3Model
+from .download import resolve_model_name
 from .gpt2 import WeightsError, load_gpt2, read_json_config
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..files import atomic_write
@@ -53,11 +54,15 @@ CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 def load_pretrained(path, *, dtype=np.float32):
     """The model in Hugging Face directory `path` (config.json + model.safetensors, or the sharded
     form with model.safetensors.index.json), in eval mode, parameters in `dtype` (float32 or
-    float64; bf16 and f16 weights are widened). Raises WeightsError naming every missing,
+    float64; bf16 and f16 weights are widened). A GPT-2 model name ("gpt2-small (124M)", "gpt2",
+    ...) goes to `load_gpt2`, which downloads it once. Raises WeightsError naming every missing,
     unexpected or mis-shaped tensor, or the config entry tinygpt does not support."""
+    if not Path(path).exists() and resolve_model_name(path) is not None:
+        return load_gpt2(path, dtype=dtype)
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory: config.json is missing")
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json is "
+                                f"missing) nor a GPT-2 model name")
     config = read_json_config(path / "config.json")
     model_type = config.get("model_type")
     if model_type == "gpt2":
