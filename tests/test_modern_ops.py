@@ -73,6 +73,14 @@ def test_rope_offset_is_the_slice_of_the_whole_sequence():
     np.testing.assert_array_equal(tail, whole[:, :, 3:])
 
 
+def test_grouped_query_attention_refuses_shapes_that_do_not_group():
+    q = np.zeros((1, 4, 3, 8), np.float32)
+    for k in (np.zeros((1, 3, 3, 8), np.float32), np.zeros((1, 2, 3, 6), np.float32),
+              np.zeros((2, 2, 3, 8), np.float32), np.zeros((2, 3, 8), np.float32)):
+        with pytest.raises(tg.errors.InputError, match="grouped_query_attention"):
+            grouped_query_attention(q, k, k)
+
+
 def test_rope_refuses_positions_outside_the_tables():
     cos, sin = rope_tables(8, 10_000.0, 4)
     with pytest.raises(tg.errors.InputError, match="outside the tables"):

@@ -155,6 +155,9 @@ def grouped_query_attention(queries, keys, values, dropout_p: float = 0.0):
     query head h uses key/value head h // (H / G), as repeat_interleave would pair them. Query i
     sits at position L - T + i (what a KV cache needs). Returns (b, H, T, hd)."""
     queries, keys, values = as_tensor(queries), as_tensor(keys), as_tensor(values)
+    if queries.ndim != 4 or keys.ndim != 4:
+        raise InputError(f"grouped_query_attention needs 4-D queries (b, H, T, head_dim) and keys "
+                         f"(b, G, L, head_dim), got {queries.shape} and {keys.shape}")
     b, n_heads, t, hd = queries.shape
     n_kv = keys.shape[1]
     if n_kv == 0 or n_heads % n_kv or keys.shape != values.shape or keys.shape[::3] != (b, hd):
