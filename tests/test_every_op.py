@@ -27,6 +27,7 @@ import torch.nn.functional as TF
 import tinygpt as tg
 import tinygpt.nn.functional as F
 from helpers import check_op, fd_check, functions_in_graph, torch_index
+from modern_models import EVERY_OP_ROPE, torch_rope
 from strategies import fixed_array
 from tinygpt.core.autograd import Function
 from tinygpt.ops.elementwise import Cast
@@ -149,6 +150,11 @@ CASES = {
                       lambda x, w, b: TF.layer_norm(x, (5,), w, b, eps=1e-5)),
     "Dropout": Case(inputs(arr(4, 6)), seeded(3, lambda a: F.dropout(a, p=0.4, training=True)),
                     lambda a: a * dropout_mask(a.shape, NUMPY_DTYPE[a.dtype], 0.4, 3) / 0.6),
+    "RMSNorm": Case(inputs(arr(2, 3, 5), arr(5, seed=1)), lambda x, w: tg.ops.rms_norm(x, w, eps=1e-6),
+                    lambda x, w: TF.rms_norm(x, (5,), w, eps=1e-6)),
+    "Rope": Case(inputs(arr(2, 3, 4, 8)), lambda x: tg.ops.rope(x, *tg.ops.rope_tables(**EVERY_OP_ROPE, dtype=x.dtype), offset=2),
+                 lambda x: torch_rope(x, offset=2, **EVERY_OP_ROPE)),
+    "Silu": Case(inputs(arr(3, 4)), tg.ops.silu, TF.silu),
     "CrossEntropy": Case(inputs(arr(5, 4), TARGETS), F.cross_entropy, TF.cross_entropy),
     # reductions
     "Sum": same(inputs(arr(2, 3, 4)), lambda a: a.sum(dim=1)),

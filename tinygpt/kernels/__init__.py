@@ -8,7 +8,8 @@ This package is a leaf: it imports NumPy and Numba only, never tinygpt or torch.
 """
 import os
 
-from . import adamw, attention, cross_entropy, dropout, embedding, gelu, gemm, layernorm, softmax
+from . import (adamw, attention, cross_entropy, dropout, embedding, gelu, gemm, layernorm, rmsnorm,
+               softmax)
 from ._jit import HAVE_NUMBA, num_threads, set_num_threads
 
 _CHOICES = ("numba", "numpy")
@@ -33,6 +34,8 @@ if USE_NUMBA:
     cached_attention = attention.cached_attention_numba
     layernorm_forward = layernorm.layernorm_forward_numba
     layernorm_backward = layernorm.layernorm_backward_numba
+    rmsnorm_forward = rmsnorm.rmsnorm_forward_numba
+    rmsnorm_backward = rmsnorm.rmsnorm_backward_numba
     gelu_forward = gelu.gelu_forward_numba
     gelu_backward = gelu.gelu_backward_numba
     cross_entropy_forward = cross_entropy.cross_entropy_forward_numba
@@ -52,6 +55,8 @@ else:
     cached_attention = attention.cached_attention_ref
     layernorm_forward = layernorm.layernorm_forward_ref
     layernorm_backward = layernorm.layernorm_backward_ref
+    rmsnorm_forward = rmsnorm.rmsnorm_forward_ref
+    rmsnorm_backward = rmsnorm.rmsnorm_backward_ref
     gelu_forward = gelu.gelu_forward_ref
     gelu_backward = gelu.gelu_backward_ref
     cross_entropy_forward = cross_entropy.cross_entropy_forward_ref
@@ -73,6 +78,8 @@ REFERENCE = {
     "cached_attention": attention.cached_attention_ref,
     "layernorm_forward": layernorm.layernorm_forward_ref,
     "layernorm_backward": layernorm.layernorm_backward_ref,
+    "rmsnorm_forward": rmsnorm.rmsnorm_forward_ref,
+    "rmsnorm_backward": rmsnorm.rmsnorm_backward_ref,
     "gelu_forward": gelu.gelu_forward_ref,
     "gelu_backward": gelu.gelu_backward_ref,
     "cross_entropy_forward": cross_entropy.cross_entropy_forward_ref,
@@ -93,6 +100,8 @@ NUMBA = {
     "cached_attention": attention.cached_attention_numba,
     "layernorm_forward": layernorm.layernorm_forward_numba,
     "layernorm_backward": layernorm.layernorm_backward_numba,
+    "rmsnorm_forward": rmsnorm.rmsnorm_forward_numba,
+    "rmsnorm_backward": rmsnorm.rmsnorm_backward_numba,
     "gelu_forward": gelu.gelu_forward_numba,
     "gelu_backward": gelu.gelu_backward_numba,
     "cross_entropy_forward": cross_entropy.cross_entropy_forward_numba,
@@ -133,6 +142,8 @@ def warmup(dtype="float32"):
     w = np.ones(8, dt)
     y, mean, rstd = layernorm.layernorm_forward_numba(x2, w, w, 1e-5)
     layernorm.layernorm_backward_numba(x2, x2, w, mean, rstd)
+    y, rstd = rmsnorm.rmsnorm_forward_numba(x2, w, 1e-6)
+    rmsnorm.rmsnorm_backward_numba(x2, x2, w, rstd)
     gelu.gelu_backward_numba(x2, gelu.gelu_forward_numba(x2))
     t = np.array([1, -100, 2, 3, 4, 5], np.int64)
     _, lse = cross_entropy.cross_entropy_forward_numba(x2, t, -100)

@@ -7,10 +7,17 @@ from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
 from .gpt import (GELU, FeedForward, GPTModel, KVCache, LayerNorm, TransformerBlock,
                   count_parameters, model_size_mb)
+from .llama3 import LLAMA32_CONFIG_1B, LLAMA32_CONFIG_3B, LLAMA32_CONFIGS, Llama3Model
+from .modern import GroupedQueryAttention, RMSNorm, RotaryModel
+from .qwen3 import (QWEN3_CONFIG_0_6B, QWEN3_CONFIG_1_7B, QWEN3_CONFIG_4B, QWEN3_CONFIG_8B,
+                    QWEN3_CONFIGS, Qwen3Model)
 
 __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttention",
            "FastMultiHeadAttention", "MultiHeadAttentionWrapper",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
            "model_configs", "validate_config", "generate", "generate_text_simple",
            "text_to_token_ids", "token_ids_to_text", "GELU", "LayerNorm", "FeedForward",
-           "GPTModel", "KVCache", "TransformerBlock", "count_parameters", "model_size_mb"]
+           "GPTModel", "KVCache", "TransformerBlock", "count_parameters", "model_size_mb",
+           "LLAMA32_CONFIG_1B", "LLAMA32_CONFIG_3B", "LLAMA32_CONFIGS", "Llama3Model",
+           "GroupedQueryAttention", "RMSNorm", "RotaryModel", "QWEN3_CONFIG_0_6B",
+           "QWEN3_CONFIG_1_7B", "QWEN3_CONFIG_4B", "QWEN3_CONFIG_8B", "QWEN3_CONFIGS", "Qwen3Model"]

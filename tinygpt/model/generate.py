@@ -22,6 +22,10 @@ from ..core.tensor import Tensor
 from ..ops import argmax, topk
 from ..ops.sampling import multinomial
 from .gpt import GPTModel
+from .modern import RotaryModel
+
+# the models whose forward takes (ids, kv_cache=, last_only=) and that build a KV cache
+CACHED_MODELS = (GPTModel, RotaryModel)
 from ..errors import InputError, InputTypeError
 
 
@@ -84,7 +88,7 @@ def _check_finite(logits: np.ndarray, model, step: int) -> np.ndarray:
 
 def _last_logits(model, ids, kv_cache=None, step: int = 0) -> np.ndarray:
     """Logits of the last position, (batch, vocab) ndarray; non-finite logits are refused."""
-    if isinstance(model, GPTModel):
+    if isinstance(model, CACHED_MODELS):
         logits = model(ids, kv_cache=kv_cache, last_only=True)  # (b, 1, vocab)
     else:
         logits = model(ids)                                      # (b, T, vocab)
@@ -109,9 +113,34 @@ def generate_text_simple(model, idx, max_new_tokens: int, context_size: int):
     return Tensor(ids) if was_tensor else ids
 
 
-def _next_token(logits: np.ndarray, temperature: float, top_k) -> np.ndarray:
+def top_p_filter(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Nucleus filtering: keep the most probable tokens whose mass reaches `top_p` of the row's
+    total, the rest get weight 0. A token is kept when the tokens ranked above it hold less than
+    top_p, so the most probable one always stays. probs (b, vocab), unnormalised, >= 0."""
+    order = np.argsort(-probs, axis=-1, kind="stable")         # (b, vocab), most probable first
+    ranked = np.take_along_axis(probs, order, axis=-1)         # (b, vocab), descending
+    mass_above = np.cumsum(ranked, axis=-1) - ranked           # (b, vocab), of the tokens ranked above
+    drop_ranked = mass_above >= top_p * ranked.sum(axis=-1, keepdims=True)
+    drop = np.empty_like(drop_ranked)
+    np.put_along_axis(drop, order, drop_ranked, axis=-1)       # back to vocabulary order
+    return np.where(drop, 0.0, probs)
+
+
+def _check_top_p(top_p):
+    if top_p is None:
+        return None
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.floating, np.integer)):
+        raise InputTypeError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    return None if float(top_p) == 1.0 else float(top_p)  # 1.0 keeps every token
+
+
+def _next_token(logits: np.ndarray, temperature: float, top_k, top_p=None) -> np.ndarray:
     """Section 5.3: top-k filter with -inf, temperature scaling, then multinomial sampling
-    (temperature > 0) or argmax (temperature 0). logits (b, vocab) -> ids (b, 1)."""
+    (temperature > 0) or argmax (temperature 0). logits (b, vocab) -> ids (b, 1).
+    `top_p` (beyond the book, as Hugging Face's generate): after temperature, only the nucleus
+    of `top_p_filter` can be drawn; greedy decoding is unaffected (the argmax is always kept)."""
     if top_k is not None:
         top_logits, _ = topk(Tensor(logits), top_k)  # (b, k), descending
         min_val = top_logits.data[:, -1:]            # (b, 1)
@@ -123,34 +152,38 @@ def _next_token(logits: np.ndarray, temperature: float, top_k) -> np.ndarray:
         shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)  # (b, vocab) <= 0
         with np.errstate(over="ignore"):             # -inf for a subnormal temperature: weight 0
             probs = np.exp(shifted / temperature)    # (b, vocab), unnormalised
+        if top_p is not None:
+            probs = top_p_filter(probs, top_p)       # (b, vocab), zero outside the nucleus
         return multinomial(Tensor(probs), num_samples=1).data  # (b, 1)
     return argmax(Tensor(logits), dim=-1, keepdim=True).data  # (b, 1)
 
 
 def generate(model, idx, max_new_tokens: int, context_size: int, temperature: float = 0.0,
              top_k: int | None = None, eos_id: int | None = None,
-             use_cache: bool = True):
+             use_cache: bool = True, top_p: float | None = None):
     """Section 5.3: generate up to `max_new_tokens` tokens after `idx` (batch, n).
 
     temperature 0.0: greedy (argmax); > 0: logits / temperature, softmax, then one draw from
     `tinygpt.multinomial` per step (seed with `tinygpt.manual_seed`); nan, inf and negative
     temperatures are refused. top_k: keep the k largest
-    logits, the rest become -inf. eos_id: stop before appending the first generated eos_id
+    logits, the rest become -inf. top_p: sample only from the most probable tokens holding top_p
+    of the probability (nucleus sampling; None or 1.0: all). eos_id: stop before appending the first generated eos_id
     (batch size 1 only, as in the book). use_cache: reuse keys/values through a KV cache
-    (GPTModel only); identical tokens, see the module docstring for the sliding window.
+    (GPTModel, Qwen3Model, Llama3Model); identical tokens, see the module docstring for the sliding window.
     The model's train/eval mode is left as it is: call model.eval() first, as the book does.
     Non-finite logits (a model whose weights hold nan or inf, or that overflows) raise
     InputError naming the first non-finite parameter, instead of decoding noise.
     Returns (batch, n + generated) int64, an ndarray or a Tensor like `idx`."""
     ids, was_tensor = _token_ids(idx)
     new = list(generate_stream(model, ids, max_new_tokens, context_size, temperature, top_k,
-                               eos_id, use_cache))
+                               eos_id, use_cache, top_p))
     ids = np.concatenate([ids, *new], axis=1)                         # (b, n + generated)
     return Tensor(ids) if was_tensor else ids
 
 
 def generate_stream(model, idx, max_new_tokens: int, context_size: int, temperature: float = 0.0,
-                    top_k: int | None = None, eos_id: int | None = None, use_cache: bool = True):
+                    top_k: int | None = None, eos_id: int | None = None, use_cache: bool = True,
+                    top_p: float | None = None):
     """`generate`'s loop one token at a time, for showing text as it is made: yields each new
     token as a (batch, 1) int64 ndarray as soon as it is chosen, and stops before a generated
     `eos_id`. Same arguments, checks and tokens as `generate`; no graph is recorded."""
@@ -158,14 +191,15 @@ def generate_stream(model, idx, max_new_tokens: int, context_size: int, temperat
     _check_context_size(model, context_size)
     _check_max_new_tokens(max_new_tokens)
     temperature = float(temperature)
+    top_p = _check_top_p(top_p)
     if not (math.isfinite(temperature) and temperature >= 0.0):
         raise InputError(f"temperature must be a finite number >= 0, got {temperature}")
     if eos_id is not None and ids.shape[0] != 1:
         raise InputError(f"eos_id stopping needs batch size 1 (as in the book), got batch "
                          f"{ids.shape[0]}")
-    if use_cache and not isinstance(model, GPTModel):
-        raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, got {type(model).__name__}; "
-                             "pass use_cache=False")
+    if use_cache and not isinstance(model, CACHED_MODELS):
+        raise InputTypeError(f"use_cache=True needs a tinygpt GPTModel, Qwen3Model or Llama3Model, "
+                             f"got {type(model).__name__}; pass use_cache=False")
     cache = model.new_kv_cache(context_size) if use_cache else None
     for step in range(max_new_tokens):
         with no_grad():
@@ -176,7 +210,7 @@ def generate_stream(model, idx, max_new_tokens: int, context_size: int, temperat
             else:  # first step, or the window slides: (re)build the cache from the window
                 cache.reset()
                 logits = _last_logits(model, ids[:, -context_size:], cache, step)  # (b, vocab)
-            idx_next = _next_token(logits, temperature, top_k)        # (b, 1)
+            idx_next = _next_token(logits, temperature, top_k, top_p)  # (b, 1)
         if eos_id is not None and idx_next[0, 0] == eos_id:
             return
         ids = np.concatenate([ids, idx_next], axis=1)                 # (b, n + 1)

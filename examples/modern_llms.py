@@ -1,0 +1,92 @@
+"""Beyond the book: Qwen3 and Llama 3.2 on the tinygpt engine, offline and in seconds.
+
+A tiny random Qwen3 and a tiny random Llama 3.2 are written in the Hugging Face format (config.json
++ model.safetensors, the layout of the real checkpoints), loaded back with `load_pretrained`,
+asked to generate (greedy, with the KV cache, and sampled with top-p), and trained for a few
+steps. On the way it prints what each architectural piece is and where it lives in the code.
+The weights are random, so the "text" is token ids: the point is the machinery.
+
+    python examples/modern_llms.py
+"""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import tinygpt as tg
+from tinygpt.model import Llama3Model, Qwen3Model
+from tinygpt.weights import load_pretrained, save_pretrained_hf
+
+TINY_QWEN3 = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+              "hidden_dim": 64, "head_dim": 16, "qk_norm": True, "n_kv_groups": 2,
+              "rope_base": 1_000_000.0, "tie_weights": False}
+TINY_LLAMA = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+              "hidden_dim": 64, "n_kv_groups": 1, "rope_base": 500_000.0, "tie_weights": False,
+              "rope_freq": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_context_length": 16}}
+
+PIECES = [
+    ("RMSNorm", "x / sqrt(mean(x^2) + eps) * scale: LayerNorm without the mean and the shift",
+     "tinygpt/ops/modern.py RMSNorm (op), tinygpt/model/modern.py RMSNorm / NNRMSNorm (modules)"),
+    ("RoPE", "queries and keys rotated pairwise by position * frequency; no position table",
+     "tinygpt/ops/modern.py Rope, rope_tables (Llama 3's frequency scaling: _llama3_scaled)"),
+    ("Grouped-query attention", "n_heads query heads share n_kv_groups key/value heads; a "
+     "broadcast product, so the keys are never repeated and the KV cache holds only the groups",
+     "tinygpt/ops/modern.py grouped_query_attention, tinygpt/model/modern.py GroupedQueryAttention"),
+    ("QK-norm (Qwen3)", "an RMSNorm over head_dim on every query and key head, before RoPE",
+     "GroupedQueryAttention.q_norm / k_norm"),
+    ("SwiGLU", "fc3(silu(fc1(x)) * fc2(x)) in place of Linear-GELU-Linear",
+     "tinygpt/ops/modern.py Silu, tinygpt/model/modern.py FeedForward"),
+    ("Hugging Face weights", "config.json + safetensors (bf16 widened), names mapped to the book's",
+     "tinygpt/weights/hf.py load_pretrained, HF_TO_BOOK"),
+]
+
+
+def describe(model):
+    n = sum(p.size for p in model.parameters())
+    att = model.trf_blocks[0].att
+    print(f"  {type(model).__name__}: {n:,} parameters, {len(model.trf_blocks)} blocks, "
+          f"{att.num_heads} query heads / {att.num_kv_groups} key-value heads of {att.head_dim}, "
+          f"tied head: {model.weights_tied}")
+
+
+def train_a_little(model, steps=40):
+    """Next-token prediction on one sequence, 0 1 2 ... 10 0 1 ...: afterwards the model continues it."""
+    ids = (np.arange(33) % 11)[None, :]                       # (1, 33)
+    model.train()
+    opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for step in range(steps):
+        opt.zero_grad()
+        logits = model(ids[:, :-1])                           # (1, 32, vocab)
+        loss = tg.nn.functional.cross_entropy(logits.flatten(0, 1), ids[0, 1:])
+        loss.backward()                                       # through every new op
+        opt.step()
+        if step in (0, steps - 1):
+            print(f"  step {step + 1:2d}: loss {float(loss.data):.3f}")
+    return model.eval()
+
+
+def main():
+    print("The pieces, and where they live:")
+    for name, what, where in PIECES:
+        print(f"- {name}: {what}\n    {where}")
+    tg.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for cls, cfg in ((Qwen3Model, TINY_QWEN3), (Llama3Model, TINY_LLAMA)):
+            directory = save_pretrained_hf(cls(cfg), Path(tmp) / cls.__name__)
+            print(f"\n{cls.__name__}: wrote {', '.join(sorted(p.name for p in directory.iterdir()))}")
+            model = load_pretrained(directory)                # the class comes from model_type
+            describe(model)
+            prompt = np.array([[1, 2, 3]])
+            greedy = tg.generate(model, prompt, 10, cfg["context_length"])
+            print(f"  greedy (KV cache): {greedy[0].tolist()}")
+            tg.manual_seed(1)
+            sampled = tg.generate(model, prompt, 10, cfg["context_length"], temperature=0.8,
+                                  top_k=20, top_p=0.9)
+            print(f"  sampled (T=0.8, top-k 20, top-p 0.9): {sampled[0].tolist()}")
+            train_a_little(model)
+            print(f"  after training, greedy: {tg.generate(model, prompt, 10, 48)[0].tolist()}")
+
+
+if __name__ == "__main__":
+    main()

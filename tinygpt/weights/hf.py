@@ -1,0 +1,252 @@
+"""`load_pretrained(path)`: a Hugging Face model directory -> the tinygpt model its config names.
+
+`model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
+-> Qwen3Model, "llama" -> Llama3Model. For Qwen3 and Llama the Hugging Face names map to the
+book's by one table, HF_TO_BOOK below (their Linear weights are already (out, in): no transpose).
+
+Order of work, so that a bad directory costs nothing and a good one little memory:
+1. config.json -> the book's cfg (unsupported variants, e.g. biases or another RoPE scaling, are
+   refused by name);
+2. every safetensors header (one file, or the shards `model.safetensors.index.json` lists) ->
+   every tensor's name, dtype and shape checked against the shapes the cfg implies, all problems
+   in one WeightsError, before any parameter is allocated;
+3. the model is built, then each tensor is read from its file straight into its parameter (bf16
+   widened to float32 a slice at a time). Plain reads rather than a memory map: mapped pages
+   stay resident after they are copied, so peak RSS would approach twice the model
+   (tests/test_load_pretrained.py measures the peak against the model's size).
+
+`save_pretrained_hf(model, directory)` writes the same layout back (float32), for transformers.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..model.llama3 import Llama3Model
+from ..model.qwen3 import Qwen3Model
+from .download import resolve_model_name
+from .gpt2 import WeightsError, load_gpt2, read_json_config
+from .safetensors_io import bf16_to_float32, read_header, save_safetensors
+from ..files import atomic_write
+
+# Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
+HF_TO_BOOK = [
+    ("model.embed_tokens.weight",                      "tok_emb.weight"),
+    ("model.layers.{i}.self_attn.q_proj.weight",       "trf_blocks.{i}.att.W_query.weight"),
+    ("model.layers.{i}.self_attn.k_proj.weight",       "trf_blocks.{i}.att.W_key.weight"),
+    ("model.layers.{i}.self_attn.v_proj.weight",       "trf_blocks.{i}.att.W_value.weight"),
+    ("model.layers.{i}.self_attn.o_proj.weight",       "trf_blocks.{i}.att.out_proj.weight"),
+    ("model.layers.{i}.self_attn.q_norm.weight",       "trf_blocks.{i}.att.q_norm.scale"),
+    ("model.layers.{i}.self_attn.k_norm.weight",       "trf_blocks.{i}.att.k_norm.scale"),
+    ("model.layers.{i}.mlp.gate_proj.weight",          "trf_blocks.{i}.ff.fc1.weight"),
+    ("model.layers.{i}.mlp.up_proj.weight",            "trf_blocks.{i}.ff.fc2.weight"),
+    ("model.layers.{i}.mlp.down_proj.weight",          "trf_blocks.{i}.ff.fc3.weight"),
+    ("model.layers.{i}.input_layernorm.weight",        "trf_blocks.{i}.norm1.{norm}"),
+    ("model.layers.{i}.post_attention_layernorm.weight", "trf_blocks.{i}.norm2.{norm}"),
+    ("model.norm.weight",                              "final_norm.{norm}"),
+    ("lm_head.weight",                                 "out_head.weight"),
+]
+MODELS = {"qwen3": (Qwen3Model, "scale"), "llama": (Llama3Model, "weight")}
+READABLE = {"F32", "F64", "F16", "BF16"}
+CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
+
+
+def load_pretrained(path, *, dtype=np.float32):
+    """The model in Hugging Face directory `path` (config.json + model.safetensors, or the sharded
+    form with model.safetensors.index.json), in eval mode, parameters in `dtype` (float32 or
+    float64; bf16 and f16 weights are widened). A GPT-2 model name ("gpt2-small (124M)", "gpt2",
+    ...) goes to `load_gpt2`, which downloads it once. Raises WeightsError naming every missing,
+    unexpected or mis-shaped tensor, or the config entry tinygpt does not support."""
+    if not Path(path).exists() and resolve_model_name(path) is not None:
+        return load_gpt2(path, dtype=dtype)
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json is "
+                                f"missing) nor a GPT-2 model name")
+    config = read_json_config(path / "config.json")
+    model_type = config.get("model_type")
+    if model_type == "gpt2":
+        return load_gpt2(path, dtype=dtype)
+    if model_type not in MODELS:
+        raise WeightsError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
+                           f"(gpt2, {', '.join(MODELS)})")
+    cls, norm = MODELS[model_type]
+    cfg = hf_config_to_cfg(config, model_type, path / "config.json")
+    tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
+    names = _check_tensors(tensors, cfg, norm, path)    # {HF name: book name}
+    model = cls(cfg)
+    if np.dtype(dtype) != model.tok_emb.weight.dtype:
+        model.to(dtype)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for hf_name, book_name in names.items():
+        file, entry, start = tensors[hf_name]
+        _read_into(params[book_name].data, file, entry, start)
+    return model.eval()
+
+
+def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
+    """A Qwen3 or Llama config.json -> the book's cfg (+ tie_weights and norm_eps)."""
+    def need(key):
+        if key not in config:
+            raise WeightsError(f"{where}: {key!r} is missing")
+        return config[key]
+
+    for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
+        if config.get(flag):
+            raise WeightsError(f"{where}: {flag}=true is not supported by {model_type} in tinygpt")
+    if config.get("hidden_act", "silu") != "silu":
+        raise WeightsError(f"{where}: hidden_act {config['hidden_act']!r} is not supported (silu)")
+    rope = dict(config.get("rope_scaling") or {})                    # transformers 4 layout
+    rope.update(config.get("rope_parameters") or {})                 # transformers 5 layout
+    theta = rope.get("rope_theta", config.get("rope_theta"))
+    if theta is None:
+        raise WeightsError(f"{where}: rope_theta is missing")
+    cfg = {"vocab_size": need("vocab_size"), "context_length": need("max_position_embeddings"),
+           "emb_dim": need("hidden_size"), "n_heads": need("num_attention_heads"),
+           "n_layers": need("num_hidden_layers"), "hidden_dim": need("intermediate_size"),
+           "head_dim": config.get("head_dim") or need("hidden_size") // need("num_attention_heads"),
+           "n_kv_groups": config.get("num_key_value_heads") or need("num_attention_heads"),
+           "rope_base": float(theta), "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+           "tie_weights": bool(config.get("tie_word_embeddings", False))}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3" and model_type == "llama":
+        cfg["rope_freq"] = {"factor": float(rope["factor"]),
+                            "low_freq_factor": float(rope["low_freq_factor"]),
+                            "high_freq_factor": float(rope["high_freq_factor"]),
+                            "original_context_length": int(rope["original_max_position_embeddings"])}
+    elif rope_type != "default":
+        raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for {model_type} "
+                           f"(default{', llama3' if model_type == 'llama' else ''})")
+    return cfg
+
+
+def _tensor_index(path: Path) -> dict:
+    """{name: (file, header entry, data start)} over model.safetensors or the listed shards."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json_config(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise WeightsError(f"{index}: no weight_map object")
+        files = sorted(set(weight_map.values()))
+    elif (path / "model.safetensors").is_file():
+        weight_map, files = None, ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
+    tensors = {}
+    for name in files:
+        file = path / name
+        if Path(name).name != name or not file.is_file():
+            raise WeightsError(f"{index}: shard {name!r} is not a file in {path}")
+        entries, _, start = read_header(file)
+        for tensor, entry in entries.items():
+            if tensor in tensors:
+                raise WeightsError(f"{path}: tensor {tensor!r} is in two shards")
+            if weight_map is not None and weight_map.get(tensor) != name:
+                raise WeightsError(f"{index}: tensor {tensor!r} is in {name}, the index says "
+                                   f"{weight_map.get(tensor)!r}")
+            tensors[tensor] = (file, entry, start)
+    if weight_map is not None and set(weight_map) - set(tensors):
+        raise WeightsError(f"{index}: lists tensors no shard holds: {sorted(set(weight_map) - set(tensors))[:5]}")
+    return tensors
+
+
+def expected_shapes(cfg: dict, norm: str) -> dict:
+    """{HF name: (book name, shape)} that `cfg` implies (lm_head absent when tied)."""
+    E, V, H, hd = cfg["emb_dim"], cfg["vocab_size"], cfg["n_heads"], cfg["head_dim"]
+    shapes = {"tok_emb.weight": (V, E), "W_query.weight": (H * hd, E),
+              "W_key.weight": (cfg["n_kv_groups"] * hd, E), "W_value.weight": (cfg["n_kv_groups"] * hd, E),
+              "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
+              "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
+              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
+    out = {}
+    for hf, book in HF_TO_BOOK:
+        if "q_norm" in hf or "k_norm" in hf:
+            if not cfg.get("qk_norm", norm == "scale"):
+                continue
+        if hf == "lm_head.weight" and cfg["tie_weights"]:
+            continue
+        for i in range(cfg["n_layers"]) if "{i}" in hf else [None]:
+            name = book.format(i=i, norm=norm)
+            key = ".".join(name.split(".")[-2:])
+            out[hf.format(i=i)] = (name, shapes.get(key, (E,)))
+    return out
+
+
+def _check_tensors(tensors: dict, cfg: dict, norm: str, path) -> dict:
+    want = expected_shapes(cfg, norm)
+    problems = [f"missing {n}" for n in want if n not in tensors]
+    for name, (file, entry, _) in tensors.items():
+        if name not in want:
+            if not (name == "lm_head.weight" and cfg["tie_weights"]):  # a tied head saved anyway
+                problems.append(f"unexpected {name} ({file.name})")
+            continue
+        if entry["shape"] != want[name][1]:
+            problems.append(f"{name}: shape {entry['shape']} in {file.name}, the config implies {want[name][1]}")
+        if entry["tag"] not in READABLE:
+            problems.append(f"{name}: dtype {entry['tag']} is not a float dtype")
+    if problems:
+        raise WeightsError(f"{path}: the weights do not fit the config: {'; '.join(problems[:20])}"
+                           + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
+    return {hf: book for hf, (book, _) in want.items()}
+
+
+def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
+    """Fill `out` with the tensor `entry` of `file`: read straight into it when the dtypes agree,
+    else CHUNK_ELEMENTS values at a time through a small buffer."""
+    if not out.flags.c_contiguous:
+        raise WeightsError(f"{file}: a parameter to load into is not C-contiguous")
+    flat = out.reshape(-1)                                    # a view of the parameter
+    with open(file, "rb") as f:
+        f.seek(start + entry["begin"])
+        if entry["dtype"] == out.dtype:
+            if f.readinto(memoryview(flat).cast("B")) != flat.nbytes:
+                raise WeightsError(f"{file}: short read of a tensor")
+            return
+        for lo in range(0, flat.size, CHUNK_ELEMENTS):
+            n = min(CHUNK_ELEMENTS, flat.size - lo)
+            raw = np.fromfile(f, dtype=entry["dtype"], count=n)
+            if raw.size != n:
+                raise WeightsError(f"{file}: short read of a tensor")
+            flat[lo:lo + n] = bf16_to_float32(raw) if entry["tag"] == "BF16" else raw
+
+
+def cfg_to_hf_config(model) -> dict:
+    """The config.json transformers reads for a Qwen3Model or Llama3Model."""
+    cfg, att = model.cfg, model.trf_blocks[0].att
+    model_type = "qwen3" if isinstance(model, Qwen3Model) else "llama"
+    rope = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
+    if cfg.get("rope_freq"):
+        freq = cfg["rope_freq"]
+        rope.update(rope_type="llama3", factor=freq["factor"], low_freq_factor=freq["low_freq_factor"],
+                    high_freq_factor=freq["high_freq_factor"],
+                    original_max_position_embeddings=freq["original_context_length"])
+    return {"architectures": ["Qwen3ForCausalLM" if model_type == "qwen3" else "LlamaForCausalLM"],
+            "model_type": model_type, "vocab_size": cfg["vocab_size"],
+            "max_position_embeddings": cfg["context_length"], "hidden_size": cfg["emb_dim"],
+            "num_attention_heads": cfg["n_heads"], "num_hidden_layers": cfg["n_layers"],
+            "intermediate_size": cfg["hidden_dim"], "head_dim": att.head_dim,
+            "num_key_value_heads": cfg["n_kv_groups"], "rms_norm_eps": model.final_norm.eps,
+            "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": model.weights_tied,
+            "rope_parameters": rope, "rope_theta": cfg["rope_base"], "dtype": "float32"}
+
+
+def save_pretrained_hf(model, save_directory) -> Path:
+    """Write a Qwen3Model or Llama3Model as a Hugging Face directory (config.json and
+    model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
+    `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
+    if not isinstance(model, tuple(cls for cls, _ in MODELS.values())):
+        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model or Llama3Model, got "
+                           f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = cfg_to_hf_config(model)
+    norm = MODELS[config["model_type"]][1]
+    want = expected_shapes({**model.cfg, "head_dim": config["head_dim"],
+                            "tie_weights": model.weights_tied}, norm)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    save_safetensors({hf: params[book].data.astype(np.float32, copy=False)
+                      for hf, (book, _) in want.items()},
+                     directory / "model.safetensors", metadata={"format": "pt"})
+    with atomic_write(directory / "config.json", "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    return directory
