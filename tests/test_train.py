@@ -302,3 +302,17 @@ def test_the_bar_estimate_does_not_extrapolate_a_slow_first_step():
     elapsed = progress.bar.format_dict["elapsed"]
     assert rate == 20 and elapsed < 0.4, elapsed  # the 0.5 s step is not in the estimate
     progress.close()
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama3"])
+def test_the_per_epoch_sample_works_for_the_modern_models(arch):
+    from modern_models import TINY_LLAMA, TINY_QWEN3
+    from tinygpt.model import Llama3Model, Qwen3Model
+    from tinygpt.tokenizer import get_gpt2_tokenizer
+    from tinygpt.train.loop import generate_and_print_sample
+    cls, cfg = (Qwen3Model, TINY_QWEN3) if arch == "qwen3" else (Llama3Model, TINY_LLAMA)
+    tg.manual_seed(0)
+    model = cls({**cfg, "vocab_size": 50257})
+    lines = []
+    text = generate_and_print_sample(model, get_gpt2_tokenizer(), "Every effort", 5, lines.append)
+    assert text.startswith("Every effort") and lines == [text.rstrip()] and model.training

@@ -8,7 +8,8 @@ from .core.tensor import Tensor, arange, ones, rand, randn, tensor, zeros
 from .ops import (argmax, cat, matmul, stack, topk, tril, triu, where)
 from .ops.sampling import multinomial
 from . import nn, optim  # noqa: E402  (nn and optim build on the names above)
-from .model import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple  # noqa: E402
+from .model import (GPT_CONFIG_124M, GPTModel, Llama3Model, Qwen3Model, generate,  # noqa: E402
+                    generate_text_simple)
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,4 @@ def __getattr__(name):
 __all__ = ["Tensor", "Function", "tensor", "zeros", "ones", "randn", "rand", "arange", "tril", "triu", "cat",
            "stack", "where", "argmax", "topk", "matmul", "multinomial", "no_grad",
            "is_grad_enabled", "tune_malloc", "manual_seed", "get_rng_state", "set_rng_state", "nn", "optim",
-           "GPTModel", "GPT_CONFIG_124M", "generate", "generate_text_simple"]
+           "GPTModel", "Qwen3Model", "Llama3Model", "GPT_CONFIG_124M", "generate", "generate_text_simple"]

@@ -19,7 +19,7 @@ TOLERANCES = {
     "optimizer": {F32: dict(rtol=2e-6, atol=2e-7), F64: dict(rtol=1e-12, atol=1e-14)},
     # a whole float32 model's logits against the transformers / book PyTorch model: layer on
     # layers of float32 rounding, judged against the largest logit (atol * scale, rtol 0)
-    "model": {F32: dict(rtol=0.0, atol=1e-4)},
+    "model": {F32: dict(rtol=0.0, atol=1e-4), F64: dict(rtol=1e-10, atol=1e-12)},
     # float64 central differences (gradcheck): the step, the relative tolerance, and the
     # round-off allowance in units of machine epsilon times sum|out * dout| / step
     "finite_difference": {F64: dict(eps=1e-6, rtol=1e-6, roundoff=64)},

@@ -16,8 +16,7 @@ import numpy as np
 
 from ..core.random import get_rng_state, set_rng_state
 from ..errors import CheckpointError, InputError, TrainingError
-from ..model.generate import generate, text_to_token_ids, token_ids_to_text
-from ..model.gpt import GPTModel
+from ..model.generate import CACHED_MODELS, generate, text_to_token_ids, token_ids_to_text
 from ..nn.utils import clip_grad_norm_
 from ..optim.schedules import warmup_cosine_lr
 from .checkpoint import check_writable, load_checkpoint, read_checkpoint_header, save_checkpoint
@@ -42,13 +41,14 @@ def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50
     """Greedy continuation of `start_context`, printed on one line (section 5.1.3).
 
     The book calls `generate_text_simple`; `generate` at temperature 0 picks the same tokens
-    (tests/test_generate.py) and, through the KV cache, takes ~1 s instead of ~4 s for 50 tokens
-    of the 124M model, ten times per chapter-5 run."""
+    (tests/test_generate.py) and reuses keys and values through the KV cache where the model has
+    one (GPTModel, Qwen3Model, Llama3Model), a few times faster (bench/generate.py)."""
     model.eval()
-    context_size = model.pos_emb.weight.shape[0]
+    cfg = getattr(model, "cfg", None)
+    context_size = cfg["context_length"] if cfg else model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer)
     token_ids = generate(model, encoded, max_new_tokens, context_size,
-                         use_cache=isinstance(model, GPTModel))
+                         use_cache=isinstance(model, CACHED_MODELS))
     text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
     write(text.rstrip())  # a sample ending in newlines would end in a run of spaces
     model.train()
