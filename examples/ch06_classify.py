@@ -30,7 +30,8 @@ TEXT_2 = "Hey, just wanted to check if we're still on for dinner tonight? Let me
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help='e.g. "gpt2-small (124M)" or a local path; default: offline')
     parser.add_argument("--epochs", type=int, help="default: 5 with --weights, else 6")
     parser.add_argument("--lr", type=float, help="default: 5e-5 with --weights, else 5e-4")
