@@ -1,6 +1,6 @@
 """`tinygpt finetune-classify` and `tinygpt classify` (book chapter 6). Registered by
 tinygpt/finetune/cli.py through `add_cli(command)`; both call tinygpt.finetune.classify."""
-from .cli import require_at_least_one
+from .cli_args import require_at_least_one
 
 
 def add_cli(command) -> None:
