@@ -242,10 +242,25 @@ def test_cli_finetune_then_classify(tmp_path, monkeypatch, capsys):
     assert len(read_messages(out / "train.csv")) == int(0.7 * 80)
     assert cli.main(["classify", "--model", str(out), "--text", "Free entry! Txt WIN now",
                      "--text", "See you at dinner"]) == 0
-    labels = capsys.readouterr().out.splitlines()
-    assert len(labels) == 2 and set(labels) <= {"spam", "not spam"}
+    lines = capsys.readouterr().out.splitlines()  # "label: message", labels right-aligned
+    assert [line.split(": ", 1)[1] for line in lines] == ["Free entry! Txt WIN now", "See you at dinner"]
+    assert {line.split(": ", 1)[0] for line in lines} <= {"    spam", "not spam"}
     assert cli.main(["classify", "--model", str(tmp_path / "missing"), "--text", "x"]) == 2
     assert cli.main(["finetune-classify", "--epochs", "0", "--out", str(out)]) == 2
+
+
+def test_finetune_command_modules_do_not_import_cli_back():
+    """cli.py imports classify_cmd and instruct_cmd; they must not import cli.py (no circle)."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    code = ("import sys, tinygpt.finetune.classify_cmd, tinygpt.finetune.instruct_cmd; "
+            "print('tinygpt.finetune.cli' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.stdout.strip() == "False"
 
 
 # --- download -----------------------------------------------------------------------------------

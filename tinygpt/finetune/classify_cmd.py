@@ -51,8 +51,11 @@ def add_cli(command) -> None:
             from .classify import classify_review, load_classifier, resolve_classifier_path
             model, state = load_classifier(resolve_classifier_path(args.model))
             tokenizer = get_gpt2_tokenizer()
-            for text in args.text:
-                print(classify_review(text, model, tokenizer, max_length=state.get("max_length"),
-                                      pad_token_id=state.get("pad_token_id", 50256),
-                                      class_names=tuple(state.get("class_names", ("not spam", "spam")))))
+            class_names = tuple(state.get("class_names", ("not spam", "spam")))
+            width = max(map(len, class_names))
+            for text in args.text:  # one line per message: its label, then the message
+                label = classify_review(text, model, tokenizer, max_length=state.get("max_length"),
+                                        pad_token_id=state.get("pad_token_id", 50256),
+                                        class_names=class_names)
+                print(f"{label:>{width}}: {text}")
         return run
