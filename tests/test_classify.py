@@ -202,6 +202,32 @@ def test_classifier_saves_reloads_and_classifies(tmp_path, tok):
         load_classifier(tmp_path / "lm.safetensors")
 
 
+# The book's two new messages (section 6.8).
+BOOK_SPAM = ("You are a winner you have been specially selected to receive $1000 cash or a $2000 "
+             "award.")
+BOOK_HAM = "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"
+
+
+@pytest.mark.slow
+def test_offline_recipe_gets_the_books_messages_and_95_percent(tmp_path, tok):
+    """The chapter offline, in full (the run examples/ch06_classify.py and finetune-classify do;
+    a minute or two of CPU): held-out test accuracy on the book's split, and the book's two
+    messages classified by the reloaded classifier as `tinygpt classify` would."""
+    result = classify.run_classification(out_dir=tmp_path, quiet=True, plot=False)
+    assert result["test_accuracy"] >= 0.95, result["test_accuracy"]
+    model, state = load_classifier(result["checkpoint"])
+    labels = [classify_review(text, model, tok, max_length=state["max_length"])
+              for text in (BOOK_SPAM, BOOK_HAM)]
+    assert labels == ["spam", "not spam"]
+
+
+def test_offline_base_model_starts_from_gpt2s_embedding_scale():
+    model = classify.load_base_model(None, seed=5)
+    assert model.tok_emb.weight.data.std() == pytest.approx(0.02, rel=0.01)
+    assert model.pos_emb.weight.data.std() == pytest.approx(0.01, rel=0.05)
+    assert model.trf_blocks[0].att.W_query.weight.data.std() > 0.03  # the rest as GPTModel draws it
+
+
 def small_collection(tmp_path, n_ham=60, n_spam=40):
     """A short raw collection (no quotes or folded lines) for fast end-to-end runs."""
     rows = [r for r in read_sms_spam() if '"' not in r[1] and "\n" not in r[1]]

@@ -20,14 +20,13 @@ from tinygpt.data.instruct import (
     load_instruction_data,
     split_instruction_data,
 )
-from tinygpt.finetune.instruct import (
-    extract_response,
+from tinygpt.finetune.instruct import extract_response, run_instruction_finetune
+from tinygpt.finetune.scoring import (
     judge_prompt,
     offline_scores,
     parse_score,
     query_ollama,
     rouge_l_f1,
-    run_instruction_finetune,
     score_with_ollama,
 )
 from tinygpt.errors import InputError

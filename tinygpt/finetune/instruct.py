@@ -39,8 +39,7 @@ from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import plot_losses, read_checkpoint, save_checkpoint, train_model
 from .lora import merge_lora, replace_linear_with_lora, save_lora
-from .scoring import (OLLAMA_URL, judge_prompt, offline_scores, parse_score,  # noqa: F401
-                      query_ollama, rouge_l_f1, score_with_ollama)
+from .scoring import OLLAMA_URL, offline_scores, score_with_ollama
 
 END_OF_TEXT = 50256
 
