@@ -1,10 +1,12 @@
 """Book chapter 2, "Working with text data", end to end on the-verdict (shipped, offline).
 
 The simple word tokenizer (2.3-2.4), GPT-2's byte-pair tokenizer (2.5), sliding-window batches (2.6),
-and token + absolute position embeddings (2.7-2.8).
+and token + absolute position embeddings (2.7-2.8), printing what the book prints. Writes no files.
 
     python examples/ch02_text.py
 """
+import argparse
+
 from tinygpt import arange, manual_seed, nn
 from tinygpt.assets import asset_path
 from tinygpt.data import create_dataloader_v1
@@ -16,7 +18,10 @@ from tinygpt.tokenizer import (
 )
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
     raw_text = asset_path("the-verdict.txt").read_text(encoding="utf-8")
     print(f"the-verdict: {len(raw_text)} characters")
 

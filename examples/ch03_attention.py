@@ -1,12 +1,13 @@
 """Book chapter 3, "Coding attention mechanisms", on tinygpt.
 
-    python examples/ch03_attention.py [--out runs/]
+    python examples/ch03_attention.py [--out runs/ch03]
 
 Walks the chapter on the book's six 3-d embeddings of "Your journey starts with one step":
 simplified self-attention (3.3.1), SelfAttention_v1/v2 (3.4), causal attention with dropout
 (3.5) and multi-head attention (3.6), printing what the book prints. Then it draws the attention
-weights of the sentence (plain and causal) as a heatmap PNG in --out; matplotlib is an optional
-extra (`pip install tinygpt[plot]`): without it the weights are still printed.
+weights of the sentence (plain and causal) as a heatmap, written to --out/attention-weights.png
+(default runs/ch03/attention-weights.png); matplotlib is an optional extra
+(`pip install tinygpt[plot]`): without it the weights are still printed and nothing is written.
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinygpt as tg  # noqa: E402
+from tinygpt.files import atomic_write  # noqa: E402
 from tinygpt.model import (  # noqa: E402
     CausalAttention,
     MultiHeadAttention,
@@ -104,16 +106,20 @@ def save_heatmap(panels, out_dir) -> str:
                         color="white" if weights[i, j] < 0.6 * weights.max() else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "ch03_attention_weights.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = os.path.join(out_dir, "attention-weights.png")
+    try:
+        with atomic_write(path, "wb") as f:  # complete or absent, never half a PNG
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs", help="directory for the heatmap PNG (default runs/)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/ch03",
+                        help="directory for attention-weights.png (default runs/ch03)")
     args = parser.parse_args(argv)
     plain = simplified_attention()
     causal = trainable_attention()

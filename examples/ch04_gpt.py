@@ -5,7 +5,7 @@
 Builds GPT_CONFIG_124M (163M parameters, ~650 MB float32, a few seconds), runs the book's
 two-text batch through it (4.6), prints the parameter count and memory size as the book does,
 then generates from the untrained model (4.7): gibberish, as in the book, because nothing has
-been trained yet (chapter 5). Offline: the GPT-2 tokenizer ships with tinygpt.
+been trained yet (chapter 5). Offline: the GPT-2 tokenizer ships with tinygpt. Writes no files.
 """
 import argparse
 import os
@@ -30,7 +30,8 @@ from tinygpt.tokenizer import get_gpt2_tokenizer  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-new-tokens", type=int, default=6)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--prompt", default="Hello, I am")

@@ -36,7 +36,8 @@ def offline_message(name: str, error: Exception) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="gpt2-small (124M)",
                         help="a GPT-2 name (gpt2-small (124M), 355M, gpt2-large, ...) or a path")
     parser.add_argument("--prompt", default="Every effort moves you")

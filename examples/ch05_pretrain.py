@@ -16,7 +16,8 @@ from tinygpt.train.pretrain import pretrain, resolve_config
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--config", default="book-124M", help="book-124M, small or tiny")
     parser.add_argument("--out", default="runs/ch05")

@@ -22,7 +22,8 @@ from tinygpt.finetune.instruct import OLLAMA_URL, run_instruction_finetune
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help='e.g. "gpt2-medium (355M)" or a local path; '
                         "default: the small offline model")
     parser.add_argument("--epochs", type=int)

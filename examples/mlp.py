@@ -1,7 +1,7 @@
 """A two-layer MLP learns a small synthetic task (book appendix A.5-A.7 on tinygpt).
 
 Three interleaved spirals, 2-D points -> one of three classes. The loss printed every 50 steps
-falls from ~1.1 (chance) well below 0.3, and training accuracy ends above 90%.
+falls from ~1.1 (chance) well below 0.3, and training accuracy ends above 90%. Writes no files.
 
     python examples/mlp.py [--steps 400] [--seed 123]
 """
@@ -36,7 +36,8 @@ class MLP(nn.Module):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)

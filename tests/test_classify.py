@@ -202,6 +202,43 @@ def test_classifier_saves_reloads_and_classifies(tmp_path, tok):
         load_classifier(tmp_path / "lm.safetensors")
 
 
+# The book's two new messages (section 6.8).
+BOOK_SPAM = ("You are a winner you have been specially selected to receive $1000 cash or a $2000 "
+             "award.")
+BOOK_HAM = "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"
+
+
+@pytest.mark.slow
+def test_offline_recipe_gets_the_books_messages_and_95_percent(tmp_path, tok):
+    """The chapter offline, in full, as a learner runs it: examples/ch06_classify.py (which
+    also pins OpenBLAS to one thread, its fast setting: about a minute of CPU). Held-out test
+    accuracy on the book's split, and the book's two messages, in the example's output and
+    classified again by the reloaded classifier."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "examples" / "ch06_classify.py"), "--out",
+                           str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"    spam: {BOOK_SPAM}" in done.stdout.splitlines()
+    assert f"not spam: {BOOK_HAM}" in done.stdout.splitlines()
+    model, state = load_classifier(tmp_path / "classifier.safetensors")
+    assert state["accuracy"]["test"] >= 0.95, state["accuracy"]
+    labels = [classify_review(text, model, tok, max_length=state["max_length"])
+              for text in (BOOK_SPAM, BOOK_HAM)]
+    assert labels == ["spam", "not spam"]
+
+
+def test_offline_base_model_starts_from_gpt2s_embedding_scale():
+    model = classify.load_base_model(None, seed=5)
+    assert model.tok_emb.weight.data.std() == pytest.approx(0.02, rel=0.01)
+    assert model.pos_emb.weight.data.std() == pytest.approx(0.01, rel=0.05)
+    assert model.trf_blocks[0].att.W_query.weight.data.std() > 0.03  # the rest as GPTModel draws it
+
+
 def small_collection(tmp_path, n_ham=60, n_spam=40):
     """A short raw collection (no quotes or folded lines) for fast end-to-end runs."""
     rows = [r for r in read_sms_spam() if '"' not in r[1] and "\n" not in r[1]]
@@ -242,10 +279,25 @@ def test_cli_finetune_then_classify(tmp_path, monkeypatch, capsys):
     assert len(read_messages(out / "train.csv")) == int(0.7 * 80)
     assert cli.main(["classify", "--model", str(out), "--text", "Free entry! Txt WIN now",
                      "--text", "See you at dinner"]) == 0
-    labels = capsys.readouterr().out.splitlines()
-    assert len(labels) == 2 and set(labels) <= {"spam", "not spam"}
+    lines = capsys.readouterr().out.splitlines()  # "label: message", labels right-aligned
+    assert [line.split(": ", 1)[1] for line in lines] == ["Free entry! Txt WIN now", "See you at dinner"]
+    assert {line.split(": ", 1)[0] for line in lines} <= {"    spam", "not spam"}
     assert cli.main(["classify", "--model", str(tmp_path / "missing"), "--text", "x"]) == 2
     assert cli.main(["finetune-classify", "--epochs", "0", "--out", str(out)]) == 2
+
+
+def test_finetune_command_modules_do_not_import_cli_back():
+    """cli.py imports classify_cmd and instruct_cmd; they must not import cli.py (no circle)."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    code = ("import sys, tinygpt.finetune.classify_cmd, tinygpt.finetune.instruct_cmd; "
+            "print('tinygpt.finetune.cli' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.stdout.strip() == "False"
 
 
 # --- download -----------------------------------------------------------------------------------

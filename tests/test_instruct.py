@@ -3,6 +3,7 @@ Ollama judge against a local fake server, offline scores, and a short end-to-end
 import argparse
 import http.server
 import json
+import os
 import socket
 import threading
 
@@ -19,16 +20,16 @@ from tinygpt.data.instruct import (
     load_instruction_data,
     split_instruction_data,
 )
-from tinygpt.finetune.instruct import (
-    extract_response,
+from tinygpt.finetune.instruct import extract_response, run_instruction_finetune
+from tinygpt.finetune.scoring import (
     judge_prompt,
     offline_scores,
     parse_score,
     query_ollama,
     rouge_l_f1,
-    run_instruction_finetune,
     score_with_ollama,
 )
+from tinygpt.errors import InputError
 from tinygpt.tokenizer import get_gpt2_tokenizer
 
 E = 50256  # <|endoftext|>, the padding token
@@ -183,6 +184,17 @@ def test_extract_response_and_offline_scores():
     summary = offline_scores(entries)
     assert summary == {"rouge_l_f1": 0.5, "exact_match": 0.5, "num_entries": 2}
     assert entries[0]["exact_match"] and entries[1]["rouge_l_f1"] == 0.0
+    with pytest.raises(InputError, match="no entries to score"):
+        offline_scores([])  # not "ROUGE-L 0.000, 0.0%"
+
+
+def test_data_without_test_entries_is_refused_before_training(tmp_path):
+    data = json.loads(asset_path("instruction-data.json").read_text())[:9]  # 7 train, 0 test, 2 val
+    path = write(tmp_path, "data.json", json.dumps(data))
+    with pytest.raises(InputError, match=r"too few to split .*\(7/0/2\)"):
+        run_instruction_finetune(data_path=path, out_dir=tmp_path / "run", model_config=TINY,
+                                 quiet=True)
+    assert not (tmp_path / "run").exists()  # refused before any training or writing
 
 
 # --- the Ollama judge against a fake local server ------------------------------------------------
@@ -315,6 +327,11 @@ def test_short_finetune_lowers_loss_and_writes_responses(tmp_path, ollama, lora_
     assert (tmp_path / "run" / "loss-plot.png").is_file()
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "lora.safetensors").is_file() == bool(lora_rank)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("instruction-data-with-response.json", "scores.json"):  # as a plain open() makes
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert not list((tmp_path / "run").glob(".*.tmp"))
 
 
 def test_cli_arguments():

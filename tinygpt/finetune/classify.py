@@ -181,9 +181,11 @@ def load_classifier(path):
 # --- the chapter's run, shared by examples/ch06_classify.py and `tinygpt finetune-classify` ---
 # With GPT-2 weights: the book's setup. Offline (no weights): a small GPT from random weights.
 # It has no pretrained knowledge worth freezing, so by default every layer trains (the book's
-# freezing, trainable="last", leaves random embeddings in place and ends near 92% test accuracy
-# instead of ~94%); dropout 0.2 and a 10x larger learning rate suit a model trained from scratch.
-# Measured (seeds 123 and 7): 94.3% and 94.0% test accuracy, about 50 s of CPU time each.
+# freezing, trainable="last", would leave random embeddings in place); dropout 0.2 and a 10x
+# larger learning rate suit a model trained from scratch. Its embeddings start at GPT-2's own
+# initialisation (see init_embeddings_like_gpt2): that is what lets it use the rare words.
+# Test accuracy on the book's split: 96.0% with seed 123 and with seed 7 (tests/test_classify.py
+# holds >= 95% and the book's two section-6.8 messages).
 OFFLINE_CONFIG = {"vocab_size": 50257, "context_length": 128, "emb_dim": 128, "n_heads": 4,
                   "n_layers": 2, "drop_rate": 0.2, "qkv_bias": True}
 BOOK_SETUP = {"num_epochs": 5, "lr": 5e-5, "trainable": "last"}    # pretrained GPT-2 (book 6.7)
@@ -194,12 +196,27 @@ CLASSIFIER_FILE = "classifier.safetensors"
 def load_base_model(weights=None, seed=123, quiet=False):
     """The model to fine-tune: GPT-2 weights (a size name such as "gpt2-small (124M)" or a local
     file/folder, via tinygpt.weights.load_gpt2) or, with `weights=None`, a fresh OFFLINE_CONFIG
-    GPT seeded with `seed`."""
+    GPT seeded with `seed`, its embeddings at GPT-2's initialisation."""
     if weights is None:
         manual_seed(seed)
-        return GPTModel(OFFLINE_CONFIG)
+        return init_embeddings_like_gpt2(GPTModel(OFFLINE_CONFIG))
     from ..weights import load_gpt2
     return load_gpt2(weights, progress=not quiet)  # drop_rate 0.0, as the book's chapter 6
+
+
+def init_embeddings_like_gpt2(model, tok_std=0.02, pos_std=0.01):
+    """Scale a fresh GPTModel's embeddings to GPT-2's initialisation, N(0, 0.02) for tokens and
+    N(0, 0.01) for positions, from the N(0, 1) of torch.nn.Embedding that the book's model keeps.
+
+    Why, for a model trained from scratch: AdamW moves a coordinate by about `lr` per step, so
+    a token seen in a handful of training messages ends training still close to its random
+    N(0, 1) draw (norm ~sqrt(emb_dim)), noise that drowns what it learned; the classifier then
+    leans on a few frequent cues (offline, without this, the book's "You are a winner ... $1000
+    cash or a $2000 award." came out `not spam`: no "£", no phone number). Started near zero,
+    every embedding is what training made of it. Returns the model."""
+    model.tok_emb.weight.data *= tok_std
+    model.pos_emb.weight.data *= pos_std
+    return model
 
 
 def run_classification(weights=None, out_dir="runs/ch06", num_epochs=None, batch_size=8, lr=None,
@@ -211,8 +228,8 @@ def run_classification(weights=None, out_dir="runs/ch06", num_epochs=None, batch
     the classifier (`out_dir/classifier.safetensors`) and the loss and accuracy plots.
 
     `num_epochs`, `lr` and `trainable` default to the book's 5, 5e-5 and "last" with `weights`,
-    else to OFFLINE_SETUP (6, 5e-4, "all"). Returns a dict with the curves, the accuracies,
-    the paths, `seconds` and the model."""
+    else to OFFLINE_SETUP (6, 5e-4, "all", from `load_base_model`'s small GPT). Returns a dict
+    with the curves, the accuracies, the paths, `seconds` and the model."""
     setup = BOOK_SETUP if weights is not None else OFFLINE_SETUP
     num_epochs = setup["num_epochs"] if num_epochs is None else num_epochs
     lr = setup["lr"] if lr is None else lr

@@ -1,6 +1,6 @@
 """`tinygpt finetune-classify` and `tinygpt classify` (book chapter 6). Registered by
 tinygpt/finetune/cli.py through `add_cli(command)`; both call tinygpt.finetune.classify."""
-from .cli import require_at_least_one
+from .cli_args import require_at_least_one
 
 
 def add_cli(command) -> None:
@@ -51,8 +51,11 @@ def add_cli(command) -> None:
             from .classify import classify_review, load_classifier, resolve_classifier_path
             model, state = load_classifier(resolve_classifier_path(args.model))
             tokenizer = get_gpt2_tokenizer()
-            for text in args.text:
-                print(classify_review(text, model, tokenizer, max_length=state.get("max_length"),
-                                      pad_token_id=state.get("pad_token_id", 50256),
-                                      class_names=tuple(state.get("class_names", ("not spam", "spam")))))
+            class_names = tuple(state.get("class_names", ("not spam", "spam")))
+            width = max(map(len, class_names))
+            for text in args.text:  # one line per message: its label, then the message
+                label = classify_review(text, model, tokenizer, max_length=state.get("max_length"),
+                                        pad_token_id=state.get("pad_token_id", 50256),
+                                        class_names=class_names)
+                print(f"{label:>{width}}: {text}")
         return run

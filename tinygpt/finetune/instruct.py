@@ -10,18 +10,12 @@
   4. a response for every test entry (greedy, stop at end-of-text, prompt stripped), saved with
      the entries as JSON, and the model saved;
   5. scores: offline (ROUGE-L F1 and exact match against the reference output, always) and,
-     when asked, a judge model served by Ollama (`/api/chat`) scoring 0-100 like the book.
+     when asked, a judge model served by Ollama (`/api/chat`) scoring 0-100 like the book
+     (both in tinygpt/finetune/scoring.py).
 """
-import http.client
 import json
-import os
 import pathlib
-import re
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from functools import partial
 
 import numpy as np
@@ -37,16 +31,17 @@ from ..data.instruct import (
     load_instruction_data,
     split_instruction_data,
 )
+from ..errors import InputError
+from ..files import atomic_write
 from ..model import GPTModel
 from ..model.generate import generate, text_to_token_ids, token_ids_to_text
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import plot_losses, read_checkpoint, save_checkpoint, train_model
 from .lora import merge_lora, replace_linear_with_lora, save_lora
-from ..errors import InputError
+from .scoring import OLLAMA_URL, offline_scores, score_with_ollama
 
 END_OF_TEXT = 50256
-OLLAMA_URL = "http://localhost:11434/api/chat"
 
 # Offline default: a small GPT (6.6M parameters, 6.4M of them the two vocabulary matrices) that
 # a 2-core CPU fine-tunes from scratch in a few minutes. Its cost is the 50,257-way output layer
@@ -86,150 +81,11 @@ def generate_responses(model, entries, tokenizer=None, max_new_tokens=256, conte
     return out
 
 
-def write_json_atomic(path, obj) -> pathlib.Path:
-    """json.dump(obj, indent=4) to a temporary file beside `path`, then rename it over `path`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=4, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-# --- offline scores -----------------------------------------------------------------------------
-
-def _words(text: str) -> list:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def rouge_l_f1(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased words: the longest common subsequence as precision
-    (over the candidate) and recall (over the reference), harmonic mean. 1.0 if both empty."""
-    c, r = _words(candidate), _words(reference)
-    if not c or not r:
-        return float(c == r)
-    prev = [0] * (len(r) + 1)  # LCS table, one row at a time
-    for wc in c:
-        cur = [0]
-        for j, wr in enumerate(r):
-            cur.append(prev[j] + 1 if wc == wr else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(c), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def offline_scores(entries, key="model_response") -> dict:
-    """Adds `rouge_l_f1` and `exact_match` (same words, case and punctuation ignored) to every
-    entry in place; returns their means over the entries."""
-    for e in entries:
-        e["rouge_l_f1"] = round(rouge_l_f1(e[key], e["output"]), 4)
-        e["exact_match"] = _words(e[key]) == _words(e["output"])
-    n = max(len(entries), 1)
-    return {"rouge_l_f1": sum(e["rouge_l_f1"] for e in entries) / n,
-            "exact_match": sum(e["exact_match"] for e in entries) / n, "num_entries": len(entries)}
-
-
-# --- Ollama judge (section 7.8) -----------------------------------------------------------------
-
-def query_ollama(prompt: str, model: str = "llama3", url: str = OLLAMA_URL,
-                 timeout: float = 300.0) -> str:
-    """POST the book's /api/chat request and join the streamed answer (JSON lines, each with
-    message.content, the last with "done": true). Raises ConnectionError when the server is
-    unreachable, times out or drops the connection mid-answer; ValueError on an HTTP error
-    (e.g. an unknown model) or a malformed answer."""
-    data = {"model": model, "messages": [{"role": "user", "content": prompt}],
-            "options": {"seed": 123, "temperature": 0, "num_ctx": 2048}}
-    request = urllib.request.Request(url, data=json.dumps(data).encode("utf-8"), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    host = urllib.parse.urlsplit(url).hostname
-    handlers = [urllib.request.ProxyHandler({})] if host in ("localhost", "127.0.0.1", "::1") else []
-    opener = urllib.request.build_opener(*handlers)  # a local server is never reached via a proxy
-    try:
-        response = opener.open(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        raise InputError(f"Ollama at {url} answered HTTP {err.code}: {_error_text(err)}"
-                         + (f" (try `ollama pull {model}`)" if err.code == 404 else "")) from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise ConnectionError(f"cannot reach Ollama at {url} ({reason}); start it with `ollama "
-                              f"serve` and `ollama pull {model}`, or run without the judge") from None
-    parts, lineno, done = [], 0, False
-    with response:
-        while not done:
-            try:
-                line = response.readline()
-            except (OSError, http.client.HTTPException) as err:  # reset, IncompleteRead, timeout
-                raise ConnectionError(f"Ollama at {url} dropped the connection after {lineno} "
-                                      f"answer lines ({type(err).__name__})") from None
-            if not line:
-                raise ConnectionError(f"Ollama at {url} dropped the connection: the answer ended "
-                                      f"after {lineno} lines without \"done\": true")
-            lineno += 1
-            if line.strip():
-                content, done = _parse_line(line, lineno, url)
-                parts.append(content)
-    return "".join(parts)
-
-
-def _error_text(err) -> str:
-    try:
-        body = err.read().decode("utf-8", "replace")
-        return json.loads(body).get("error", body)
-    except (OSError, ValueError, AttributeError):  # no body, not JSON, not an object
-        return str(err.reason)
-
-
-def _parse_line(line: bytes, lineno: int, url: str):
-    """One streamed line -> (message.content, done)."""
-    try:
-        obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"malformed answer from Ollama at {url}: line {lineno} is not JSON: "
-                         f"{line[:80]!r}") from None
-    if isinstance(obj, dict) and "error" in obj:
-        raise InputError(f"Ollama at {url} reported an error: {obj['error']}")
-    message = obj.get("message") if isinstance(obj, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str):
-        raise InputError(f"malformed answer from Ollama at {url}: line {lineno} has no "
-                         f"message.content string: {line[:80]!r}")
-    return content, obj.get("done") is True
-
-
-def judge_prompt(entry, key="model_response") -> str:
-    """Section 7.8's scoring prompt."""
-    return (f"Given the input `{format_input(entry)}` "
-            f"and correct output `{entry['output']}`, "
-            f"score the model response `{entry[key]}`"
-            f" on a scale from 0 to 100, where 100 is the best score. "
-            f"Respond with the integer number only.")
-
-
-def parse_score(text: str):
-    """The integer 0-100 in a judge's answer ("85", " 85.", "Score: 85"), else None."""
-    match = re.search(r"\d+", text)
-    value = int(match.group()) if match else None
-    return value if value is not None and 0 <= value <= 100 else None
-
-
-def score_with_ollama(entries, model: str = "llama3", url: str = OLLAMA_URL,
-                      key: str = "model_response", timeout: float = 300.0, quiet: bool = False):
-    """Section 7.8: ask the judge to score every entry's response 0-100. Returns one score per
-    entry (None where the answer held no score, as the book skips those). Server problems
-    raise (see `query_ollama`)."""
-    scores = []
-    for entry in tqdm(entries, desc=f"scoring ({model})", unit="entry", disable=quiet,
-                      dynamic_ncols=True):
-        scores.append(parse_score(query_ollama(judge_prompt(entry, key), model, url, timeout)))
-    return scores
+def write_json(path, obj) -> pathlib.Path:
+    """json.dump(obj, indent=4) through tinygpt.files.atomic_write (complete or absent)."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=4, ensure_ascii=False)
+    return pathlib.Path(path)
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -277,6 +133,102 @@ def pretrain_small_base(train_data, cfg=None, num_epochs=4, batch_size=8, lr=1e-
     return model, result
 
 
+# --- the chapter's steps -------------------------------------------------------------------------
+
+def resolve_settings(weights, lora_rank, **given) -> dict:
+    """The run's settings: each one given (not None) wins; the rest take the book's values with
+    `weights` (BOOK_SETTINGS), else OFFLINE_SETTINGS. Offline LoRA first pretrains its base for
+    OFFLINE_LORA_BASE_EPOCHS."""
+    settings = dict(BOOK_SETTINGS if weights is not None else OFFLINE_SETTINGS)
+    if weights is None and lora_rank:
+        settings["base_epochs"] = OFFLINE_LORA_BASE_EPOCHS
+    settings.update({k: v for k, v in given.items() if v is not None})
+    return settings
+
+
+def load_and_split(data_path, say=print):
+    """Section 7.2: the entries (default: the book's instruction-data.json) split 85/10/5 into
+    (train, test, validation); InputError when a part is empty."""
+    data = load_instruction_data(data_path or asset_path("instruction-data.json"))
+    train_data, test_data, val_data = split_instruction_data(data)
+    say(f"{len(data)} entries: {len(train_data)} train, {len(test_data)} test, {len(val_data)} val")
+    if not (train_data and test_data and val_data):
+        raise InputError(f"{len(data)} entries are too few to split into train/test/validation "
+                         f"({len(train_data)}/{len(test_data)}/{len(val_data)}): every part "
+                         "needs at least one entry")
+    return train_data, test_data, val_data
+
+
+def prepare_model(weights, train_data, model_config, base_epochs, batch_size, seed, lora_rank,
+                  lora_alpha, quiet=False, say=print):
+    """Step 1-2: the GPT-2 (or checkpoint) `weights`, or offline the small base pretrained for
+    `base_epochs`; then, with `lora_rank`, LoRA adapters (everything else frozen)."""
+    if weights is None:
+        model, _ = pretrain_small_base(train_data, model_config, base_epochs, batch_size,
+                                       OFFLINE_SETTINGS["lr"], seed, quiet)
+    else:
+        model = load_base_model(weights)
+    if lora_rank:
+        manual_seed(seed)
+        replace_linear_with_lora(model, lora_rank, lora_alpha if lora_alpha is not None else lora_rank)
+    trainable = sum(p.size for p in model.parameters() if p.requires_grad)
+    say(f"trainable parameters: {trainable:,} of {sum(p.size for p in model.parameters()):,}"
+        + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
+    return model
+
+
+def finetune(model, train_data, val_data, tokenizer, settings, batch_size=8, weight_decay=0.1,
+             mask_prompt=False, allowed_max_length=None, seed=123, quiet=False) -> dict:
+    """Sections 7.3-7.6: the loaders (seeded like the book's torch.manual_seed(123)) and the
+    book's training loop, AdamW on the trainable parameters. Returns train_model's history."""
+    ctx = model.cfg["context_length"]
+    collate = partial(custom_collate_fn, allowed_max_length=min(allowed_max_length or ctx, ctx),
+                      mask_prompt=mask_prompt)
+    datasets = [InstructionDataset(d, tokenizer, with_prompt_lengths=mask_prompt)
+                for d in (train_data, val_data)]
+    train_loader = DataLoader(datasets[0], batch_size, shuffle=True, drop_last=True,
+                              collate_fn=collate, seed=seed)
+    val_loader = DataLoader(datasets[1], batch_size, shuffle=False, drop_last=False, collate_fn=collate)
+    if len(train_loader) == 0:
+        raise InputError(f"{len(train_data)} training entries make no full batch of {batch_size}")
+    manual_seed(seed)
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["lr"],
+                      weight_decay=weight_decay)
+    model.train()
+    return train_model(model, train_loader, val_loader, optimizer, settings["num_epochs"],
+                       settings["eval_freq"], settings["eval_iter"], format_input(val_data[0]),
+                       tokenizer, schedule=False, quiet=quiet)
+
+
+def save_loss_plot(history, num_epochs, path, say=print):
+    """The chapter's loss plot, or None (said) without matplotlib or without evaluations."""
+    if not history["train_losses"]:
+        return None
+    epochs = np.linspace(0, num_epochs, len(history["train_losses"])).tolist()
+    try:
+        return plot_losses(epochs, history["tokens_seen"], history["train_losses"],
+                           history["val_losses"], path)
+    except ImportError as err:
+        say(f"(no plot: {err})")
+        return None
+
+
+def judge(responses, ollama_model, ollama_url, responses_path, quiet=False, say=print) -> dict:
+    """Section 7.8: the judge's scores added to the responses (file rewritten) and summarised.
+    A server failure is recorded as {"model", "error"}: everything saved so far stays."""
+    try:
+        scores = score_with_ollama(responses, ollama_model, ollama_url, quiet=quiet)
+    except (ConnectionError, ValueError) as err:
+        say(f"Ollama scoring failed: {err}")
+        return {"model": ollama_model, "error": str(err)}
+    for entry, score in zip(responses, scores):
+        entry["ollama_score"] = score
+    write_json(responses_path, responses)
+    valid = [s for s in scores if s is not None]
+    return {"model": ollama_model, "average": sum(valid) / len(valid) if valid else None,
+            "scored": len(valid), "unparsed": len(scores) - len(valid)}
+
+
 # --- the whole chapter ------------------------------------------------------------------------
 
 def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruct", num_epochs=None,
@@ -292,95 +244,40 @@ def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruc
     model_response and per-entry scores), scores.json, model.safetensors (a tinygpt checkpoint,
     LoRA merged) and, with LoRA, lora.safetensors (adapters only). Returns a summary dict."""
     started = time.perf_counter()
-    defaults = BOOK_SETTINGS if weights is not None else OFFLINE_SETTINGS
-    num_epochs = defaults["num_epochs"] if num_epochs is None else num_epochs
-    lr = defaults["lr"] if lr is None else lr
-    eval_freq = eval_freq or defaults["eval_freq"]
-    eval_iter = eval_iter or defaults["eval_iter"]
-    max_new_tokens = max_new_tokens or defaults["max_new_tokens"]
-    if base_epochs is None:
-        base_epochs = OFFLINE_LORA_BASE_EPOCHS if weights is None and lora_rank else defaults["base_epochs"]
+    settings = resolve_settings(weights, lora_rank, num_epochs=num_epochs, lr=lr,
+                                eval_freq=eval_freq, eval_iter=eval_iter,
+                                max_new_tokens=max_new_tokens, base_epochs=base_epochs)
     say = (lambda *a: None) if quiet else print
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     tokenizer = get_gpt2_tokenizer()
-    data = load_instruction_data(data_path or asset_path("instruction-data.json"))
-    train_data, test_data, val_data = split_instruction_data(data)
-    say(f"{len(data)} entries: {len(train_data)} train, {len(test_data)} test, {len(val_data)} val")
-    if not train_data or not val_data:
-        raise InputError(f"{len(data)} entries are too few to split into train/test/validation")
-
-    if weights is None:
-        model, _ = pretrain_small_base(train_data, model_config, base_epochs, batch_size,
-                                       OFFLINE_SETTINGS["lr"], seed, quiet)
-    else:
-        model = load_base_model(weights)
-    cfg = dict(model.cfg)
-    ctx = cfg["context_length"]
-    allowed_max_length = min(allowed_max_length or ctx, ctx)
-    if lora_rank:
-        manual_seed(seed)
-        replace_linear_with_lora(model, lora_rank, lora_alpha if lora_alpha is not None else lora_rank)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    say(f"trainable parameters: {sum(p.size for p in trainable):,} of "
-        f"{sum(p.size for p in model.parameters()):,}" + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
-
-    # Section 7.3-7.5: loaders (seeded like the book's torch.manual_seed(123)) and training.
-    collate = partial(custom_collate_fn, allowed_max_length=allowed_max_length, mask_prompt=mask_prompt)
-    datasets = [InstructionDataset(d, tokenizer, with_prompt_lengths=mask_prompt)
-                for d in (train_data, val_data)]
-    train_loader = DataLoader(datasets[0], batch_size, shuffle=True, drop_last=True,
-                              collate_fn=collate, seed=seed)
-    val_loader = DataLoader(datasets[1], batch_size, shuffle=False, drop_last=False, collate_fn=collate)
-    if len(train_loader) == 0:
-        raise InputError(f"{len(train_data)} training entries make no full batch of {batch_size}")
-    manual_seed(seed)
-    optimizer = AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    model.train()
-    history = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
-                          eval_iter, format_input(val_data[0]), tokenizer, schedule=False, quiet=quiet)
+    train_data, test_data, val_data = load_and_split(data_path, say)
+    model = prepare_model(weights, train_data, model_config, settings["base_epochs"], batch_size,
+                          seed, lora_rank, lora_alpha, quiet, say)
+    history = finetune(model, train_data, val_data, tokenizer, settings, batch_size, weight_decay,
+                       mask_prompt, allowed_max_length, seed, quiet)
     result = {"train_losses": history["train_losses"], "val_losses": history["val_losses"],
               "tokens_seen": history["tokens_seen"], "train_seconds": history["seconds"]}
-    if plot and history["train_losses"]:
-        n = len(history["train_losses"])
-        epochs = np.linspace(0, num_epochs, n).tolist()
-        try:
-            result["plot"] = plot_losses(epochs, history["tokens_seen"], history["train_losses"],
-                                         history["val_losses"], out_dir / "loss-plot.png")
-        except ImportError as err:
-            say(f"(no plot: {err})")
+    if plot and (path := save_loss_plot(history, settings["num_epochs"], out_dir / "loss-plot.png", say)):
+        result["plot"] = path
 
     # Section 7.7: responses for the test set, saved with the entries; the model saved.
     if lora_rank:
         result["lora"] = save_lora(out_dir / "lora.safetensors", model)
         merge_lora(model)  # one matmul per layer again; same outputs
     gen_start = time.perf_counter()
-    responses = generate_responses(model, test_data, tokenizer, max_new_tokens, ctx, quiet=quiet)
+    responses = generate_responses(model, test_data, tokenizer, settings["max_new_tokens"],
+                                   model.cfg["context_length"], quiet=quiet)
     result["generate_seconds"] = time.perf_counter() - gen_start
     scores = {"offline": offline_scores(responses)}
-    responses_path = write_json_atomic(out_dir / "instruction-data-with-response.json", responses)
-    save_cfg = {**cfg, "tie_weights": bool(getattr(model, "weights_tied", False))}
+    result["responses"] = write_json(out_dir / "instruction-data-with-response.json", responses)
+    save_cfg = {**model.cfg, "tie_weights": bool(getattr(model, "weights_tied", False))}
     result["checkpoint"] = save_checkpoint(out_dir / "model.safetensors", model, config=save_cfg)
-
-    # Section 7.8: the judge, only when asked; a failure keeps everything saved so far.
-    if ollama_model:
-        try:
-            judged = score_with_ollama(responses, ollama_model, ollama_url, quiet=quiet)
-        except (ConnectionError, ValueError) as err:
-            scores["ollama"] = {"model": ollama_model, "error": str(err)}
-            say(f"Ollama scoring failed: {err}")
-        else:
-            for entry, s in zip(responses, judged):
-                entry["ollama_score"] = s
-            valid = [s for s in judged if s is not None]
-            scores["ollama"] = {"model": ollama_model, "average": (sum(valid) / len(valid)) if valid
-                                else None, "scored": len(valid), "unparsed": len(judged) - len(valid)}
-            write_json_atomic(responses_path, responses)
-    result.update(responses=responses_path, scores=scores, seconds=time.perf_counter() - started)
-    write_json_atomic(out_dir / "scores.json", {**scores, "weights": weights or "offline-small",
-                                                "lora_rank": lora_rank, "mask_prompt": mask_prompt,
-                                                "num_epochs": num_epochs, "seconds": result["seconds"]})
+    if ollama_model:  # section 7.8, only when asked
+        scores["ollama"] = judge(responses, ollama_model, ollama_url, result["responses"], quiet, say)
+    result.update(scores=scores, seconds=time.perf_counter() - started)
+    write_json(out_dir / "scores.json", {**scores, "weights": weights or "offline-small",
+                                         "lora_rank": lora_rank, "mask_prompt": mask_prompt,
+                                         "num_epochs": settings["num_epochs"], "seconds": result["seconds"]})
     off = scores["offline"]
     say(f"offline score on {off['num_entries']} test entries: ROUGE-L F1 {off['rouge_l_f1']:.3f}, "
         f"exact match {off['exact_match']:.1%}")

@@ -4,7 +4,7 @@
     tinygpt finetune-instruct --weights "gpt2-medium (355M)"    # the book's run
     tinygpt finetune-instruct --weights "gpt2-medium (355M)" --lora-rank 16 --ollama-model llama3
 """
-from .cli import require_at_least_one
+from .cli_args import require_at_least_one
 
 
 def add_cli(command) -> None:

@@ -1,0 +1,50 @@
+"""The example scripts: each prints its help (usage and what it does and writes) without doing any
+work, and the cheap ones write what their help says where it says."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def run_example(script, *args, cwd, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TINYGPT_HOME": str(cwd / "home")}
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_every_example_is_covered():
+    assert {p.name for p in EXAMPLES} >= {"ch02_text.py", "ch03_attention.py", "ch04_gpt.py",
+                                          "ch05_pretrain.py", "ch05_gpt2_generate.py",
+                                          "ch06_classify.py", "ch07_instruct.py", "mlp.py"}
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_help_prints_usage_and_description_without_working(script, tmp_path):
+    done = run_example(script, "--help", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:"), done.stdout[:200]
+    first_line = script.read_text(encoding="utf-8").split('"""')[1].strip().splitlines()[0]
+    assert first_line in done.stdout  # the docstring: what the script does and writes
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder, no download cache: nothing ran
+
+
+def test_ch03_writes_its_heatmap_under_runs_ch03(tmp_path):
+    pytest.importorskip("matplotlib")
+    done = run_example(ROOT / "examples" / "ch03_attention.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    png = tmp_path / "runs" / "ch03" / "attention-weights.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in png.parent.iterdir()] == ["attention-weights.png"]  # no temp left
+    assert png.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the mode a plain open() gives
+    assert str(pathlib.Path("runs") / "ch03" / "attention-weights.png") in done.stdout
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
