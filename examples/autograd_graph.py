@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt import nn, viz
 from tinygpt.nn import functional as F
@@ -48,10 +49,12 @@ def gpt_pictures(out: Path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/autograd_graph"))
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     tg.manual_seed(args.seed)
     written = [mlp_graph(args.out), *gpt_pictures(args.out)]
     for path in written:

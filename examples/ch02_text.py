@@ -7,6 +7,7 @@ and token + absolute position embeddings (2.7-2.8), printing what the book print
 """
 import argparse
 
+from tinygpt import tune_malloc
 from tinygpt import arange, manual_seed, nn
 from tinygpt.assets import asset_path
 from tinygpt.data import create_dataloader_v1
@@ -22,6 +23,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     raw_text = asset_path("the-verdict.txt").read_text(encoding="utf-8")
     print(f"the-verdict: {len(raw_text)} characters")
 

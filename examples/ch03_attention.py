@@ -6,8 +6,7 @@ Walks the chapter on the book's six 3-d embeddings of "Your journey starts with 
 simplified self-attention (3.3.1), SelfAttention_v1/v2 (3.4), causal attention with dropout
 (3.5) and multi-head attention (3.6), printing what the book prints. Then it draws the attention
 weights of the sentence (plain and causal) as a heatmap, written to --out/attention-weights.png
-(default runs/ch03/attention-weights.png); matplotlib is an optional extra
-(`pip install tinygpt[plot]`): without it the weights are still printed and nothing is written.
+(default runs/ch03/attention-weights.png) with matplotlib (a dependency of tinygpt); without it the weights are still printed and nothing is written.
 """
 import argparse
 import os
@@ -17,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinygpt as tg  # noqa: E402
+from tinygpt import tune_malloc  # noqa: E402
 from tinygpt.files import atomic_write  # noqa: E402
 from tinygpt.model import (  # noqa: E402
     CausalAttention,
@@ -89,7 +89,7 @@ def save_heatmap(panels, out_dir) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install 'tinygpt[plot]'): no heatmap drawn; "
+        print("matplotlib is not installed (pip install matplotlib): no heatmap drawn; "
               "the weights are printed above.")
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6))
@@ -121,6 +121,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/ch03",
                         help="directory for attention-weights.png (default runs/ch03)")
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     plain = simplified_attention()
     causal = trainable_attention()
     path = save_heatmap([("3.3.1 simplified self-attention", plain),

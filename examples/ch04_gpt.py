@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tinygpt import tune_malloc
 import tinygpt as tg  # noqa: E402
 from tinygpt.model import (  # noqa: E402
     GPT_CONFIG_124M,
@@ -38,6 +39,7 @@ def main(argv=None):
     parser.add_argument("--no-cache", action="store_true",
                         help="use the book's generate_text_simple instead of the KV-cached generate")
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     tokenizer = get_gpt2_tokenizer()
 
     # 4.1/4.6: a batch of two texts through the full-size model

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from tinygpt import tune_malloc
 import tinygpt
 from tinygpt.model import generate, text_to_token_ids, token_ids_to_text
 from tinygpt.tokenizer import get_gpt2_tokenizer
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--temperature", type=float, default=1.5)
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     start = time.perf_counter()
     try:

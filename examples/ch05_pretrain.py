@@ -11,6 +11,7 @@ near 6.4 (the model memorises a 5,000-token story). Writes runs/ch05/model.safet
 import argparse
 import time
 
+from tinygpt import tune_malloc
 from tinygpt.assets import asset_path
 from tinygpt.train.pretrain import pretrain, resolve_config
 
@@ -24,6 +25,7 @@ def main(argv=None):
     parser.add_argument("--resume", help="checkpoint to continue from")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     text = asset_path("the-verdict.txt").read_text(encoding="utf-8")
     start = time.perf_counter()

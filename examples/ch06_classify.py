@@ -49,6 +49,8 @@ def main(argv=None):
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # read when NumPy is first imported
         os.environ.setdefault(var, str(args.threads))
 
+    from tinygpt import tune_malloc
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     from tinygpt.finetune.classify import classify_review, load_classifier, run_classification
     from tinygpt.tokenizer import get_gpt2_tokenizer
 

@@ -18,6 +18,7 @@ scores.json, model.safetensors (and lora.safetensors with --lora-rank).
 import argparse
 import time
 
+from tinygpt import tune_malloc
 from tinygpt.finetune.instruct import OLLAMA_URL, run_instruction_finetune
 
 
@@ -35,6 +36,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/ch07")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     start = time.perf_counter()
     result = run_instruction_finetune(weights=args.weights, out_dir=args.out, num_epochs=args.epochs,

@@ -12,6 +12,7 @@ import unittest
 
 import numpy as np
 
+from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt import nn
 from tinygpt.testing import GradcheckError, assert_matches_torch, gradcheck
@@ -90,10 +91,12 @@ def train(steps: int, seed: int):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     check_the_op(args.seed)
     return train(args.steps, args.seed)
 

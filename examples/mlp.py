@@ -9,6 +9,7 @@ import argparse
 
 import numpy as np
 
+from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt import nn
 from tinygpt.nn import functional as F
@@ -41,6 +42,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     tg.manual_seed(args.seed)
     x, y = spirals(100, np.random.default_rng(args.seed))

@@ -8,12 +8,14 @@ The weights are random, so the "text" is token ids: the point is the machinery.
 
     python examples/modern_llms.py
 """
+import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import tinygpt as tg
+from tinygpt import tune_malloc
 from tinygpt.model import Llama3Model, Qwen3Model
 from tinygpt.weights import load_pretrained, save_pretrained_hf
 
@@ -66,7 +68,11 @@ def train_a_little(model, steps=40):
     return model.eval()
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     print("The pieces, and where they live:")
     for name, what, where in PIECES:
         print(f"- {name}: {what}\n    {where}")

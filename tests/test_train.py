@@ -316,3 +316,19 @@ def test_the_per_epoch_sample_works_for_the_modern_models(arch):
     lines = []
     text = generate_and_print_sample(model, get_gpt2_tokenizer(), "Every effort", 5, lines.append)
     assert text.startswith("Every effort") and lines == [text.rstrip()] and model.training
+
+
+def test_the_sample_stops_at_the_end_token_when_given():
+    """Chapter 7's per-epoch samples end at <|endoftext|> (finetune.instruct passes its id)."""
+    from tinygpt.tokenizer import get_gpt2_tokenizer
+    from tinygpt.train.loop import generate_and_print_sample
+    tg.manual_seed(0)
+    model = GPTModel({**CFG, "vocab_size": 50257})
+    h = np.linspace(1.0, 2.0, model.cfg["emb_dim"], dtype=np.float32)
+    model.final_norm.scale.data[...] = 0.0      # final_norm outputs h at every position ...
+    model.final_norm.shift.data[...] = h
+    model.out_head.weight.data[...] = 0.0
+    model.out_head.weight.data[50256] = h       # ... and only <|endoftext|>'s logit is positive
+    tok, out = get_gpt2_tokenizer(), []
+    assert generate_and_print_sample(model, tok, "Hi", 3, out.append, eos_id=50256) == "Hi"
+    assert generate_and_print_sample(model, tok, "Hi", 3, out.append) == "Hi" + "<|endoftext|>" * 3

@@ -197,7 +197,7 @@ def finetune(model, train_data, val_data, tokenizer, settings, batch_size=8, wei
     model.train()
     return train_model(model, train_loader, val_loader, optimizer, settings["num_epochs"],
                        settings["eval_freq"], settings["eval_iter"], format_input(val_data[0]),
-                       tokenizer, schedule=False, quiet=quiet)
+                       tokenizer, schedule=False, quiet=quiet, sample_eos_id=END_OF_TEXT)
 
 
 def save_loss_plot(history, num_epochs, path, say=print):

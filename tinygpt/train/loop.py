@@ -37,8 +37,10 @@ def evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=None):
     return train_loss, val_loss
 
 
-def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50, write=print):
-    """Greedy continuation of `start_context`, printed on one line (section 5.1.3).
+def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50, write=print,
+                              eos_id=None):
+    """Greedy continuation of `start_context`, printed on one line (section 5.1.3); with `eos_id`
+    it stops at that token (chapter 7's samples end at <|endoftext|>).
 
     The book calls `generate_text_simple`; `generate` at temperature 0 picks the same tokens
     (tests/test_generate.py) and reuses keys and values through the KV cache where the model has
@@ -47,7 +49,7 @@ def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50
     cfg = getattr(model, "cfg", None)
     context_size = cfg["context_length"] if cfg else model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer)
-    token_ids = generate(model, encoded, max_new_tokens, context_size,
+    token_ids = generate(model, encoded, max_new_tokens, context_size, eos_id=eos_id,
                          use_cache=isinstance(model, CACHED_MODELS))
     text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
     write(text.rstrip())  # a sample ending in newlines would end in a run of spaces
@@ -68,7 +70,7 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
                 start_context, tokenizer, schedule=True, warmup_steps=None, initial_lr=3e-5,
                 min_lr=1e-6, max_grad_norm=1.0, quiet=False, checkpoint_path=None,
                 checkpoint_every=None, resume_from=None, max_steps=None, sample_tokens=50,
-                config=None, progress=None, warm_up_kernels=True):
+                config=None, progress=None, warm_up_kernels=True, sample_eos_id=None):
     """Train for `num_epochs`, evaluating every `eval_freq` steps and printing a sample per epoch.
 
     With `schedule` (appendix D) the learning rate warms up linearly from `initial_lr` to the
@@ -83,7 +85,8 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
     checkpoint included. `max_steps` stops early (after saving). A non-finite loss raises
     TrainingError without saving. `progress`: "bar", "lines", "none" or None (bar on a terminal,
     plain lines otherwise; `quiet` means "none"). `warm_up_kernels` compiles the Numba kernels
-    before the first step. Returns a dict: train_losses, val_losses, tokens_seen, lrs,
+    before the first step. The per-epoch sample (`sample_tokens` greedy tokens after
+    `start_context`) stops at `sample_eos_id` if given. Returns a dict: train_losses, val_losses, tokens_seen, lrs,
     global_step, epoch, tokens, seconds, tokens_per_second, nothing_to_do."""
     check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter)
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
@@ -100,6 +103,7 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
         warmup_steps=warmup_steps, initial_lr=initial_lr, min_lr=min_lr,
         max_grad_norm=max_grad_norm, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_steps=max_steps, sample_tokens=sample_tokens,
+        sample_eos_id=sample_eos_id,
         config=config, progress="none" if quiet else progress, warm_up_kernels=warm_up_kernels))
     if resume_from is not None:
         trainer.resume(resume_from)
@@ -184,7 +188,8 @@ class _Trainer:
                     self.save()
             if s["sample_tokens"] and s["tokenizer"] is not None and s["start_context"]:
                 generate_and_print_sample(self.model, s["tokenizer"], s["start_context"],
-                                          s["sample_tokens"], self.progress.write)
+                                          s["sample_tokens"], self.progress.write,
+                                          eos_id=s["sample_eos_id"])
             with self.guard.deferred():
                 loop["epoch"] += 1
                 loop["batch"] = 0
