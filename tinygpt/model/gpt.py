@@ -74,6 +74,16 @@ class KVCache:
         for layer in self.layers:
             layer.reset()
 
+    @classmethod
+    def for_model(cls, cfg: dict, max_len: int | None = None) -> "KVCache":
+        """An empty cache for a model of config `cfg`, for up to `max_len` (default
+        context_length) tokens: what every model's `new_kv_cache` returns."""
+        ctx = cfg["context_length"]
+        max_len = ctx if max_len is None else max_len
+        if not 0 < max_len <= ctx:
+            raise InputError(f"KV cache max_len {max_len} must be in 1..context_length ({ctx})")
+        return cls(cfg["n_layers"], max_len)
+
 
 class GPTModel(BookStateDict, Module):
     """Section 4.6. `model(idx)`: int ndarray or Tensor (batch, tokens) -> logits Tensor
@@ -136,11 +146,7 @@ class GPTModel(BookStateDict, Module):
     # --- forward --------------------------------------------------------------------------
     def new_kv_cache(self, max_len: int | None = None) -> KVCache:
         """An empty cache for up to `max_len` (default context_length) tokens."""
-        ctx = self.cfg["context_length"]
-        max_len = ctx if max_len is None else max_len
-        if not 0 < max_len <= ctx:
-            raise InputError(f"KV cache max_len {max_len} must be in 1..context_length ({ctx})")
-        return KVCache(self.cfg["n_layers"], max_len)
+        return KVCache.for_model(self.cfg, max_len)
 
     def _token_ids(self, in_idx) -> np.ndarray:
         idx = np.asarray(in_idx.data if isinstance(in_idx, Tensor) else in_idx)

@@ -182,11 +182,7 @@ class RotaryModel(Module):
 
     def new_kv_cache(self, max_len: int | None = None) -> KVCache:
         """An empty cache for up to `max_len` (default context_length) tokens."""
-        ctx = self.cfg["context_length"]
-        max_len = ctx if max_len is None else max_len
-        if not 0 < max_len <= ctx:
-            raise InputError(f"KV cache max_len {max_len} must be in 1..context_length ({ctx})")
-        return KVCache(self.cfg["n_layers"], max_len)
+        return KVCache.for_model(self.cfg, max_len)
 
     def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
         idx = np.asarray(in_idx.data if isinstance(in_idx, Tensor) else in_idx)
