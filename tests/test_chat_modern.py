@@ -93,3 +93,31 @@ def test_a_folder_without_its_tokenizer_is_refused(qwen3_dir, tmp_path):
                          capture_output=True, text=True, input="hi\n", timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no tokenizer file (tokenizer.json)" in out.stderr
+
+
+def test_llama3_chat_uses_its_chat_format_and_stops_at_eot(tmp_path):
+    """The same on a tiny random Llama 3.2 with a tokenizer.model built here, in Meta's place
+    (original/tokenizer.model): the prompt is the book's ChatFormat's, the reply stops at
+    <|eot_id|>."""
+    from modern_models import TINY_LLAMA
+    from tinygpt.model import Llama3Model
+    from tokenizer_files import write_llama3_tokenizer_model
+    llama = pytest.importorskip("llms_from_scratch.llama3")
+    (tmp_path / "original").mkdir()
+    tok = llama.Llama3Tokenizer(str(write_llama3_tokenizer_model(tmp_path / "original" / "tokenizer.model")))
+    prompt, eot = llama.ChatFormat(tok).encode(MESSAGE), tok.special["<|eot_id|>"]
+    manual_seed(4)
+    model = Llama3Model(dict(TINY_LLAMA, vocab_size=128_256, context_length=96)).eval()
+    tokens = greedy(model, prompt, 6)
+    stop = next(k for k in range(1, 6) if tokens[k] not in tokens[:k] + [eot])
+    head = model.out_head.weight.data
+    head[[tokens[stop], eot]] = head[[eot, tokens[stop]]]
+    assert greedy(model, prompt, 6)[:stop + 1] == tokens[:stop] + [eot]
+    save_pretrained_hf(model, tmp_path)
+    out = subprocess.run([sys.executable, "-m", "tinygpt", "chat", "--model", str(tmp_path),
+                          "--max-new-tokens", "6"], input=MESSAGE + "\n", capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Llama 3's chat format" in out.stdout
+    replies = [line for line in out.stdout.splitlines() if line.startswith("model> ")]
+    assert replies == ["model> " + tok.decode(tokens[:stop])]
