@@ -135,10 +135,8 @@ def seconds(fn, *args):
     return time.perf_counter() - t0
 
 
-def measure(gen, vocab, rng):
-    """(decode tok/s, prefill tok/s, the last 4 of 4 greedy tokens after the short prompt)."""
-    prompt = rng.integers(0, vocab, (1, ARGS.prompt_tokens)).astype(np.int64)
-    long_prompt = rng.integers(0, vocab, (1, ARGS.prefill_tokens)).astype(np.int64)
+def measure(gen, prompt, long_prompt):
+    """(decode tok/s, prefill tok/s, the 4 greedy tokens after `prompt`)."""
     out = gen(prompt, 4)                                       # warm-up: compile, page in
     tokens = tuple(np.asarray(out.data if isinstance(out, tg.Tensor) else out)[0, -4:].tolist())
     n = ARGS.new_tokens
@@ -172,11 +170,13 @@ def peak_rss(folder):
 
 def bench_model(key, bandwidth_gbs):
     model = build(key)
-    rng = np.random.default_rng(ARGS.seed)
+    rng = np.random.default_rng(ARGS.seed)  # the same prompts for every runner
+    prompt = rng.integers(0, model.cfg["vocab_size"], (1, ARGS.prompt_tokens)).astype(np.int64)
+    long_prompt = rng.integers(0, model.cfg["vocab_size"], (1, ARGS.prefill_tokens)).astype(np.int64)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         save_pretrained_hf(model, folder)
-        results = {name: measure(gen, model.cfg["vocab_size"], rng)
+        results = {name: measure(gen, prompt, long_prompt)
                    for name, gen in runners(key, model, folder).items()}
         grew, size = peak_rss(folder)
     refs = [results[r][0] for r in ("book-kv-cache", "transformers") if r in results]
