@@ -196,3 +196,22 @@ def test_refused_access_says_what_to_do(hub, tmp_path, sharded_qwen3, monkeypatc
 def test_unknown_repository_is_named(hub, tmp_path):
     with pytest.raises(DownloadError, match=f"HTTP 404: {REPO} has no config.json"):
         get(hub, tmp_path)
+
+
+def test_cli_download_by_repository_id(hub, tmp_path, sharded_qwen3):
+    import os
+    import subprocess
+    import sys
+    hub.files, _ = sharded_qwen3
+    env = {**os.environ, "TINYGPT_HF_ENDPOINT": hub.url, "TINYGPT_HOME": str(tmp_path)}
+    env.pop("HF_TOKEN", None)
+    out = subprocess.run([sys.executable, "-m", "tinygpt", "download", REPO], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "models" / REPO)
+    assert (tmp_path / "models" / REPO / "tokenizer.json").read_bytes() == hub.files["tokenizer.json"]
+    hub.token = "hf_secret"  # refused access: one line, exit status 2
+    out = subprocess.run([sys.executable, "-m", "tinygpt", "download", REPO, "--force"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "HF_TOKEN" in out.stderr
