@@ -93,7 +93,8 @@ def _shards(index: Path) -> list:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         names = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise DownloadError(f"{index}: not a safetensors index (no weight_map object)") from None
+        raise DownloadError(f"{index}: not a safetensors index (no weight_map object); delete it "
+                            f"or download again with force=True (tinygpt download --force)") from None
     for name in names:
         if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
             raise DownloadError(f"{index}: shard {name!r} is not a .safetensors file name")
