@@ -68,6 +68,24 @@ def test_chat_applies_the_template_streams_and_stops_at_the_end_token(qwen3_dir)
     assert [line for line in rest.splitlines() if line.startswith("model> ")] == [expected]
 
 
+def test_thinking_leaves_the_think_block_to_the_model(qwen3_dir):
+    folder, _, _ = qwen3_dir
+    theirs = book.Qwen3Tokenizer(tokenizer_file_path=str(folder / "tokenizer.json"),
+                                 repo_id="Qwen/Qwen3-0.6B", add_generation_prompt=True,
+                                 add_thinking=True)
+    from tinygpt.weights import load_pretrained
+    tokens = greedy(load_pretrained(folder), theirs.encode(MESSAGE), 3)
+    im_end = theirs.eos_token_id
+    shown = tokens[:tokens.index(im_end)] if im_end in tokens else tokens
+    out = subprocess.run([sys.executable, "-m", "tinygpt", "chat", "--model", str(folder),
+                          "--thinking", "--max-new-tokens", "3"], input=MESSAGE + "\n",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Qwen3's chat template, thinking on" in out.stdout
+    assert [line for line in out.stdout.splitlines() if line.startswith("model> ")] == \
+        ["model> " + theirs.decode(shown)]
+
+
 def test_generate_continues_plain_text_without_the_template(qwen3_dir):
     folder, theirs, _ = qwen3_dir
     from tinygpt.model import Qwen3Model  # noqa: F401  (the model is read back by the CLI)

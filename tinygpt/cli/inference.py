@@ -43,10 +43,12 @@ def _chat(sub):
     sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
                      "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights, or a "
                      "Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B)")
+    sub.add_argument("--thinking", action="store_true",
+                     help="Qwen3: let the model think (<think>...</think>) before it answers")
     _sampling_args(sub, 256)
 
     def run(args):
-        session = Session(args, chat=True)
+        session = Session(args, chat=True, thinking=args.thinking)
         print(f"Chatting with {args.model}: each message is answered on its own, in "
               f"{session.text_model.style}. {QUIT[0]} or Ctrl-D ends.", flush=True)
         for line in _lines("you> "):
@@ -81,10 +83,10 @@ class Session:
     """A model, its tokenizer and prompt format (`models.TextModel`) and the sampling settings,
     answering one prompt at a time: in a chat the message goes into the model's chat template."""
 
-    def __init__(self, args, chat: bool):
+    def __init__(self, args, chat: bool, thinking: bool = False):
         from .. import manual_seed
         from .models import load_text_model
-        self.text_model = load_text_model(args.model, chat)
+        self.text_model = load_text_model(args.model, chat, thinking)
         self.args = args
         manual_seed(args.seed)
 

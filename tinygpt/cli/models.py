@@ -53,11 +53,12 @@ class TextModel:
         self.prompt_ids, self.stop_ids, self.style = prompt_ids, tuple(stop_ids), style
 
 
-def load_text_model(source, chat: bool) -> TextModel:
+def load_text_model(source, chat: bool, thinking: bool = False) -> TextModel:
     """`source` as a TextModel: a Qwen3 or Llama 3 model (a Hugging Face folder with its tokenizer
     files, or a Hub name such as Qwen/Qwen3-0.6B, downloaded once) talks through its own
     tokenizer and chat template; a GPT-2 or tinygpt checkpoint (`load_model`) through GPT-2's
-    tokenizer and, in a chat, chapter 7's Alpaca prompt."""
+    tokenizer and, in a chat, chapter 7's Alpaca prompt. `thinking` lets Qwen3 think first (its
+    template's empty <think></think> block is left out)."""
     folder = _hf_folder(source)
     if folder is None:
         from ..tokenizer import ENDOFTEXT, get_gpt2_tokenizer
@@ -74,7 +75,7 @@ def load_text_model(source, chat: bool) -> TextModel:
     from ..weights import load_pretrained
     model = load_pretrained(folder)
     if _model_type(folder) == "qwen3":
-        return _qwen3(model, folder, chat)
+        return _qwen3(model, folder, chat, thinking)
     return _llama3(model, folder, chat)
 
 
@@ -105,13 +106,13 @@ def _need(folder: pathlib.Path, *names) -> pathlib.Path:
                      f"tokenizer is needed to talk to it")
 
 
-def _qwen3(model, folder, chat) -> TextModel:
+def _qwen3(model, folder, chat, thinking) -> TextModel:
     from ..tokenizer import Qwen3Tokenizer
     tokenizer = Qwen3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat,
-                               add_generation_prompt=chat, add_thinking=False)
+                               add_generation_prompt=chat, add_thinking=thinking)
     stops = [tokenizer.eos_token_id] + [tokenizer.pad_token_id] * chat  # <|im_end|>, <|endoftext|>
     return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
-                     "Qwen3's chat template, thinking off")
+                     f"Qwen3's chat template, thinking {'on' if thinking else 'off'}")
 
 
 def _llama3(model, folder, chat) -> TextModel:
