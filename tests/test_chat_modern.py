@@ -88,7 +88,6 @@ def test_thinking_leaves_the_think_block_to_the_model(qwen3_dir):
 
 def test_generate_continues_plain_text_without_the_template(qwen3_dir):
     folder, theirs, _ = qwen3_dir
-    from tinygpt.model import Qwen3Model  # noqa: F401  (the model is read back by the CLI)
     from tinygpt.weights import load_pretrained
     model = load_pretrained(folder)
     ids = book.Qwen3Tokenizer(tokenizer_file_path=str(folder / "tokenizer.json"),

@@ -1,4 +1,5 @@
 """`load_pretrained(path)`: a Hugging Face model directory -> the tinygpt model its config names.
+A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
 -> Qwen3Model, "llama" -> Llama3Model. For Qwen3 and Llama the Hugging Face names map to the
