@@ -1,4 +1,6 @@
 """Generation speed: new tokens per second, GPT_CONFIG_124M (random weights), batch 1, greedy.
+(Qwen3-0.6B and Llama-3.2-1B against the book's PyTorch models and transformers, with prefill
+and load_pretrained's peak memory: bench/generate_modern.py.)
 
     python bench/generate.py                      # 200 new tokens after an 8-token prompt; 1 and 2 threads
     python bench/generate.py --threads 1          # one thread count (runs in this process)

@@ -4,7 +4,6 @@ import sys
 from . import command
 from .args import non_negative_float, positive_int
 
-EOS_ID = 50256  # GPT-2's <|endoftext|>
 QUIT = ("/exit", "/quit")
 
 
@@ -18,7 +17,8 @@ def _sampling_args(sub, max_new_tokens):
 @command("generate", "continue a prompt with a trained model")
 def _generate(sub):
     sub.add_argument("--checkpoint", "--model", dest="model", required=True,
-                     help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size name")
+                     help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size "
+                          "name, a Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B-Base)")
     sub.add_argument("--prompt", help="the text to continue (or use --interactive)")
     sub.add_argument("--interactive", action="store_true",
                      help="read prompts from standard input, one per line, until end of input")
@@ -28,7 +28,7 @@ def _generate(sub):
         from ..errors import InputError
         if (args.prompt is None) == (not args.interactive):
             raise InputError("give either --prompt TEXT or --interactive")
-        session = Session(args)
+        session = Session(args, chat=False)
         if args.prompt is not None:
             session.reply(args.prompt, echo_prompt=True)
             return
@@ -37,22 +37,26 @@ def _generate(sub):
     return run
 
 
-@command("chat", "talk to an instruction-tuned model (the Alpaca prompt of chapter 7)")
+@command("chat", "talk to an instruction-tuned model (its own chat template, or chapter 7's "
+                 "Alpaca prompt for GPT-2 checkpoints)")
 def _chat(sub):
     sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
-                     "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights")
+                     "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights, or a "
+                     "Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B)")
+    sub.add_argument("--thinking", action="store_true",
+                     help="Qwen3: let the model think (<think>...</think>) before it answers")
     _sampling_args(sub, 256)
 
     def run(args):
-        session = Session(args)
-        print(f"Chatting with {args.model}: each message is answered on its own, in the Alpaca "
-              f"format of chapter 7. {QUIT[0]} or Ctrl-D ends.", flush=True)
+        session = Session(args, chat=True, thinking=args.thinking)
+        print(f"Chatting with {args.model}: each message is answered on its own, in "
+              f"{session.text_model.style}. {QUIT[0]} or Ctrl-D ends.", flush=True)
         for line in _lines("you> "):
             if line.strip() in QUIT:
                 break
             if line.strip():
                 print("model> ", end="", flush=True)
-                session.reply(alpaca_prompt(line.strip()))
+                session.reply(line.strip())
     return run
 
 
@@ -76,28 +80,33 @@ def _lines(prompt: str):
 
 
 class Session:
-    """A model, its tokenizer and the sampling settings, answering one prompt at a time."""
+    """A model, its tokenizer and prompt format (`models.TextModel`) and the sampling settings,
+    answering one prompt at a time: in a chat the message goes into the model's chat template."""
 
-    def __init__(self, args):
+    def __init__(self, args, chat: bool, thinking: bool = False):
         from .. import manual_seed
-        from ..tokenizer import get_gpt2_tokenizer
-        from .models import load_model
-        self.model, self.cfg = load_model(args.model)
-        self.tokenizer = get_gpt2_tokenizer()
+        from .models import load_text_model
+        self.text_model = load_text_model(args.model, chat, thinking)
         self.args = args
         manual_seed(args.seed)
 
-    def reply(self, prompt: str, echo_prompt: bool = False) -> str:
-        """Stream the continuation of `prompt` to stdout as it is generated; stop at the end
-        token. Returns the generated text."""
-        from ..model.generate import generate_stream, text_to_token_ids
-        ids = text_to_token_ids(prompt, self.tokenizer)
-        out = TextStream(self.tokenizer)
+    def reply(self, text: str, echo_prompt: bool = False) -> str:
+        """Stream the model's continuation of `text` (in its chat template, in a chat) to stdout
+        as it is generated; stop at one of its end tokens. Returns the generated text."""
+        import numpy as np
+        from ..model.generate import generate_stream
+        tm = self.text_model
+        ids = np.asarray(tm.prompt_ids(text), dtype=np.int64).reshape(1, -1)  # (1, n)
+        # the KV cache holds no more than this reply needs (a 40k context would take gigabytes)
+        window = min(tm.context_length, ids.shape[1] + self.args.max_new_tokens)
+        out = TextStream(tm.tokenizer)
         if echo_prompt:
-            print(prompt, end="", flush=True)
-        for token in generate_stream(self.model, ids, self.args.max_new_tokens,
-                                     self.cfg["context_length"], temperature=self.args.temperature,
-                                     top_k=self.args.top_k, eos_id=EOS_ID):
+            print(text, end="", flush=True)
+        for token in generate_stream(tm.model, ids, self.args.max_new_tokens, window,
+                                     temperature=self.args.temperature, top_k=self.args.top_k,
+                                     eos_id=tm.stop_ids[0]):
+            if int(token[0, 0]) in tm.stop_ids:  # another end token (<|endoftext|> in a chat)
+                break
             out.add(int(token[0, 0]))  # (1, 1) ids of the new token
         return out.finish()
 
@@ -126,16 +135,20 @@ class TextStream:
         self.shown = len(text)
 
 
-@command("download", "download GPT-2 weights into the cache (one time, needs internet)")
+@command("download", "download GPT-2 weights or a Hub model into the cache (one time, needs internet)")
 def _download(sub):
     sub.add_argument("name", help='"gpt2-small (124M)", "gpt2-medium (355M)", "gpt2-large (774M)", '
-                                  '"gpt2-xl (1558M)" or 124M/355M/774M/1558M')
+                                  '"gpt2-xl (1558M)" or 124M/355M/774M/1558M, or a Hugging Face '
+                                  'repository id such as Qwen/Qwen3-0.6B (HF_TOKEN for gated ones)')
     sub.add_argument("--cache-dir", help="default: $TINYGPT_HOME or ~/.cache/tinygpt")
     sub.add_argument("--force", action="store_true",
                      help="fetch again even if cached (the cached copy is replaced once the new "
                           "one verifies)")
 
     def run(args):
-        from ..weights.download import download_gpt2
-        print(download_gpt2(args.name, cache_dir=args.cache_dir, force=args.force))
+        from ..weights import download_gpt2, download_model, is_repo_id, resolve_model_name
+        if resolve_model_name(args.name) is None and is_repo_id(args.name):
+            print(download_model(args.name, cache_dir=args.cache_dir, force=args.force))
+        else:
+            print(download_gpt2(args.name, cache_dir=args.cache_dir, force=args.force))
     return run

@@ -1,4 +1,5 @@
-"""Which model a command means: a tinygpt checkpoint, a folder holding one, or GPT-2 weights."""
+"""Which model a command means: a tinygpt checkpoint, a folder holding one, GPT-2 weights, or a
+Qwen3 / Llama 3 model (a Hugging Face folder or a Hub name) with its own tokenizer and chat format."""
 import pathlib
 
 from ..errors import InputError
@@ -40,3 +41,85 @@ def _from_checkpoint(path: pathlib.Path):
                          f"than writing text: use `tinygpt classify --model {path}`")
     model.eval()
     return model, state["config"]
+
+
+class TextModel:
+    """A model with what it takes to talk to it: `prompt_ids(text)` (its chat template when
+    `chat`, else the plain text), `tokenizer.decode`, `stop_ids` (the end tokens generation stops
+    at), `context_length`, and `style` naming the prompt format for the user."""
+
+    def __init__(self, model, context_length, tokenizer, prompt_ids, stop_ids, style):
+        self.model, self.context_length, self.tokenizer = model, context_length, tokenizer
+        self.prompt_ids, self.stop_ids, self.style = prompt_ids, tuple(stop_ids), style
+
+
+def load_text_model(source, chat: bool, thinking: bool = False) -> TextModel:
+    """`source` as a TextModel: a Qwen3 or Llama 3 model (a Hugging Face folder with its tokenizer
+    files, or a Hub name such as Qwen/Qwen3-0.6B, downloaded once) talks through its own
+    tokenizer and chat template; a GPT-2 or tinygpt checkpoint (`load_model`) through GPT-2's
+    tokenizer and, in a chat, chapter 7's Alpaca prompt. `thinking` lets Qwen3 think first (its
+    template's empty <think></think> block is left out)."""
+    folder = _hf_folder(source)
+    if folder is None:
+        from ..tokenizer import ENDOFTEXT, get_gpt2_tokenizer
+        from ..tokenizer.gpt2 import GPT2_SPECIAL_TOKENS
+        from .inference import alpaca_prompt
+        model, cfg = load_model(source)
+        tokenizer = get_gpt2_tokenizer()
+
+        def gpt2_ids(text):
+            return tokenizer.encode(alpaca_prompt(text.strip()) if chat else text,
+                                    allowed_special={ENDOFTEXT})
+        return TextModel(model, cfg["context_length"], tokenizer, gpt2_ids,
+                         [GPT2_SPECIAL_TOKENS[ENDOFTEXT]], "the Alpaca format of chapter 7")
+    from ..weights import load_pretrained
+    model = load_pretrained(folder)
+    if _model_type(folder) == "qwen3":
+        return _qwen3(model, folder, chat, thinking)
+    return _llama3(model, folder, chat)
+
+
+def _hf_folder(source):
+    """The Hugging Face folder `source` names (downloading a Hub name once), if it holds a Qwen3
+    or Llama model; None for anything `load_model` reads (GPT-2, tinygpt checkpoints)."""
+    from ..weights import download_model, is_repo_id, resolve_model_name
+    path = pathlib.Path(source)
+    if not path.exists():
+        if resolve_model_name(source) is not None or not is_repo_id(source):
+            return None
+        path = download_model(source)
+    if path.is_dir() and (path / "config.json").is_file() and _model_type(path) in ("qwen3", "llama"):
+        return path
+    return None
+
+
+def _model_type(folder: pathlib.Path):
+    from ..weights.gpt2 import read_json_config
+    return read_json_config(folder / "config.json").get("model_type")
+
+
+def _need(folder: pathlib.Path, *names) -> pathlib.Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{folder} holds no tokenizer file ({' or '.join(names)}): the model's own "
+                     f"tokenizer is needed to talk to it")
+
+
+def _qwen3(model, folder, chat, thinking) -> TextModel:
+    from ..tokenizer import Qwen3Tokenizer
+    tokenizer = Qwen3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat,
+                               add_generation_prompt=chat, add_thinking=thinking)
+    stops = [tokenizer.eos_token_id] + [tokenizer.pad_token_id] * chat  # <|im_end|>, <|endoftext|>
+    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
+                     f"Qwen3's chat template, thinking {'on' if thinking else 'off'}")
+
+
+def _llama3(model, folder, chat) -> TextModel:
+    from ..tokenizer import ChatFormat, Llama3Tokenizer
+    tokenizer = Llama3Tokenizer(_need(folder, "original/tokenizer.model", "tokenizer.model"))
+    chat_format = ChatFormat(tokenizer)
+    prompt_ids = chat_format.encode if chat else (lambda text: tokenizer.encode(text, bos=True))
+    stops = [tokenizer.eot_id, tokenizer.eos_id] if chat else [tokenizer.eos_id]
+    return TextModel(model, model.cfg["context_length"], tokenizer, prompt_ids, stops,
+                     "Llama 3's chat format")

@@ -1,4 +1,5 @@
 """`load_pretrained(path)`: a Hugging Face model directory -> the tinygpt model its config names.
+A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
 -> Qwen3Model, "llama" -> Llama3Model. For Qwen3 and Llama the Hugging Face names map to the
@@ -26,6 +27,7 @@ from ..model.llama3 import Llama3Model
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
 from .gpt2 import WeightsError, load_gpt2, read_json_config
+from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..files import atomic_write
 
@@ -51,18 +53,24 @@ READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
 
-def load_pretrained(path, *, dtype=np.float32):
+def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, progress=True):
     """The model in Hugging Face directory `path` (config.json + model.safetensors, or the sharded
     form with model.safetensors.index.json), in eval mode, parameters in `dtype` (float32 or
     float64; bf16 and f16 weights are widened). A GPT-2 model name ("gpt2-small (124M)", "gpt2",
-    ...) goes to `load_gpt2`, which downloads it once. Raises WeightsError naming every missing,
-    unexpected or mis-shaped tensor, or the config entry tinygpt does not support."""
+    ...) goes to `load_gpt2`, which downloads it once; any other Hub repository id
+    ("Qwen/Qwen3-0.6B", "meta-llama/Llama-3.2-1B-Instruct") is downloaded once by
+    `tinygpt.weights.hub.download_model` (`HF_TOKEN` for gated ones) into `cache_dir`. Raises
+    WeightsError naming every missing, unexpected or mis-shaped tensor, or the config entry
+    tinygpt does not support."""
     if not Path(path).exists() and resolve_model_name(path) is not None:
-        return load_gpt2(path, dtype=dtype)
+        given = {"cache_dir": cache_dir, "endpoint": endpoint, "progress": None if progress else False}
+        return load_gpt2(path, dtype=dtype, **{k: v for k, v in given.items() if v is not None})
+    if not Path(path).exists() and is_repo_id(path):
+        path = download_model(path, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json is "
-                                f"missing) nor a GPT-2 model name")
+                                f"missing), a GPT-2 model name nor a Hub repository id (owner/name)")
     config = read_json_config(path / "config.json")
     model_type = config.get("model_type")
     if model_type == "gpt2":

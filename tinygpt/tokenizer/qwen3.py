@@ -1,0 +1,108 @@
+"""Qwen3's tokenizer, named and shaped as the book's `llms_from_scratch.qwen3.Qwen3Tokenizer`.
+
+Qwen3 ships its byte-level BPE as a Hugging Face `tokenizer.json`; like the book we read it with
+Hugging Face's `tokenizers` library (an optional dependency, imported when a tokenizer is made).
+Special tokens (`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<think>`, `</think>`, ...) are
+cut out of the text first and mapped to their ids, so a user's text can never be split into
+their pieces. The chat template is Qwen's ChatML:
+
+    <|im_start|>user\\n{message}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n
+
+where the assistant header is added only with `add_generation_prompt`, and the empty
+`<think>` block only when thinking is off (Qwen3's `enable_thinking=False`).
+"""
+import re
+from pathlib import Path
+
+from ..errors import InputError
+
+ENDOFTEXT, IM_START, IM_END, THINK, END_THINK = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+QWEN3_SPECIALS = (ENDOFTEXT, IM_START, IM_END,
+                  "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+                  "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", THINK, END_THINK)
+_SPECIAL_SPLIT = re.compile(r"(<\|[^>]+?\|>|<think>|</think>)")
+
+
+def load_hf_tokenizer(path):
+    """A `tokenizers.Tokenizer` read from the tokenizer.json at `path`; InputError names the
+    file when it is missing or unreadable, or the library when it is not installed."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError("Qwen3's tokenizer needs Hugging Face's `tokenizers` library: "
+                         "pip install tokenizers") from None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such tokenizer file (a Hugging Face tokenizer.json)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type for a malformed file
+        raise InputError(f"{path} is not a Hugging Face tokenizer.json: {e}") from None
+
+
+class Qwen3Tokenizer:
+    """Text <-> Qwen3 token ids. `encode(text)` wraps `text` as one user turn when
+    `apply_chat_template` (override per call with `chat_wrapped`); `decode` keeps special tokens.
+    `eos_token_id` is `<|im_end|>` for a chat model and `<|endoftext|>` for a base model
+    (`repo_id` ending in "-Base", or `apply_chat_template=False` when no repo_id is given);
+    `pad_token_id` is `<|endoftext|>`. Unlike the book, `repo_id` only picks the end token:
+    downloading is `tinygpt.weights.load_pretrained`'s job."""
+
+    def __init__(self, tokenizer_file_path="tokenizer.json", apply_chat_template=True,
+                 add_generation_prompt=False, add_thinking=False, *, repo_id=None):
+        self.apply_chat_template = apply_chat_template
+        self.add_generation_prompt = add_generation_prompt
+        self.add_thinking = add_thinking
+        self._tok = load_hf_tokenizer(tokenizer_file_path)
+        self._special_to_id = {t: i for t in QWEN3_SPECIALS
+                               if (i := self._tok.token_to_id(t)) is not None}
+        if ENDOFTEXT not in self._special_to_id:
+            raise InputError(f"{tokenizer_file_path}: has no {ENDOFTEXT} token, so it is not "
+                             f"a Qwen3 tokenizer")
+        self.pad_token_id = self._special_to_id[ENDOFTEXT]
+        chat_model = "Base" not in repo_id if repo_id else apply_chat_template
+        self.eos_token_id = self._special_to_id.get(IM_END if chat_model else ENDOFTEXT,
+                                                    self.pad_token_id)
+
+    @property
+    def special_tokens(self) -> dict:
+        """{special token: id} of the specials this tokenizer file holds."""
+        return dict(self._special_to_id)
+
+    @property
+    def n_vocab(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, chat_wrapped=None) -> list:
+        """Token ids of `text` (wrapped as a user turn if `chat_wrapped`, default
+        `apply_chat_template`). A text that is one special token alone is that token's id."""
+        if not isinstance(text, str):
+            raise InputError(f"Qwen3Tokenizer.encode takes a str, got {type(text).__name__}")
+        if chat_wrapped is None:
+            chat_wrapped = self.apply_chat_template
+        stripped = text.strip()
+        if stripped in self._special_to_id and "\n" not in stripped:
+            return [self._special_to_id[stripped]]
+        if chat_wrapped:
+            text = self.chat_prompt(text)
+        ids = []
+        for part in filter(None, _SPECIAL_SPLIT.split(text)):
+            if part in self._special_to_id:
+                ids.append(self._special_to_id[part])
+            else:  # ordinary text: the BPE alone (no added tokens can hide in it now)
+                ids.extend(self._tok.encode(part, add_special_tokens=False).ids)
+        return ids
+
+    def decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def chat_prompt(self, user_message: str) -> str:
+        """The chat template around one user message, as text (special tokens spelled out)."""
+        text = f"{IM_START}user\n{user_message}{IM_END}\n"
+        if self.add_generation_prompt:
+            text += f"{IM_START}assistant\n"
+            if not self.add_thinking:
+                text += f"{THINK}\n\n{END_THINK}\n\n"
+        return text
