@@ -87,7 +87,15 @@ def _hf_folder(source):
     if not path.exists():
         if resolve_model_name(source) is not None or not is_repo_id(source):
             return None
-        path = download_model(source)
+        from ..data.download import DownloadError
+        from ..weights.hub import AccessRefusedError
+        try:
+            path = download_model(source)
+        except AccessRefusedError:
+            raise
+        except DownloadError as err:  # a mistyped local folder looks like a Hub name too
+            raise DownloadError(f"{source} is no local file or folder, and as a Hugging Face "
+                                f"Hub name it could not be fetched: {err}") from None
     if path.is_dir() and (path / "config.json").is_file() and _model_type(path) in ("qwen3", "llama"):
         return path
     return None
