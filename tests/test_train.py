@@ -275,10 +275,16 @@ def test_kernels_are_compiled_before_the_first_step_with_a_notice_when_slow(monk
     train, val = loaders()
     model, opt = fresh()
     train_model(model, train, val, opt, num_epochs=1, eval_freq=100, eval_iter=1,
-                start_context="", tokenizer=None, quiet=True, max_steps=1)
+                start_context="", tokenizer=None, progress="lines", max_steps=1)
     assert events[:2] == [("warmup", "float32"), ("step",)]
     err = capsys.readouterr().err
     assert "compiling Numba kernels (first run only" in err and "kernels ready after" in err
+
+    model, opt = fresh()  # quiet: compiled all the same, without a word
+    train_model(model, train, val, opt, num_epochs=1, eval_freq=100, eval_iter=1,
+                start_context="", tokenizer=None, quiet=True, max_steps=1)
+    assert events[-2:] == [("warmup", "float32"), ("step",)]
+    assert "compiling" not in capsys.readouterr().err
 
     monkeypatch.setattr(progress_module.kernels, "warmup", lambda dtype: 0.0)  # cached: silent
     model, opt = fresh()

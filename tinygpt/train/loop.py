@@ -155,7 +155,8 @@ class _Trainer:
                   f"{self.s['num_epochs']} epochs")
             return self.result(0.0, self.loop["tokens"], nothing_to_do=True)
         if self.s["warm_up_kernels"]:
-            compile_kernels(next(iter(self.model.parameters())).dtype)
+            compile_kernels(next(iter(self.model.parameters())).dtype,
+                            notify=self.s["progress"] != "none")  # --quiet: no notice either
         self.progress = Progress(self.s["total_steps"], self.loop["global_step"] + 1,
                                  self.s["progress"])
         self.start, self.start_tokens = time.perf_counter(), self.loop["tokens"]

@@ -17,9 +17,10 @@ LINES_PER_RUN = 20          # plain progress lines over a whole run (non-termina
 COMPILE_NOTICE_SECONDS = 2.0  # a warm-up slower than this is compiling, not loading the cache
 
 
-def compile_kernels(dtype, stream=None) -> float:
+def compile_kernels(dtype, stream=None, notify=True) -> float:
     """Compile (or load from numba's disk cache) every kernel for `dtype`; returns the seconds.
-    Prints a notice to `stream` (stderr) once the warm-up has taken COMPILE_NOTICE_SECONDS."""
+    Prints a notice to `stream` (stderr) once the warm-up has taken COMPILE_NOTICE_SECONDS,
+    unless `notify` is False (a quiet run)."""
     stream = sys.stderr if stream is None else stream
     said = []
 
@@ -29,12 +30,14 @@ def compile_kernels(dtype, stream=None) -> float:
 
     timer = threading.Timer(COMPILE_NOTICE_SECONDS, notice)
     timer.daemon = True
-    timer.start()
+    if notify:
+        timer.start()
     try:
         seconds = kernels.warmup(dtype)
     finally:
         timer.cancel()
-        timer.join()
+        if notify:
+            timer.join()
     if said:
         print(f"kernels ready after {seconds:.0f} s (cached for later runs)", file=stream, flush=True)
     return seconds
