@@ -99,7 +99,7 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     defaults = BOOK_DPO_SETTINGS if book else OFFLINE_DPO_SETTINGS
     given = dict(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  eval_freq=eval_freq, eval_iter=eval_iter, max_new_tokens=max_new_tokens)
-    s = {k: defaults[k] if v is None else v for k, v in given.items()}
+    settings = {k: defaults[k] if v is None else v for k, v in given.items()}
     say = (lambda *a: None) if quiet else print
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,18 +126,18 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     say(f"policy {model_path}: {sum(p.size for p in trainable):,} trainable parameters of "
         f"{sum(p.size for p in policy_model.parameters()):,}" + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
 
-    train_loader, val_loader = make_loaders(train_data, val_data, tokenizer, s["batch_size"],
-                                            cfg["context_length"], seed, say)
+    train_loader, val_loader = make_loaders(train_data, val_data, tokenizer,
+                                            settings["batch_size"], cfg["context_length"], seed, say)
     manual_seed(seed)
-    optimizer = AdamW(trainable, lr=s["lr"], weight_decay=s["weight_decay"])
+    optimizer = AdamW(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
     policy_model.train()
     train_start = time.perf_counter()
+    start_context = format_input(val_data[min(2, len(val_data) - 1)])  # the notebook's val_data[2]
     tracking = train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader,
-                                      optimizer, s["num_epochs"], beta, s["eval_freq"],
-                                      s["eval_iter"], format_input(val_data[min(2, len(val_data) - 1)]),
-                                      tokenizer, write=say)
+                                      optimizer, settings["num_epochs"], beta, settings["eval_freq"],
+                                      settings["eval_iter"], start_context, tokenizer, write=say)
     result = {"tracking": tracking, "train_seconds": time.perf_counter() - train_start,
-              "settings": {**s, "beta": beta, "lora_rank": lora_rank}}
+              "settings": {**settings, "beta": beta, "lora_rank": lora_rank}}
     policy_model.eval()
     val_loss, val_chosen, val_rejected = compute_dpo_loss_loader(val_loader, policy_model,
                                                                  reference_model, beta)
@@ -146,7 +146,7 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
         f"(start ln 2 = 0.6931), reward margin {val_chosen - val_rejected:.4f}")
     if plot and tracking["train_losses"]:
         try:
-            result.update(plot_dpo(tracking, s["num_epochs"], out_dir))
+            result.update(plot_dpo(tracking, settings["num_epochs"], out_dir))
         except ImportError as err:
             say(f"(no plots: {err})")
 
@@ -154,7 +154,8 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
         result["lora"] = save_lora(out_dir / "lora.safetensors", policy_model)
         merge_lora(policy_model)
     result["responses"] = show_responses(policy_model, reference_model, test_data, tokenizer,
-                                         s["max_new_tokens"], cfg["context_length"], out_dir, say)
+                                         settings["max_new_tokens"], cfg["context_length"],
+                                         out_dir, say)
     save_cfg = {**cfg, "tie_weights": bool(getattr(policy_model, "weights_tied", False))}
     result["checkpoint"] = save_checkpoint(out_dir / "model.safetensors", policy_model, config=save_cfg)
     result["seconds"] = time.perf_counter() - started
