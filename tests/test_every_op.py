@@ -142,6 +142,8 @@ CASES = {
     "Softmax": Case(inputs(arr(3, 4)), lambda a: F.softmax(a, dim=-1), lambda a: TF.softmax(a, dim=-1)),
     "LogSoftmax": Case(inputs(arr(3, 4)), lambda a: F.log_softmax(a, dim=0),
                        lambda a: TF.log_softmax(a, dim=0)),
+    "LogSigmoid": Case(inputs(arr(3, 4)), lambda a: F.logsigmoid(a * 8.0),
+                       lambda a: TF.logsigmoid(a * 8.0)),
     "ScaledCausalSoftmax": Case(inputs(arr(2, 3, 5)), lambda s: F.scaled_causal_softmax(s, SCALE),
                                 lambda s: torch_causal_softmax(s, SCALE)),
     "Gelu": Case(inputs(arr(3, 4)), F.gelu, lambda a: TF.gelu(a, approximate="tanh")),

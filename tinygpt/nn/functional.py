@@ -2,6 +2,7 @@
 `tinygpt.ops`; this module is the place a reader of the book looks for them)."""
 from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_softmax,
                    scaled_causal_softmax, softmax)
+from ..ops.activations import logsigmoid
 from ..ops.elementwise import Relu
 from ..ops.linear import Linear
 from ..errors import InputError, InputTypeError
@@ -22,5 +23,5 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
-__all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax",
+__all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax", "logsigmoid",
            "scaled_causal_softmax", "softmax", "relu", "linear"]

@@ -1,4 +1,4 @@
-"""Softmax family and GELU (book sections 3.3-3.5 and 4.3).
+"""Softmax family, GELU (book sections 3.3-3.5 and 4.3) and log-sigmoid (the DPO loss).
 
 The row softmax, the attention softmax fused with its 1/sqrt(d) scale and causal mask, and GELU
 run in `tinygpt.kernels`; `log_softmax` is plain NumPy (it only feeds small heads and tests; the
@@ -40,6 +40,22 @@ class LogSoftmax(Function):
         return g - np.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
 
 
+class LogSigmoid(Function):
+    """log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|)): exp never sees a positive argument, so
+    no overflow for large |x| and no log(0) for very negative x (where the naive form gives -inf).
+    The gradient is sigmoid(-x), computed from the same exp(-|x|)."""
+
+    def forward(self, a):
+        self.a = a
+        self.exp_neg_abs = np.exp(-np.abs(a))  # in (0, 1]
+        return np.minimum(a, 0) - np.log1p(self.exp_neg_abs)
+
+    def backward(self, g):
+        e = self.exp_neg_abs
+        sigmoid_of_minus_a = np.where(self.a >= 0, e, 1) / (1 + e)
+        return g * sigmoid_of_minus_a
+
+
 class ScaledCausalSoftmax(Function):
     """softmax(scale * scores) where query i may only see keys up to its own position, then
     (when dropout_p > 0) inverted dropout of those attention weights. No (T, T) mask array
@@ -79,6 +95,14 @@ def log_softmax(a, dim=-1):
     a = as_tensor(a)
     require_float(a.dtype, "log_softmax")
     return LogSoftmax.apply(a, axis=_axis(dim, a.ndim, "log_softmax"))
+
+
+def logsigmoid(a):
+    """log(sigmoid(a)), elementwise and numerically stable (torch.nn.functional.logsigmoid); the
+    DPO loss is -logsigmoid(beta * margin) (tinygpt.finetune.dpo)."""
+    a = as_tensor(a)
+    require_float(a.dtype, "logsigmoid")
+    return LogSigmoid.apply(a)
 
 
 def scaled_causal_softmax(scores, scale: float, dropout_p: float = 0.0):
