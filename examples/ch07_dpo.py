@@ -24,6 +24,8 @@ import importlib.util
 import pathlib
 import time
 
+from tinygpt import tune_malloc
+from tinygpt.argtypes import positive_float, positive_int
 from tinygpt.finetune.dpo_train import run_dpo
 
 
@@ -41,16 +43,18 @@ def ensure_instruction_model(model_dir, weights) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/ch07", help="the chapter-7 run directory (or "
                         "checkpoint) to start from")
     parser.add_argument("--weights", help='the GPT-2 weights chapter 7 started from, e.g. '
                         '"gpt2-medium (355M)": the notebook\'s settings')
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--beta", type=positive_float, default=0.1)
+    parser.add_argument("--lora-rank", type=positive_int)
     parser.add_argument("--out", default="runs/dpo")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     start = time.perf_counter()
     ensure_instruction_model(args.model, args.weights)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt.assets import asset_path
 from tinygpt.cli.inference import TextStream
@@ -74,7 +75,8 @@ def reply(model, tokenizer, message: str, args) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a Hub name (Qwen/Qwen3-0.6B) or a Hugging Face folder")
     parser.add_argument("-m", "--message", action="append", help="a message (repeatable)")
     parser.add_argument("--thinking", action="store_true", help="let the model think first")
@@ -83,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)
     args = parser.parse_args(argv)
+    tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     with tempfile.TemporaryDirectory() as scratch:
         folder = model_folder(args.model, Path(scratch))
         model = load_pretrained(folder)

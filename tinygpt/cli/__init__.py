@@ -1,7 +1,7 @@
 """The `tinygpt` command line (also `python -m tinygpt`).
 
 Subcommands: pretrain, generate, chat, show, export, download, finetune-classify, classify,
-finetune-instruct. A mistake of the user's (a missing file, an unknown config, a bad argument or
+finetune-instruct, finetune-dpo. A mistake of the user's (a missing file, an unknown config, a bad argument or
 checkpoint: every `tinygpt.errors.TinyGPTError`, and the system's OSError and MemoryError) is
 printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
 
@@ -47,7 +47,10 @@ def _one_line(err: BaseException) -> str:
 def main(argv=None) -> int:
     _register_commands()
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage mistake (already printed)
+        return done.code
     _tune_process()
     start = time.perf_counter()
     try:

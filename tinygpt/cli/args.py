@@ -1,39 +1,6 @@
-"""Argument types for the `tinygpt` command: each checks its value while the command line is
-parsed, before any work starts, so `--epochs 0` or `--temperature nan` is refused at once with a
-one-line error naming the option (argparse adds the option's name to the message)."""
+"""The `tinygpt` command's parser: usage mistakes on one line. The argument types that check
+counts and rates while parsing live in tinygpt/argtypes.py (the fine-tuning commands use them too)."""
 import argparse
-import math
-
-
-def _number(kind, text, name):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-
-
-def positive_int(text: str) -> int:
-    """A count that must be at least 1 (epochs, batch size, evaluation period, ...)."""
-    value = _number(int, text, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite float above 0 (a learning rate)."""
-    value = _number(float, text, "a number")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite float of at least 0 (temperature, weight decay)."""
-    value = _number(float, text, "a number")
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
 
 
 class OneLineParser(argparse.ArgumentParser):

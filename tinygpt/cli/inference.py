@@ -2,7 +2,7 @@
 import sys
 
 from . import command
-from .args import non_negative_float, positive_int
+from ..argtypes import non_negative_float, positive_int
 
 QUIT = ("/exit", "/quit")
 

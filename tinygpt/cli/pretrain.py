@@ -3,7 +3,7 @@ import pathlib
 
 from ..errors import InputError
 from . import command
-from .args import non_negative_float, positive_float, positive_int
+from ..argtypes import non_negative_float, positive_float, positive_int
 
 
 @command("pretrain", "train a GPT on a text file (book chapter 5)")

@@ -1,6 +1,6 @@
 """`tinygpt finetune-classify` and `tinygpt classify` (book chapter 6). Registered by
 tinygpt/finetune/cli.py through `add_cli(command)`; both call tinygpt.finetune.classify."""
-from .cli_args import require_at_least_one
+from ..argtypes import non_negative_float, positive_float, positive_int
 
 
 def add_cli(command) -> None:
@@ -11,12 +11,12 @@ def add_cli(command) -> None:
         sub.add_argument("--weights", help='GPT-2 weights: "gpt2-small (124M)" (or another size '
                          'name) or a local file/folder; default: a small model from random weights, '
                          "offline")
-        sub.add_argument("--epochs", type=int, help="default: 5 with --weights (the book), else 6")
-        sub.add_argument("--batch-size", type=int, default=8)
-        sub.add_argument("--lr", type=float, help="default: 5e-5 with --weights (the book), else 5e-4")
-        sub.add_argument("--weight-decay", type=float, default=0.1)
-        sub.add_argument("--eval-freq", type=int, default=50, help="evaluate the losses every N steps")
-        sub.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+        sub.add_argument("--epochs", type=positive_int, help="default: 5 with --weights (the book), else 6")
+        sub.add_argument("--batch-size", type=positive_int, default=8)
+        sub.add_argument("--lr", type=positive_float, help="default: 5e-5 with --weights (the book), else 5e-4")
+        sub.add_argument("--weight-decay", type=non_negative_float, default=0.1)
+        sub.add_argument("--eval-freq", type=positive_int, default=50, help="evaluate the losses every N steps")
+        sub.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
         sub.add_argument("--trainable", choices=("last", "all", "head"),
                          help="which parameters train: last (the book: last block + final_norm + "
                               "head; default with --weights), all (default offline), head")
@@ -27,7 +27,6 @@ def add_cli(command) -> None:
 
         def run(args):
             from .classify import run_classification
-            require_at_least_one(args, ("epochs", "batch_size", "eval_freq", "eval_iter"))
             result = run_classification(
                 weights=args.weights, out_dir=args.out, num_epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

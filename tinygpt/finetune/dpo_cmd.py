@@ -6,32 +6,7 @@ line, starting from the model a chapter-7 run saved.
     tinygpt finetune-dpo --model runs/ch07-medium --weights "gpt2-medium (355M)"   # the notebook
     tinygpt finetune-dpo --model runs/ch07 --lora-rank 8 --beta 0.2
 """
-import argparse
-import math
-
-
-def _checked(kind, text, what, ok):
-    """Parse `text` as `kind` and refuse it unless finite and ok(value), while the command line is
-    parsed (argparse names the option), before any model is loaded."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-    if not (math.isfinite(value) and ok(value)):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def positive_int(text):
-    return _checked(int, text, "a whole number of at least 1", lambda v: v >= 1)
-
-
-def positive_float(text):
-    return _checked(float, text, "a finite number above 0", lambda v: v > 0)
-
-
-def non_negative_float(text):
-    return _checked(float, text, "a finite number of at least 0", lambda v: v >= 0)
+from ..argtypes import non_negative_float, positive_float, positive_int
 
 
 def add_cli(command) -> None:

@@ -4,7 +4,7 @@
     tinygpt finetune-instruct --weights "gpt2-medium (355M)"    # the book's run
     tinygpt finetune-instruct --weights "gpt2-medium (355M)" --lora-rank 16 --ollama-model llama3
 """
-from .cli_args import require_at_least_one
+from ..argtypes import non_negative_float, positive_float, positive_int
 
 
 def add_cli(command) -> None:
@@ -15,16 +15,16 @@ def add_cli(command) -> None:
                          "trained from scratch, offline, in a few minutes)")
         sub.add_argument("--data", help="JSON or JSON-lines file of instruction/input/output entries "
                          "(default: the book's instruction-data.json)")
-        sub.add_argument("--epochs", type=int, help="default 2")
-        sub.add_argument("--batch-size", type=int, default=8)
-        sub.add_argument("--lr", type=float, help="default 5e-5 with --weights (the book), 2e-3 offline")
-        sub.add_argument("--weight-decay", type=float, default=0.1)
-        sub.add_argument("--lora-rank", type=int, help="train rank-r LoRA adapters instead of all weights (offline, the "
+        sub.add_argument("--epochs", type=positive_int, help="default 2")
+        sub.add_argument("--batch-size", type=positive_int, default=8)
+        sub.add_argument("--lr", type=positive_float, help="default 5e-5 with --weights (the book), 2e-3 offline")
+        sub.add_argument("--weight-decay", type=non_negative_float, default=0.1)
+        sub.add_argument("--lora-rank", type=positive_int, help="train rank-r LoRA adapters instead of all weights (offline, the "
                          "small model is first pretrained for 2 epochs: slower)")
-        sub.add_argument("--lora-alpha", type=float, help="LoRA scaling (default: the rank)")
+        sub.add_argument("--lora-alpha", type=positive_float, help="LoRA scaling (default: the rank)")
         sub.add_argument("--mask-prompt", action="store_true",
                          help="leave the prompt tokens out of the loss (the book's exercise 7.2)")
-        sub.add_argument("--max-new-tokens", type=int, help="default 256 with --weights, 64 offline")
+        sub.add_argument("--max-new-tokens", type=positive_int, help="default 256 with --weights, 64 offline")
         sub.add_argument("--ollama-model", help="score the responses with this Ollama model "
                          "(e.g. llama3); off unless given")
         sub.add_argument("--ollama-url", default="http://localhost:11434/api/chat")
@@ -34,7 +34,6 @@ def add_cli(command) -> None:
 
         def run(args):
             from .instruct import run_instruction_finetune
-            require_at_least_one(args, ("epochs", "batch_size", "lora_rank", "max_new_tokens"))
             try:
                 result = run_instruction_finetune(
                     weights=args.weights, data_path=args.data, out_dir=args.out,

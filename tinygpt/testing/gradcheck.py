@@ -212,10 +212,14 @@ def gradcheck(fn, *inputs, eps=None, rtol=None, atol=0.0, cotangent=None, coords
     # the autograd side rounds too: a gradient that is exactly 0 in theory (e.g. var of equal
     # values) comes out at about eps * |input| * |dout|, which no relative bound admits
     grad_floor = max((float(np.abs(_as_array(t)).max(initial=0.0)) for _, t in targets), default=0.0) + 1.0
+    # and an output can be a small difference of large intermediates (log-softmax of a confident
+    # row is ~ -1e-5 from logits ~ 10), whose rounding follows the inputs' size, not the output's
+    input_scale = (grad_floor - 1.0) * float(np.sum(np.abs(dout)))
 
     def numeric(k, direction):
         (fp, mp), (fm, mm) = objective(k, eps * direction), objective(k, -eps * direction)
-        roundoff = FD["roundoff"] * np.finfo(np.float64).eps * (max(mp, mm) / eps + grad_floor)
+        roundoff = FD["roundoff"] * np.finfo(np.float64).eps * (max(mp, mm, input_scale) / eps
+                                                                 + grad_floor)
         return (fp - fm) / (2 * eps), roundoff
 
     for k, (label, target) in enumerate(targets):
