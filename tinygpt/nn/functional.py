@@ -4,6 +4,7 @@ from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_soft
                    scaled_causal_softmax, softmax)
 from ..ops.activations import logsigmoid
 from ..ops.elementwise import Relu
+from ..ops.modern import grouped_query_attention, rms_norm, rope, rope_tables, silu
 from ..ops.linear import Linear
 from ..errors import InputError, InputTypeError
 
@@ -24,4 +25,5 @@ def linear(x, weight, bias=None):
 
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax", "logsigmoid",
-           "scaled_causal_softmax", "softmax", "relu", "linear"]
+           "scaled_causal_softmax", "softmax", "relu", "linear", "rms_norm", "rope", "rope_tables",
+           "silu", "grouped_query_attention"]
