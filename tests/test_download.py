@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 import tinygpt
+from local_http import local_server
 from tinygpt.model import GPTModel
 from tinygpt.weights import (
     ChecksumError,
@@ -98,16 +98,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.cut, srv.requests, srv.ranges = {}, {}, [], True
-    srv.heads, srv.linked, srv.endless, srv.sent = [], {}, {}, 0
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(TIMEOUT)
+    with local_server(Handler, TIMEOUT, files={}, cut={}, requests=[], ranges=True, heads=[],
+                      linked={}, endless={}, sent=0) as srv:
+        yield srv
 
 
 def sha(data: bytes) -> str:

@@ -7,12 +7,12 @@ sharded Qwen3 with its tokenizer, offline once cached, resume of a cut download,
 not what the Hub announced, and refused access with the message saying what to do."""
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
+from local_http import local_server
 from modern_models import TINY_LLAMA, TINY_QWEN3
 from tinygpt import manual_seed
 from tinygpt.errors import TinyGPTError
@@ -85,15 +85,9 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hub():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
-    srv.repo, srv.files, srv.lie, srv.cut, srv.log, srv.token = REPO, {}, {}, {}, [], None
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(TIMEOUT)
+    with local_server(FakeHub, TIMEOUT, repo=REPO, files={}, lie={}, cut={}, log=[],
+                      token=None) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

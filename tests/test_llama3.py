@@ -5,13 +5,13 @@ dicts against the book's."""
 import numpy as np
 import pytest
 import torch
-from llms_from_scratch import llama3 as book
 
 import tinygpt as tg
 from modern_models import (TINY_LLAMA, check_generation, compare_grads, compare_logits,
                            exact_float64, greedy_torch, loss_and_grads, randomize_norms, tokens,
                            torch_loss_and_grads)
 from tinygpt.model import LLAMA32_CONFIGS, Llama3Model
+book = pytest.importorskip("llms_from_scratch.llama3")  # the book's package: pip install --no-deps llms-from-scratch
 
 TORCH = {np.float32: torch.float32, np.float64: torch.float64}
 HEAD_DIM = TINY_LLAMA["emb_dim"] // TINY_LLAMA["n_heads"]

@@ -9,9 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 import tinygpt as tg
 from helpers import assert_close, check_op, fd_check, tolerance
-from llms_from_scratch import llama3 as book_llama3, qwen3 as book_qwen3
 from strategies import fixed_array
 from tinygpt.ops import grouped_query_attention, rms_norm, rope, rope_tables, silu
+book_llama3 = pytest.importorskip("llms_from_scratch.llama3")  # the book's package: pip install --no-deps llms-from-scratch
+book_qwen3 = pytest.importorskip("llms_from_scratch.qwen3")
 
 LLAMA_FREQ = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
               "original_context_length": 8192}

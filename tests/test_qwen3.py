@@ -4,13 +4,13 @@ without the KV cache; the config dicts against the book's; training steps lower 
 import numpy as np
 import pytest
 import torch
-from llms_from_scratch import qwen3 as book
 
 import tinygpt as tg
 from modern_models import (TINY_QWEN3, check_generation, compare_grads, compare_logits,
                            exact_float64, greedy_torch, loss_and_grads, randomize_norms, tokens,
                            torch_loss_and_grads)
 from tinygpt.model import QWEN3_CONFIGS, Qwen3Model
+book = pytest.importorskip("llms_from_scratch.qwen3")  # the book's package: pip install --no-deps llms-from-scratch
 
 TORCH = {np.float32: torch.float32, np.float64: torch.float64}
 
