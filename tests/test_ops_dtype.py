@@ -73,9 +73,6 @@ def test_cast_of_a_constant_records_nothing():
     assert y.dtype == F64 and not y.requires_grad and y._ctx is None
 
 
-@pytest.mark.xfail(strict=True, reason="defect: Cast to an integer dtype keeps requires_grad, and "
-                   "backward sends a gradient through the rounding (torch: an integer result "
-                   "never requires grad)")
 def test_cast_to_an_integer_dtype_is_not_differentiable_like_torch():
     values = np.array([1.7, -2.2])
     yt = torch.tensor(values, requires_grad=True).to(torch.int64)

@@ -332,8 +332,6 @@ def test_tril_triu_fd(data):
     fd_check(lambda t: getattr(tg, which)(t, diagonal=diagonal), [x], name=f"{which}({diagonal})")
 
 
-@pytest.mark.xfail(strict=True, reason="defect: tril/triu of a 1-D tensor returns a (n, n) matrix "
-                   "(NumPy's tril broadcasts) and its gradient sums rows; torch raises for < 2 dims")
 @pytest.mark.parametrize("which", ["tril", "triu"])
 def test_tril_triu_need_two_dims_like_torch(which):
     with pytest.raises(RuntimeError):

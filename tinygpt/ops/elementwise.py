@@ -220,12 +220,19 @@ def masked_fill(a, mask, value) -> Tensor:
     return MaskedFill.apply(a, mask=mask, value=float(value))
 
 
+def _matrices(x, name) -> Tensor:
+    x = as_tensor(x)
+    if x.ndim < 2:  # NumPy would broadcast a vector to a matrix; torch refuses, and so do we
+        raise InputError(f"{name} needs a tensor of at least 2 dims, got shape {x.shape}")
+    return x
+
+
 def tril(x, diagonal: int = 0) -> Tensor:
-    return Triangle.apply(as_tensor(x), lower=True, diagonal=diagonal)
+    return Triangle.apply(_matrices(x, "tril"), lower=True, diagonal=diagonal)
 
 
 def triu(x, diagonal: int = 0) -> Tensor:
-    return Triangle.apply(as_tensor(x), lower=False, diagonal=diagonal)
+    return Triangle.apply(_matrices(x, "triu"), lower=False, diagonal=diagonal)
 
 
 def power(a, b) -> Tensor:

@@ -52,4 +52,8 @@ def attach_tensor_methods():
 
 def _to(self, dtype) -> Tensor:
     dtype = np.dtype(dtype)
-    return self if dtype == self.dtype else ew.Cast.apply(self, dtype=dtype)
+    if dtype == self.dtype:
+        return self
+    if dtype.kind != "f":  # an integer or bool result has no gradient (as in torch): a constant
+        return Tensor(self.data.astype(dtype))
+    return ew.Cast.apply(self, dtype=dtype)
