@@ -150,6 +150,27 @@ def gelu_cases(inp, rows, d):
            lambda: inp.torch.ops.aten.gelu_backward(tdy, tx, approximate="tanh"), None)
 
 
+def modern_cases(inp, rows, d, hidden):
+    """Qwen3/Llama's RMSNorm kernels and the SiLU op (NumPy only: both columns run it), at
+    Qwen3-0.6B's width over a 512-token prompt."""
+    nbk, ref, F = inp.nbk, inp.ref, inp.F
+    x, w, dy = inp.arr(rows, d), inp.arr(d), inp.arr(rows, d)
+    _, rstd = ref["rmsnorm_forward"](x, w, 1e-6)
+    tx, tw = inp.tt(x), inp.tt(w)
+    txg, twg = tx.clone().requires_grad_(), tw.clone().requires_grad_()
+    tout, tdy = F.rms_norm(txg, (d,), twg, 1e-6), inp.tt(dy)
+    sh = f"({rows}, {d})"
+    yield ("rmsnorm fwd", sh, lambda: nbk["rmsnorm_forward"](x, w, 1e-6),
+           lambda: ref["rmsnorm_forward"](x, w, 1e-6), lambda: F.rms_norm(tx, (d,), tw, 1e-6), None)
+    yield ("rmsnorm bwd", sh, lambda: nbk["rmsnorm_backward"](dy, x, w, rstd),
+           lambda: ref["rmsnorm_backward"](dy, x, w, rstd),
+           lambda: inp.torch.autograd.grad(tout, (txg, twg), tdy, retain_graph=True), None)
+    from tinygpt.ops import silu
+    h = inp.arr(rows, hidden, scale=4.0)
+    th = inp.tt(h)
+    yield ("silu fwd", f"({rows}, {hidden})", lambda: silu(h), lambda: silu(h), lambda: F.silu(th), None)
+
+
 def cross_entropy_cases(inp, rows, vocab):
     np, torch, nbk, ref = inp.np, inp.torch, inp.nbk, inp.ref
     x = inp.arr(rows, vocab, scale=2.0)
@@ -231,6 +252,7 @@ def cases(quick, np, torch, K, dtype):
         yield from layernorm_cases(inp, rows, d)
     for rows, d in ((N, FF), (1024, 1024))[:1 if quick else 2]:
         yield from gelu_cases(inp, rows, d)
+    yield from modern_cases(inp, 512, 1024, 3072)
     for rows, vocab in ((N, V), (1024, V), (1024, 512))[:1 if quick else 3]:
         yield from cross_entropy_cases(inp, rows, vocab)
     yield from adamw_case(inp, quick)
