@@ -18,7 +18,8 @@ Decode tok/s: after a `--prompt-tokens`-token prompt, (time for n + 1 new tokens
 "x bound": ms per decoded token over (weight bytes + mean KV-cache bytes per token) / the copy
 bandwidth of bench/generate.py's `memory_bandwidth`. Peak RSS: a child process loads the
 directory with `load_pretrained`; its peak RSS growth over the RSS after imports is divided by
-the loaded parameters' bytes. Targets (issue 32): decode >= 1.2x the faster reference and within
+the loaded parameters' bytes. "background cores": other processes' CPU over the timed calls.
+Targets (issue 32): decode >= 1.2x the faster reference and within
 1.3x of the bound; peak RSS growth <= 1.2x the model.
 """
 import argparse
@@ -29,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header, markdown_table, require, set_threads, thread_env  # noqa: E402
+from _common import LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
 
 
 def _parse_args(argv=None):
@@ -141,13 +142,15 @@ def seconds(fn, *args):
 
 
 def measure(gen, prompt, long_prompt):
-    """(decode tok/s, prefill tok/s, the 4 greedy tokens after `prompt`)."""
+    """(decode tok/s, prefill tok/s, the 4 greedy tokens after `prompt`, background cores: other
+    processes' CPU over the timed calls)."""
     out = gen(prompt, 4)                                       # warm-up: compile, page in
     tokens = tuple(np.asarray(out.data if isinstance(out, tg.Tensor) else out)[0, -4:].tolist())
     n = ARGS.new_tokens
-    decode = n / (seconds(gen, prompt, n + 1) - seconds(gen, prompt, 1))
-    prefill = ARGS.prefill_tokens / seconds(gen, long_prompt, 1)
-    return decode, prefill, tokens
+    with LoadMeter() as meter:
+        decode = n / (seconds(gen, prompt, n + 1) - seconds(gen, prompt, 1))
+        prefill = ARGS.prefill_tokens / seconds(gen, long_prompt, 1)
+    return decode, prefill, tokens, meter.other / meter.wall
 
 
 def bound_ms(model, bandwidth_gbs):
@@ -188,12 +191,15 @@ def bench_model(key, bandwidth_gbs):
     bound = bound_ms(model, bandwidth_gbs)
     if len({r[2] for r in results.values()}) > 1:
         print(f"WARNING: the runners' greedy tokens differ: { {k: r[2] for k, r in results.items()} }")
-    for name, (decode, prefill, _) in results.items():
+    for name, (decode, prefill, _, load) in results.items():
         vs = f"{decode / max(refs):.2f}" if refs and name == "tinygpt" else ""
-        rows.append([key, name, ARGS.threads, f"{decode:.2f}", vs, f"{1e3 / decode / bound:.2f}",
-                     f"{prefill:.1f}"])
-    print(markdown_table(["model", "runner", "threads", "decode tok/s", "vs faster ref",
-                          "x bound", f"prefill {ARGS.prefill_tokens} tok/s"], rows))
+        mark = " *" if busy(load, ARGS.threads) else ""
+        rows.append([key, name, ARGS.threads, f"{decode:.2f}{mark}", vs, f"{1e3 / decode / bound:.2f}",
+                     f"{prefill:.1f}{mark}", f"{load:.2f}"])
+    print(markdown_table(["model", "runner", "threads", "decode tok/s", "vs faster ref", "x bound",
+                          f"prefill {ARGS.prefill_tokens} tok/s", "background cores"], rows))
+    if any(busy(r[3], ARGS.threads) for r in results.values()):
+        print("*: taken while other processes used > 0.2 cores; rerun on a quiet machine.")
     print(f"\nload_pretrained: peak RSS {peak / 1e6:.0f} MB, {grew / 1e6:.0f} MB over the RSS "
           f"after imports, for {size / 1e6:.0f} MB of parameters: {grew / size:.2f}x (target <= "
           f"1.2x); bound {bound:.1f} ms/token at {bandwidth_gbs:.1f} GB/s\n", flush=True)

@@ -89,24 +89,28 @@ def test_causal_softmax_dropout(lead, tq, extra, layout, dtype, p, seed):
 
 
 @fast(80)
-@given(b=st.sampled_from([1, 2]), h=st.sampled_from([1, 3]), hd=ODD, tq=st.sampled_from([1, 1, 2, 17]),
-       cached=st.sampled_from([0, 1, 16, 63]), spare=st.sampled_from([0, 5]), q_layout=LAYOUTS,
-       dtype=DTYPES, seed=SEEDS)
-def test_cached_attention(b, h, hd, tq, cached, spare, q_layout, dtype, seed):
-    """Attention over a KV cache with `length` = cached + Tq filled positions of S = length + spare:
-    the kernel equals the reference, and the reference equals the composed ops it replaces
-    (q @ k.T, the causal softmax, @ v) on the filled part only (the spare positions hold garbage)."""
+@given(b=st.sampled_from([1, 2]), g=st.sampled_from([1, 3]), group=st.sampled_from([1, 1, 2, 4]), hd=ODD,
+       tq=st.sampled_from([1, 1, 2, 17]), cached=st.sampled_from([0, 1, 16, 63]), spare=st.sampled_from([0, 5]),
+       q_layout=LAYOUTS, dtype=DTYPES, seed=SEEDS)
+def test_cached_attention(b, g, group, hd, tq, cached, spare, q_layout, dtype, seed):
+    """Attention over a KV cache of G = g key/value heads for H = g * group query heads (group 1:
+    GPT-2's multi-head attention; more: grouped-query attention) with `length` = cached + Tq filled
+    positions of S = length + spare: the kernel equals the reference, and the reference equals the
+    composed ops it replaces (each key/value head repeated for its group, as torch's
+    repeat_interleave, then q @ k.T, the causal softmax, @ v) on the filled part only (the spare
+    positions hold garbage)."""
     rng = np.random.default_rng(seed)
-    length = cached + tq
+    length, h = cached + tq, g * group
     q = make(rng, (b, h, tq, hd), dtype, 2.0, q_layout)
-    k, v = make(rng, (b, h, length + spare, hd), dtype), make(rng, (b, h, length + spare, hd), dtype)
+    k, v = make(rng, (b, g, length + spare, hd), dtype), make(rng, (b, g, length + spare, hd), dtype)
     k[:, :, length:], v[:, :, length:] = np.nan, np.nan  # never read
     scale = 1.0 / np.sqrt(hd)
     want = REF["cached_attention"](q, k, v, length, scale)
     assert want.shape == (b, tq, h, hd)
     check("cached_attention", NB["cached_attention"](q, k, v, length, scale), want, scale=4.0)
-    w = REF["causal_softmax_forward"](q @ k[:, :, :length].swapaxes(-1, -2), scale)
-    check("cached_attention vs composed", want, (w @ v[:, :, :length]).transpose(0, 2, 1, 3))
+    keys, values = (np.repeat(a[:, :, :length], group, axis=1) for a in (k, v))  # (b, H, L, hd)
+    w = REF["causal_softmax_forward"](q @ keys.swapaxes(-1, -2), scale)
+    check("cached_attention vs composed", want, (w @ values).transpose(0, 2, 1, 3))
 
 
 def test_cached_attention_checks_shapes():
@@ -117,7 +121,9 @@ def test_cached_attention_checks_shapes():
         with pytest.raises(ValueError, match="length"):
             impl["cached_attention"](q, k, k, 9, 0.5)        # beyond the cache
         with pytest.raises(ValueError, match="do not match"):
-            impl["cached_attention"](q, k[:, :1], k[:, :1], 3, 0.5)
+            impl["cached_attention"](q, np.zeros((1, 3, 8, 4), np.float32), np.zeros((1, 3, 8, 4), np.float32), 3, 0.5)
+        with pytest.raises(ValueError, match="do not match"):   # 2 query heads over 4 key heads
+            impl["cached_attention"](q, np.zeros((1, 4, 8, 4), np.float32), np.zeros((1, 4, 8, 4), np.float32), 3, 0.5)
         with pytest.raises(TypeError, match="dtypes differ"):
             impl["cached_attention"](q, k.astype(np.float64), k, 3, 0.5)
 

@@ -219,3 +219,19 @@ def test_init_drawn_in_chunks_equals_one_draw(dtype):
         once = sample(generator(), 37 * 29).reshape(37, 29).astype(dtype)
         assert chunked.dtype == dtype and np.array_equal(chunked, once)
         assert after == generator().random()
+
+
+def test_skip_init_allocates_without_drawing_and_only_inside():
+    """Inside skip_init, Linear and Embedding take no values from the generator (load_pretrained
+    builds its model so, then reads every parameter); after the block, layers draw again and
+    draw what they would have drawn had the block never run."""
+    tg.manual_seed(5)
+    with nn.skip_init():
+        skipped = [nn.Linear(6, 4), nn.Embedding(9, 3)]
+    drawn = nn.Linear(6, 4)
+    tg.manual_seed(5)
+    fresh = nn.Linear(6, 4)
+    assert [p.shape for m in skipped for p in m.parameters()] == [(4, 6), (4,), (9, 3)]
+    assert all(p.dtype == np.float32 for m in skipped for p in m.parameters())
+    np.testing.assert_array_equal(drawn.weight.data, fresh.weight.data)
+    np.testing.assert_array_equal(drawn.bias.data, fresh.bias.data)

@@ -1,9 +1,11 @@
 """Attention over a KV cache in one call: softmax(q k^T * scale, causal) v, for generation.
 
 Book section 3.6's attention (queries against keys, the scaled causal softmax, the weighted sum of
-values) for the decoding loop of chapter 4.7 / 5.3 with a KV cache: q holds the Tq newest tokens,
-k and v the cache buffers (b, H, max_len, hd), of which the first `length` positions are filled; query i
-sits at absolute position length - Tq + i and sees keys 0 .. length - Tq + i.
+values) for the decoding loop of chapter 4.7 / 5.3 with a KV cache: q (b, H, Tq, hd) holds the Tq
+newest tokens, k and v the cache buffers (b, G, max_len, hd), of which the first `length`
+positions are filled; query i sits at absolute position length - Tq + i and sees keys
+0 .. length - Tq + i. G = H for GPT-2; for grouped-query attention (Qwen3, Llama 3) G divides H
+and query head h reads key/value head h // (H / G), as `ops.grouped_query_attention` pairs them.
 
 Why a kernel: decoding one token through the composed ops (transpose, two batched products, the
 causal softmax, transpose, reshape) is almost all dispatch: np.matmul runs one tiny BLAS call per
@@ -24,7 +26,7 @@ MIN_ELEMS = 1 << 18  # cached key/value values read per chunk before a call is s
 
 def _check(q, k, v, length):
     b, h, tq, hd = q.shape
-    if k.shape != v.shape or k.shape[:2] != (b, h) or k.shape[3] != hd:
+    if k.shape != v.shape or k.shape[0] != b or not 0 < k.shape[1] <= h or h % k.shape[1] or k.shape[3] != hd:
         raise ValueError(f"cached_attention: queries {q.shape} do not match caches {k.shape} / {v.shape}")
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"cached_attention: dtypes differ: queries {q.dtype}, keys {k.dtype}, values {v.dtype}")
@@ -34,24 +36,29 @@ def _check(q, k, v, length):
 
 
 def cached_attention_ref(q, k, v, length, scale):
-    # q (b, H, Tq, hd); k, v (b, H, max_len, hd) with `length` valid positions -> context (b, Tq, H, hd)
+    # q (b, H, Tq, hd); k, v (b, G, max_len, hd) with `length` valid positions -> context (b, Tq, H, hd)
     _check(q, k, v, length)
-    keys, values = k[:, :, :length], v[:, :, :length]                       # (b, H, L, hd)
-    weights = causal_softmax_forward_ref(np.matmul(q, keys.swapaxes(-1, -2)), scale)  # (b, H, Tq, L)
-    return np.ascontiguousarray(np.matmul(weights, values).transpose(0, 2, 1, 3))
+    b, h, tq, hd = q.shape
+    g = k.shape[1]
+    qg = q.reshape(b, g, h // g, tq, hd)                                    # (b, G, H/G, Tq, hd)
+    keys, values = k[:, :, None, :length], v[:, :, None, :length]           # (b, G, 1, L, hd)
+    weights = causal_softmax_forward_ref(np.matmul(qg, keys.swapaxes(-1, -2)), scale)  # (b, G, H/G, Tq, L)
+    context = np.matmul(weights, values).reshape(b, h, tq, hd)              # (b, H, Tq, hd)
+    return np.ascontiguousarray(context.transpose(0, 2, 1, 3))
 
 
 @njit(fastmath={"contract"})
 def _cached_attn(q, k, v, length, scale, out, c, nchunks):
-    # q (b, H, Tq, hd), k/v (b, H, max_len, hd), out (b, Tq, H, hd), all C-contiguous; chunks of (b, H) pairs
+    # q (b, H, Tq, hd), k/v (b, G, max_len, hd), out (b, Tq, H, hd), all C-contiguous; chunks of (b, H) pairs
     nb, nh, tq, hd = q.shape
+    group = nh // k.shape[1]                             # query heads per key/value head
     zero = out.dtype.type(0.0)
     scores = np.empty(length, q.dtype)
     weights = np.empty(length, q.dtype)
     lo, hi = chunk_bounds(c, nchunks, nb * nh)
     for pair in range(lo, hi):
         bi, h = pair // nh, pair % nh
-        kh, vh = k[bi, h], v[bi, h]
+        kh, vh = k[bi, h // group], v[bi, h // group]
         for i in range(tq):
             n = length - tq + i + 1                      # keys this query may see
             qi = q[bi, h, i]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.llama3 import Llama3Model
+from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
 from .gpt2 import WeightsError, load_gpt2, read_json_config
@@ -82,7 +83,8 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
     names = _check_tensors(tensors, cfg, norm, path)    # {HF name: book name}
-    model = cls(cfg)
+    with skip_init():  # every parameter is read below: drawing them first would waste time
+        model = cls(cfg)
     if np.dtype(dtype) != model.tok_emb.weight.dtype:
         model.to(dtype)
     params = dict(model.named_parameters(remove_duplicate=False))
