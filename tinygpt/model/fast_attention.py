@@ -7,32 +7,27 @@ without the caller doing anything. It has the same parameters, state-dict names 
 Where a graph is recorded (training), `forward` IS `MultiHeadAttention.forward`. Elsewhere two
 things make attention cheaper:
 
-1. One product for queries, keys and values. The constructor copies the three projection weights
-   (and biases) into one (3 d_out, d_in) array and hands each Parameter its row block as a view.
-   Where the projections need no gradient, x @ packed.T computes all three at once: one pass over
-   x and one BLAS call instead of three (when decoding, one matrix-vector product of 3 d_out rows).
+1. One product for queries, keys and values: the three projections are a `PackedLinears`
+   (packing.py), one (3 d_out, d_in) array whose row blocks ARE the layers' weights. Where the
+   projections need no gradient, x @ packed.T computes all three at once: one pass over x and
+   one BLAS call instead of three (when decoding, one matrix-vector product of 3 d_out rows).
 2. Decoding over a KV cache without attention dropout: `kernels.cached_attention` computes the
    scores, the causal softmax and the weighted values of every head in one call on the cache
    buffers, straight into the (b, T, H, hd) layout `out_proj` reads.
 
-Why the packed product cannot read stale weights: the packed array IS the weights' storage, so
-every in-place change (optimizer steps, load_state_dict, merge_lora) lands in it. Whatever breaks
-that link ends the packed product, and `qkv_packed` checks the link on every call: each of
-W_query/W_key/W_value must still be the Linear module that was packed, holding the very view it
-was given. A new weight array (Module.to, assigning `.data`) or a replaced layer (LoRA's
-LinearWithLoRA, or any module) fails the check, and the projections then run through the layers
-themselves, whatever they compute. `pack_qkv()` packs again (GPTModel.to calls it after a cast).
+The packed product never reads stale weights: packing.py says why, and when the layers run
+themselves instead (a cast, a replaced layer such as LoRA's). `pack_qkv()` packs again
+(GPTModel.to calls it after a cast).
 
 Checked by tests/test_fast_attention.py (equal outputs and gradients, KV cache, LoRA, replaced
 weights) and, for speed, bench/generate.py (KV-cache decode ms/token against PyTorch).
 """
-import numpy as np
-
 from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
 from ..nn import functional as F
 from .attention import LayerKVCache, MultiHeadAttention, _check_length
+from .packing import PackedLinears
 
 QKV_NAMES = ("W_query", "W_key", "W_value")
 
@@ -44,63 +39,27 @@ class FastMultiHeadAttention(MultiHeadAttention):
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float,
                  num_heads: int, qkv_bias: bool = False):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
-        self._built = tuple(getattr(self, name) for name in QKV_NAMES)  # the Linears made above
-        self._packed = None  # (weight (3 d_out, d_in), bias (3 d_out,) or None, per-layer views)
-        self.pack_qkv()
+        self._qkv = PackedLinears(self, QKV_NAMES)  # the Linears made above
 
     def pack_qkv(self) -> bool:
-        """Copy the projections' current weights (and biases) into one array and give each
-        Parameter its row block as a view. Only the Linear layers this module built are packed,
-        never a layer put in their place; already packed weights are left as they are. Returns
-        `qkv_packed`."""
-        if self.qkv_packed:
-            return True
-        layers = tuple(getattr(self, name) for name in QKV_NAMES)
-        params = [(layer.weight, layer.bias) for layer in layers]
-        dtypes = {p.dtype for pair in params for p in pair if p is not None}
-        if any(a is not b for a, b in zip(layers, self._built)) or len(dtypes) != 1 or len({b is None for _, b in params}) != 1:
-            return self.qkv_packed
-        weight = np.concatenate([w.data for w, _ in params])              # (3 d_out, d_in)
-        bias = None if params[0][1] is None else np.concatenate([b.data for _, b in params])
-        views = []
-        for i, (w, b) in enumerate(params):
-            rows = slice(i * self.d_out, (i + 1) * self.d_out)
-            w.data = weight[rows]                                          # (d_out, d_in) view
-            if b is not None:
-                b.data = bias[rows]                                        # (d_out,) view
-            views.append((w.data, None if b is None else b.data))
-        self._packed = (weight, bias, tuple(views))
-        return True
+        """Pack the projections (again): see packing.py. Returns `qkv_packed`."""
+        return self._qkv.pack()
 
     @property
     def qkv_packed(self) -> bool:
-        """True while each projection is the Linear that was packed and still holds its views
-        (identity tests: a weight with a new array or a replaced layer is never read packed)."""
-        if self._packed is None:
-            return False
-        for name, layer, (w, b) in zip(QKV_NAMES, self._built, self._packed[2]):
-            if getattr(self, name) is not layer or layer.weight.data is not w:
-                return False
-            if (layer.bias is None) != (b is None) or (b is not None and layer.bias.data is not b):
-                return False
-        return True
+        """True while each projection is the Linear that was packed and still holds its views."""
+        return self._qkv.intact
 
     def _packed_product_applies(self, x) -> bool:
-        if not self.qkv_packed or x.dtype != self._packed[0].dtype:
+        if not self.qkv_packed or x.dtype != self._qkv.weight.dtype:
             return False
-        if not is_grad_enabled():
-            return True
-        return not (x.requires_grad or any(p.requires_grad for layer in self._built
-                                           for p in (layer.weight, layer.bias) if p is not None))
+        return not (is_grad_enabled() and (x.requires_grad or self._qkv.requires_grad))
 
     def _heads_packed(self, x):
         """Queries, keys and values (b, H, T, hd) each from one product with the packed array."""
         b, num_tokens, _ = x.shape
-        weight, bias, _ = self._packed
-        qkv = F.linear(x, Tensor(weight), None if bias is None else Tensor(bias)).data  # (b, T, 3 d_out)
-        qkv = qkv.reshape(b, num_tokens, 3, self.num_heads, self.head_dim)  # (b, T, 3, H, hd)
-        qkv = qkv.transpose(2, 0, 3, 1, 4)                                   # (3, b, H, T, hd)
-        return Tensor(qkv[0]), Tensor(qkv[1]), Tensor(qkv[2])
+        return tuple(Tensor(part.reshape(b, num_tokens, self.num_heads, self.head_dim).transpose(0, 2, 1, 3))
+                     for part in self._qkv(x.data))                          # (b, T, d_out) each
 
     def _heads_by_layer(self, x):
         """Queries, keys and values (b, H, T, hd) each through the three layers (e.g. LoRA)."""

@@ -15,6 +15,7 @@ from ..core.tensor import Tensor
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
 from .attention import BookStateDict, LayerKVCache
 from .fast_attention import FastMultiHeadAttention
+from .packing import repack
 from .config import validate_config
 from ..errors import InputError
 
@@ -136,11 +137,9 @@ class GPTModel(BookStateDict, Module):
 
     def to(self, dtype):
         """Module.to, then each attention layer packs its projections again (the cast gave
-        them new arrays; see fast_attention.py)."""
+        them new arrays; see packing.py)."""
         super().to(dtype)
-        for block in self.trf_blocks:
-            if isinstance(block.att, FastMultiHeadAttention):
-                block.att.pack_qkv()
+        repack(self)
         return self
 
     # --- forward --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ low frequencies are slowed by `factor` so that 8192 trained positions stretch to
 ones are kept, the band between is interpolated (tinygpt.ops.rope_tables). The released weights
 are bf16; tinygpt computes in float32 (or float64), so the book's `"dtype"` key is left out.
 """
-from .fast_gqa import FastGroupedQueryAttention
+from .fast_modern import FastFeedForward, FastGroupedQueryAttention
 from .modern import NNRMSNorm, RotaryModel
 
 LLAMA32_CONFIG_1B = {
@@ -41,7 +41,7 @@ class Llama3Model(RotaryModel):
     so `tinygpt.generate` (with its KV cache) and the training loop take it as is."""
 
     norm, norm_eps, name = NNRMSNorm, 1e-5, "Llama3Model"
-    attention = FastGroupedQueryAttention  # GroupedQueryAttention + a decode kernel
+    attention, feed_forward = FastGroupedQueryAttention, FastFeedForward  # fast_modern.py
 
     def __init__(self, cfg):
         super().__init__({**cfg, "qk_norm": False, "head_dim": cfg.get("head_dim")})

@@ -20,6 +20,7 @@ from ..nn import Embedding, Linear, Module, ModuleList, Parameter, skip_init
 from ..ops import grouped_query_attention, rms_norm, rope, rope_tables, silu
 from .attention import LayerKVCache
 from .gpt import KVCache
+from .packing import repack
 from ..errors import InputError, InputKeyError
 
 
@@ -111,24 +112,20 @@ class GroupedQueryAttention(Module):
         if kv_cache is not None:  # generation: the new keys/values join the cached ones
             keys, values = kv_cache.append(keys, values)  # (b, G, L, hd), L = cached + T
 
-        context = self.attend(queries, keys, values, kv_cache)  # (b, H, T, hd), causal
+        context = grouped_query_attention(queries, keys, values)  # (b, H, T, hd), causal
         context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # (b, T, H*hd)
         return self.out_proj(context)             # (b, T, emb)
-
-    def attend(self, queries, keys, values, kv_cache: LayerKVCache | None):
-        """Causal attention of queries (b, H, T, hd) over keys/values (b, G, L, hd) -> (b, H, T, hd).
-        The seam FastGroupedQueryAttention (fast_gqa.py) overrides for decoding."""
-        return grouped_query_attention(queries, keys, values)
 
 
 class TransformerBlock(Module):
     """x + att(norm1(x)), then x + ff(norm2(x)); `norm` is RMSNorm (Qwen3) or NNRMSNorm (Llama)."""
 
-    def __init__(self, cfg, norm, norm_eps: float, attention=GroupedQueryAttention):
+    def __init__(self, cfg, norm, norm_eps: float, attention=GroupedQueryAttention,
+                 feed_forward=FeedForward):
         super().__init__()
         self.att = attention(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"], cfg.get("head_dim"),
                              cfg.get("qk_norm", False), norm_eps)
-        self.ff = FeedForward(cfg)
+        self.ff = feed_forward(cfg)
         self.norm1 = norm(cfg["emb_dim"], eps=norm_eps)
         self.norm2 = norm(cfg["emb_dim"], eps=norm_eps)
 
@@ -150,13 +147,13 @@ REQUIRED_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers
 class RotaryModel(Module):
     """What Qwen3Model and Llama3Model share: tok_emb, trf_blocks, final_norm, out_head, the RoPE
     tables, the KV cache and the forward. A subclass gives the norm class, its eps, the attention
-    class (Qwen3Model and Llama3Model: FastGroupedQueryAttention, fast_gqa.py) and the RoPE
-    frequency scaling. Two optional cfg keys beyond the book's: `tie_weights` (default False)
+    and feed-forward classes (Qwen3Model and Llama3Model: the fast ones of fast_modern.py) and the
+    RoPE frequency scaling. Two optional cfg keys beyond the book's: `tie_weights` (default False)
     makes out_head.weight BE tok_emb.weight, as the smaller Hugging Face checkpoints store it;
     `norm_eps` overrides the RMSNorm eps (a Hugging Face config's `rms_norm_eps`)."""
 
     norm, norm_eps, name = RMSNorm, 1e-6, "RotaryModel"
-    attention = GroupedQueryAttention
+    attention, feed_forward = GroupedQueryAttention, FeedForward
 
     def __init__(self, cfg):
         super().__init__()
@@ -166,7 +163,8 @@ class RotaryModel(Module):
         self.cfg = dict(cfg)
         eps = cfg.get("norm_eps", self.norm_eps)
         self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
-        self.trf_blocks = ModuleList([TransformerBlock(cfg, self.norm, eps, self.attention)
+        self.trf_blocks = ModuleList([TransformerBlock(cfg, self.norm, eps, self.attention,
+                                                       self.feed_forward)
                                       for _ in range(cfg["n_layers"])])
         self.final_norm = self.norm(cfg["emb_dim"], eps=eps)
         if cfg.get("tie_weights", False):  # no (vocab, emb) array drawn only to be dropped
@@ -176,6 +174,13 @@ class RotaryModel(Module):
         else:
             self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         self._rope = {}  # dtype -> (cos, sin), built on first use in that dtype
+
+    def to(self, dtype):
+        """Module.to, then the fast layers pack their products again (the cast gave the weights
+        new arrays; see packing.py)."""
+        super().to(dtype)
+        repack(self)
+        return self
 
     @property
     def weights_tied(self) -> bool:

@@ -8,7 +8,7 @@ and a head_dim set on its own rather than emb_dim / n_heads. All RMSNorms use ep
 released weights are bf16; tinygpt computes in float32 (or float64), so the book's `"dtype"` key
 is left out here.
 """
-from .fast_gqa import FastGroupedQueryAttention
+from .fast_modern import FastFeedForward, FastGroupedQueryAttention
 from .modern import RMSNorm, RotaryModel
 
 # 0.6 billion parameters
@@ -43,7 +43,7 @@ class Qwen3Model(RotaryModel):
     GPTModel's, so `tinygpt.generate` (with its KV cache) and the training loop take it as is."""
 
     norm, norm_eps, name = RMSNorm, 1e-6, "Qwen3Model"
-    attention = FastGroupedQueryAttention  # GroupedQueryAttention + a decode kernel
+    attention, feed_forward = FastGroupedQueryAttention, FastFeedForward  # fast_modern.py
 
     def __init__(self, cfg):
         super().__init__({"qk_norm": True, **cfg})

@@ -56,13 +56,28 @@ def _rotate_half_transposed(g):
     return np.concatenate([g[..., half:], -g[..., :half]], axis=-1)
 
 
+def rotate(x, cos, sin):
+    """RoPE on arrays: x * cos + rotate_half(x) * sin, cos and sin broadcasting against x."""
+    return x * cos + _rotate_half(x) * sin
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) of an array, in three in-place passes over one buffer. For x below about
+    -88 (float32) exp(-x) overflows to inf and the result is exactly 0, sigmoid's limit, so the
+    overflow is silenced, not avoided. Speed against torch: bench/kernels.py "silu fwd"."""
+    with np.errstate(over="ignore"):
+        s = np.exp(-x)
+        s += 1.0
+        return np.divide(1.0, s, out=s)
+
+
 class Rope(Function):
     """x * cos + rotate_half(x) * sin, a fixed rotation per position, so its gradient is the
     inverse rotation: g * cos + rotate_half^T(g * sin). cos/sin are constants (T, hd)."""
 
     def forward(self, x, cos, sin):
         self.cos, self.sin = cos, sin
-        return x * cos + _rotate_half(x) * sin                    # (..., T, hd)
+        return rotate(x, cos, sin)                                # (..., T, hd)
 
     def backward(self, g):
         return g * self.cos + _rotate_half_transposed(g * self.sin), None, None
@@ -73,13 +88,7 @@ class Silu(Function):
 
     def forward(self, x):
         self.x = x
-        # s = 1 / (1 + exp(-x)) in place, three passes over one buffer. For x below about -88
-        # (float32) exp(-x) overflows to inf and s is exactly 0, sigmoid's limit, so the overflow
-        # is silenced, not avoided. Speed against torch: bench/kernels.py "silu fwd".
-        with np.errstate(over="ignore"):
-            s = np.exp(-x)
-            s += 1.0
-            self.s = np.divide(1.0, s, out=s)
+        self.s = sigmoid(x)
         return x * self.s
 
     def backward(self, g):

@@ -86,7 +86,8 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
     if np.dtype(dtype) != model.tok_emb.weight.dtype:
-        model.to(dtype)
+        with np.errstate(invalid="ignore"):  # casting the unset values, all read again below
+            model.to(dtype)
     params = dict(model.named_parameters(remove_duplicate=False))
     for hf_name, book_name in names.items():
         file, entry, start = tensors[hf_name]

@@ -1,0 +1,91 @@
+"""`FastGroupedQueryAttention` and `FastFeedForward`: the attention and SwiGLU feed-forward of
+Qwen3 and Llama 3 (modern.py, which stays the listing a reader follows) with a faster route where
+no gradient is needed. Qwen3Model and Llama3Model build these classes, so `tinygpt.generate`,
+`generate_stream`, `tinygpt chat` and evaluation under no_grad take the route without the caller
+doing anything. Same parameters, state-dict names and outputs as the book-shaped classes.
+
+Where a graph is recorded (training), `forward` IS the book-shaped forward. Elsewhere:
+
+1. One product for the layers that read the same input: W_query/W_key/W_value, and fc1/fc2, are
+   each a `PackedLinears` (packing.py), whose row blocks ARE the layers' weights. Decoding a
+   token is a matrix-vector product per layer; packed, there are 4 of them per block, not 7.
+   The feed-forward takes its packed product for any number of tokens, the attention only when
+   decoding (2.).
+2. Decoding (a KV cache and at most DECODE_TOKENS new tokens) runs the attention on arrays in
+   (b, T, heads, hd) layout: QK-norm through the norm modules, RoPE by `ops.modern.rotate`, the
+   cache append, then `kernels.cached_attention`, which computes the scores, the causal softmax
+   and the weighted values of every query head in one call on the cache buffers, each key/value
+   head read once for its group, straight into the layout `out_proj` reads. The book-shaped
+   forward costs about 25 op dispatches per layer and token; this route about 8. On one thread
+   a Qwen3-0.6B token is ~150 ms of weight reads plus that overhead (bench/generate_modern.py).
+
+Why DECODE_TOKENS: the kernel loops over query rows; over a long prompt the batched products of
+`grouped_query_attention` win on one thread (bench/kernels.py "cached attention" rows), so a
+prompt takes the book-shaped attention (its products are matrix-matrix there, where packing
+saves little).
+
+When a layer is replaced (LoRA) or given new arrays, the packed product stops (packing.py says
+how that is checked) and the layers run themselves. Checked by tests/test_fast_modern.py.
+"""
+from .. import kernels
+from ..core.autograd import is_grad_enabled
+from ..core.tensor import Tensor
+from ..ops.modern import rotate, sigmoid
+from .attention import LayerKVCache
+from .modern import FeedForward, GroupedQueryAttention
+from .packing import PackedLinears
+
+DECODE_TOKENS = 16  # new tokens per call up to which attention runs the cached-attention kernel
+
+
+def _packed_applies(packed: PackedLinears, x) -> bool:
+    """The packed product may answer: intact, x in its dtype, and no gradient to record."""
+    if not packed.intact or x.dtype != packed.weight.dtype:
+        return False
+    return not (is_grad_enabled() and (x.requires_grad or packed.requires_grad))
+
+
+class FastGroupedQueryAttention(GroupedQueryAttention):
+    """GroupedQueryAttention plus the packed Q/K/V product and the decode route; see the module
+    docstring."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._qkv = PackedLinears(self, ("W_query", "W_key", "W_value"))
+
+    def forward(self, x, cos, sin, kv_cache: LayerKVCache | None = None):
+        if kv_cache is None or x.shape[1] > DECODE_TOKENS or not _packed_applies(self._qkv, x):
+            return super().forward(x, cos, sin, kv_cache)        # the book's route
+        return self._decode(x, cos, sin, kv_cache)
+
+    def _decode(self, x, cos, sin, kv_cache):
+        b, num_tokens, _ = x.shape
+        hd, start = self.head_dim, kv_cache.length
+        q, k, v = (part.reshape(b, num_tokens, -1, hd) for part in self._qkv(x.data))  # (b, T, heads, hd)
+        if self.q_norm is not None:                                  # QK-norm over head_dim
+            q, k = self.q_norm(Tensor(q)).data, self.k_norm(Tensor(k)).data
+        window = slice(start, start + num_tokens)
+        cos_t, sin_t = cos[window, None, :], sin[window, None, :]    # (T, 1, hd): every head
+        q, k = rotate(q, cos_t, sin_t), rotate(k, cos_t, sin_t)      # rotated by position
+        kv_cache.append(Tensor(k.transpose(0, 2, 1, 3)), Tensor(v.transpose(0, 2, 1, 3)))  # (b, G, T, hd)
+        context = kernels.cached_attention(q.transpose(0, 2, 1, 3), kv_cache.k, kv_cache.v,
+                                           kv_cache.length, 1.0 / hd ** 0.5)  # (b, T, H, hd)
+        return self.out_proj(Tensor(context.reshape(b, num_tokens, self.d_out)))  # (b, T, emb)
+
+
+class FastFeedForward(FeedForward):
+    """SwiGLU with fc1 and fc2 answered by one packed product where no gradient is needed, and
+    silu(fc1) * fc2 computed on the arrays; fc3 is the layer itself."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._fc12 = PackedLinears(self, ("fc1", "fc2"))
+
+    def forward(self, x):
+        if not _packed_applies(self._fc12, x):
+            return super().forward(x)                               # the book's route
+        x_fc1, x_fc2 = self._fc12(x.data)                           # (b, T, hidden) each
+        gated = x_fc1 * sigmoid(x_fc1)                              # silu(fc1)
+        gated *= x_fc2
+        return self.fc3(Tensor(gated))                              # (b, T, emb)
+

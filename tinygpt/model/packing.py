@@ -1,0 +1,94 @@
+"""`PackedLinears`: several Linear layers of one module that read the same input, answered by one
+product. The fast attention and feed-forward classes (fast_attention.py, fast_modern.py) use it for
+W_query/W_key/W_value and for SwiGLU's fc1/fc2.
+
+Packing copies the layers' current weights (and biases) into one (sum of out_features, in) array
+and hands each Parameter its row block as a view. Then x @ packed.T computes every layer's output
+in one pass over x and one BLAS call; when decoding, one matrix-vector product instead of two or
+three, each with its call overhead.
+
+Why the packed product cannot read stale weights: the packed array IS the weights' storage, so
+every in-place change (optimizer steps, load_state_dict, merge_lora) lands in it. Whatever breaks
+that link ends the packed product, and `intact` checks the link on every use: each attribute must
+still hold the Linear module that was packed, holding the very view it was given. A new weight
+array (Module.to, assigning `.data`) or a replaced layer (LoRA's LinearWithLoRA, or any module)
+fails the check, and the owner then runs its layers themselves, whatever they compute. `pack()`
+packs again (the models' `.to()` calls it after a cast).
+"""
+import numpy as np
+
+from .. import kernels
+
+
+class PackedLinears:
+    """The Linear layers `owner.<name>` for each of `names`, packed (see the module docstring)."""
+
+    def __init__(self, owner, names):
+        self.owner, self.names = owner, tuple(names)
+        self.layers = tuple(getattr(owner, name) for name in self.names)  # the Linears built
+        self.sizes = tuple(layer.weight.shape[0] for layer in self.layers)
+        self.weight = self.bias = None
+        self.views = ()           # per layer: (weight view, bias view or None)
+        self.pack()
+
+    def pack(self) -> bool:
+        """Copy the layers' current weights (and biases) into one array and give each Parameter
+        its rows as a view. Only the layers built are packed, never a layer put in their place;
+        already packed weights are left as they are. Returns `intact`."""
+        if self.intact:
+            return True
+        layers = tuple(getattr(self.owner, name) for name in self.names)
+        params = [(layer.weight, layer.bias) for layer in layers]
+        dtypes = {p.dtype for pair in params for p in pair if p is not None}
+        if (any(a is not b for a, b in zip(layers, self.layers)) or len(dtypes) != 1
+                or len({b is None for _, b in params}) != 1):
+            return False
+        self.weight = np.concatenate([w.data for w, _ in params])            # (sum out, in)
+        self.bias = None if params[0][1] is None else np.concatenate([b.data for _, b in params])
+        views, start = [], 0
+        for (w, b), size in zip(params, self.sizes):
+            rows = slice(start, start + size)
+            w.data = self.weight[rows]                                        # (out, in) view
+            if b is not None:
+                b.data = self.bias[rows]                                      # (out,) view
+            views.append((w.data, None if b is None else b.data))
+            start += size
+        self.views = tuple(views)
+        return True
+
+    @property
+    def intact(self) -> bool:
+        """True while each attribute is the Linear that was packed and still holds its views
+        (identity tests: a weight with a new array or a replaced layer is never read packed)."""
+        if not self.views:
+            return False
+        for name, layer, (w, b) in zip(self.names, self.layers, self.views):
+            if getattr(self.owner, name) is not layer or layer.weight.data is not w:
+                return False
+            if (layer.bias is None) != (b is None) or (b is not None and layer.bias.data is not b):
+                return False
+        return True
+
+    @property
+    def requires_grad(self) -> bool:
+        return any(p.requires_grad for layer in self.layers for p in (layer.weight, layer.bias)
+                   if p is not None)
+
+    def __call__(self, x: np.ndarray) -> list:
+        """x (..., in) -> each layer's output (..., out_i), views of one (..., sum out) product
+        (no graph: for callers under no_grad or with nothing to differentiate)."""
+        x2 = x.reshape(-1, x.shape[-1])                                       # (N, in)
+        out = kernels.matmul(x2, self.weight.T)                               # (N, sum out)
+        if self.bias is not None:
+            out += self.bias
+        out = out.reshape(*x.shape[:-1], out.shape[-1])
+        bounds = np.cumsum(self.sizes)[:-1]
+        return np.split(out, bounds, axis=-1)
+
+
+def repack(model) -> None:
+    """Pack every PackedLinears of `model`'s modules again (after Module.to gave new arrays)."""
+    for module in model.modules():
+        for value in list(vars(module).values()):
+            if isinstance(value, PackedLinears):
+                value.pack()
