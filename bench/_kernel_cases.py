@@ -121,6 +121,17 @@ def cached_attention_case(inp):
            lambda: nbk["cached_attention"](qd, kc, vc, 108, scale),
            lambda: ref["cached_attention"](qd, kc, vc, 108, scale),
            lambda: inp.F.scaled_dot_product_attention(tqd, tkc, tvc, scale=scale), None)
+    # Qwen3-0.6B's grouped-query attention (16 query heads over 8 key/value heads of 128): one
+    # decoding step over 40 cached positions, then prompts of 16 and 512 tokens, where the kernel's
+    # per-row loops meet the batched products of the NumPy column (fast_modern.DECODE_TOKENS)
+    for tq, length in ((1, 40), (16, 16), (512, 512)):
+        q, k, v = inp.arr(1, 16, tq, 128), inp.arr(1, 8, 512, 128), inp.arr(1, 8, 512, 128)
+        tq_, tk, tv = inp.tt(q), inp.tt(k[:, :, :length]), inp.tt(v[:, :, :length])
+        yield ("cached attention gqa", f"{q.shape} over {length} of {k.shape}",
+               lambda q=q, k=k, v=v, n=length: nbk["cached_attention"](q, k, v, n, 128 ** -0.5),
+               lambda q=q, k=k, v=v, n=length: ref["cached_attention"](q, k, v, n, 128 ** -0.5),
+               lambda a=tq_, b=tk, c=tv, causal=tq > 1: inp.F.scaled_dot_product_attention(
+                   a, b, c, is_causal=causal, enable_gqa=True), None)
 
 
 def layernorm_cases(inp, rows, d):

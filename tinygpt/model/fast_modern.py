@@ -9,20 +9,19 @@ Where a graph is recorded (training), `forward` IS the book-shaped forward. Else
 1. One product for the layers that read the same input: W_query/W_key/W_value, and fc1/fc2, are
    each a `PackedLinears` (packing.py), whose row blocks ARE the layers' weights. Decoding a
    token is a matrix-vector product per layer; packed, there are 4 of them per block, not 7.
-   The feed-forward takes its packed product for any number of tokens, the attention only when
-   decoding (2.).
+   Both take it only when decoding: over a prompt the products are matrix-matrix and packing
+   saves nothing.
 2. Decoding (a KV cache and at most DECODE_TOKENS new tokens) runs the attention on arrays in
    (b, T, heads, hd) layout: QK-norm through the norm modules, RoPE by `ops.modern.rotate`, the
    cache append, then `kernels.cached_attention`, which computes the scores, the causal softmax
    and the weighted values of every query head in one call on the cache buffers, each key/value
    head read once for its group, straight into the layout `out_proj` reads. The book-shaped
-   forward costs about 25 op dispatches per layer and token; this route about 8. On one thread
-   a Qwen3-0.6B token is ~150 ms of weight reads plus that overhead (bench/generate_modern.py).
+   forward costs about 25 op dispatches per layer and token; this route about 8, so a decode
+   step is almost all weight reads (bench/generate_modern.py's "x bound").
 
 Why DECODE_TOKENS: the kernel loops over query rows; over a long prompt the batched products of
-`grouped_query_attention` win on one thread (bench/kernels.py "cached attention" rows), so a
-prompt takes the book-shaped attention (its products are matrix-matrix there, where packing
-saves little).
+`grouped_query_attention` win on one thread (bench/README.md, "cached attention gqa"), so a
+prompt takes the book-shaped layers.
 
 When a layer is replaced (LoRA) or given new arrays, the packed product stops (packing.py says
 how that is checked) and the layers run themselves. Checked by tests/test_fast_modern.py.
@@ -74,15 +73,17 @@ class FastGroupedQueryAttention(GroupedQueryAttention):
 
 
 class FastFeedForward(FeedForward):
-    """SwiGLU with fc1 and fc2 answered by one packed product where no gradient is needed, and
-    silu(fc1) * fc2 computed on the arrays; fc3 is the layer itself."""
+    """SwiGLU with fc1 and fc2 answered by one packed product when decoding (at most
+    DECODE_TOKENS rows) and no gradient is needed, and silu(fc1) * fc2 computed on the arrays;
+    fc3 is the layer itself. Over a prompt the two products are matrix-matrix and the packed one
+    saved nothing (a 512-token Qwen3 prefill took 1-2% longer with it)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self._fc12 = PackedLinears(self, ("fc1", "fc2"))
 
     def forward(self, x):
-        if not _packed_applies(self._fc12, x):
+        if x.size > DECODE_TOKENS * x.shape[-1] or not _packed_applies(self._fc12, x):
             return super().forward(x)                               # the book's route
         x_fc1, x_fc2 = self._fc12(x.data)                           # (b, T, hidden) each
         gated = x_fc1 * sigmoid(x_fc1)                              # silu(fc1)
