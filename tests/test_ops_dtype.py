@@ -80,3 +80,37 @@ def test_cast_to_an_integer_dtype_is_not_differentiable_like_torch():
     np.testing.assert_array_equal(y.data, yt.numpy())
     assert y.dtype == np.int64 and yt.requires_grad is False
     assert y.requires_grad is False, "an int64 tensor requires grad"
+
+
+# Type promotion of the arithmetic operators, where NumPy's rules differ from torch's (int64 with
+# float32 is float64 in NumPy, float32 in torch; int / int is float64 in NumPy, float32 in torch;
+# torch refuses subtraction with a bool)
+PROMOTION_VALUES = {"int64": [3, -4], "bool": [True, True], "float32": [1.5, -2.0], "float64": [1.5, -2.0]}
+OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+             "/": lambda a, b: a / b}
+
+
+def _outcome(make, a, b, op):
+    """The result's dtype name and values, or "refused"."""
+    try:
+        out = OPERATORS[op](make(*a) if isinstance(a, tuple) else a, make(*b) if isinstance(b, tuple) else b)
+    except (RuntimeError, TypeError, ValueError):
+        return "refused", None
+    data = out.data if isinstance(out, tg.Tensor) else out.numpy()
+    return str(data.dtype), data
+
+
+@pytest.mark.parametrize("op", OPERATORS)
+@pytest.mark.parametrize("left", list(PROMOTION_VALUES) + [2, 2.5, True])
+@pytest.mark.parametrize("right", list(PROMOTION_VALUES) + [2, 2.5, True])
+def test_arithmetic_promotes_dtypes_as_torch_does(left, right, op):
+    """Every pair of int64/bool/float32/float64 tensors and Python int/float/bool scalars (at least
+    one side a tensor): the same dtype as torch's result, the same values, or refused by both."""
+    if not isinstance(left, str) and not isinstance(right, str):
+        pytest.skip("two scalars are Python arithmetic")
+    operand = {side: (PROMOTION_VALUES[side], side) if isinstance(side, str) else side for side in (left, right)}
+    ours = _outcome(lambda v, d: tg.tensor(np.array(v, dtype=d)), operand[left], operand[right], op)
+    theirs = _outcome(lambda v, d: torch.tensor(v, dtype=getattr(torch, d)), operand[left], operand[right], op)
+    assert ours[0] == theirs[0]
+    if ours[1] is not None:
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)

@@ -11,13 +11,27 @@ from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError, InputTypeError
 
 
-def binary_operands(a, b):
-    """Make both operands tensors; a Python scalar adopts the other side's float dtype (a NumPy
-    float64 scalar would upcast float32 data). Shapes must broadcast; the error names both."""
+def binary_operands(a, b, op: str = ""):
+    """Make both operands tensors, of the dtypes torch's promotion gives where NumPy's differs:
+    a Python scalar adopts the other side's float dtype (a NumPy float64 scalar would upcast
+    float32 data); an integer or bool operand meeting a float one takes the float's dtype (NumPy
+    widens int64 with float32 to float64); `op` "div", true division, of integers or bools gives
+    float32 (NumPy: float64); `op` "sub" refuses a bool operand, as torch does. Shapes must
+    broadcast; the error names both."""
+    if op == "sub" and any(np.asarray(x.data if isinstance(x, Tensor) else x).dtype == np.bool_
+                           for x in (a, b)):
+        raise InputTypeError("subtraction with a bool tensor is not supported (torch refuses it "
+                             "too): to invert a mask use ~mask or logical_not")
     if not isinstance(a, Tensor):
         a = Tensor(np.asarray(a, dtype=_scalar_dtype(a, b)))
     if not isinstance(b, Tensor):
         b = Tensor(np.asarray(b, dtype=_scalar_dtype(b, a)))
+    kinds = a.dtype.kind + b.dtype.kind
+    if "f" in kinds and kinds != "ff":       # the integer or bool side takes the float's dtype
+        dtype = a.dtype if kinds[0] == "f" else b.dtype
+        a, b = (x if x.dtype == dtype else Tensor(x.data.astype(dtype)) for x in (a, b))
+    elif op == "div" and "f" not in kinds:   # integers / integers: the default float dtype
+        a, b = Tensor(a.data.astype(DEFAULT_FLOAT)), Tensor(b.data.astype(DEFAULT_FLOAT))
     if a.shape != b.shape:
         try:
             np.broadcast_shapes(a.shape, b.shape)

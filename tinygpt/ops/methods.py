@@ -13,16 +13,16 @@ from .matmul import matmul
 def attach_tensor_methods():
     """Bind the ops as Tensor methods and operators (`x + y`, `x.sum()`, `x.T` ...)."""
 
-    def binary(fn, reverse=False):
+    def binary(fn, reverse=False, op=""):
         if reverse:
-            return lambda self, other: fn.apply(*ew.binary_operands(other, self))
-        return lambda self, other: fn.apply(*ew.binary_operands(self, other))
+            return lambda self, other: fn.apply(*ew.binary_operands(other, self, op))
+        return lambda self, other: fn.apply(*ew.binary_operands(self, other, op))
 
     methods = {
         "__add__": binary(ew.Add), "__radd__": binary(ew.Add, True),
-        "__sub__": binary(ew.Sub), "__rsub__": binary(ew.Sub, True),
+        "__sub__": binary(ew.Sub, op="sub"), "__rsub__": binary(ew.Sub, True, "sub"),
         "__mul__": binary(ew.Mul), "__rmul__": binary(ew.Mul, True),
-        "__truediv__": binary(ew.Div), "__rtruediv__": binary(ew.Div, True),
+        "__truediv__": binary(ew.Div, op="div"), "__rtruediv__": binary(ew.Div, True, "div"),
         "__pow__": lambda self, e: ew.power(self, e),
         "__rpow__": lambda self, base: ew.power(Tensor(np.asarray(base, self.dtype)), self),
         "__neg__": lambda self: ew.Neg.apply(self),
