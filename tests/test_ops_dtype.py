@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import strategies as S
 import tinygpt as tg
 from helpers import check_op, fd_check
+from tinygpt.errors import InputTypeError
 from tinygpt.ops.elementwise import Cast
 
 F32, F64 = np.float32, np.float64
@@ -114,3 +115,17 @@ def test_arithmetic_promotes_dtypes_as_torch_does(left, right, op):
     assert ours[0] == theirs[0]
     if ours[1] is not None:
         np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6)
+
+
+def test_only_float32_and_float64_are_float_targets():
+    """float16 (or any other float width) is refused by name instead of giving a tensor or model
+    that the kernels and tolerances were never written for; integer targets stay constants."""
+    x = tg.tensor([1.0, 2.5], requires_grad=True)
+    with pytest.raises(InputTypeError, match="float32 or float64"):
+        x.to(np.float16)
+    assert x.to(np.int64).dtype == np.int64
+    layer = tg.nn.Linear(2, 3)
+    for dtype in (np.float16, np.int64):
+        with pytest.raises(InputTypeError, match="float32 or float64"):
+            layer.to(dtype)
+    assert layer.weight.dtype == np.float32

@@ -7,8 +7,9 @@ from functools import partial
 import numpy as np
 
 from ..core.autograd import RemovableHandle, is_grad_enabled, readonly
+from ..core.dtypes import FLOAT_DTYPES
 from ..core.tensor import Tensor
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 
 class Parameter(Tensor):
@@ -228,6 +229,8 @@ class Module:
 
     def to(self, dtype):
         """Cast every parameter to `dtype` (float32 or float64) in place."""
+        if np.dtype(dtype) not in FLOAT_DTYPES:
+            raise InputTypeError(f"Module.to({np.dtype(dtype)}): parameters are float32 or float64")
         for p in self.parameters():
             if p.dtype != np.dtype(dtype):
                 p.data = p.data.astype(dtype)

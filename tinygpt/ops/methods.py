@@ -4,7 +4,9 @@ import operator
 
 import numpy as np
 
+from ..core.dtypes import FLOAT_DTYPES
 from ..core.tensor import Tensor
+from ..errors import InputTypeError
 from . import activations, indexing, reduce, shape
 from . import elementwise as ew
 from .matmul import matmul
@@ -56,4 +58,7 @@ def _to(self, dtype) -> Tensor:
         return self
     if dtype.kind != "f":  # an integer or bool result has no gradient (as in torch): a constant
         return Tensor(self.data.astype(dtype))
+    if dtype not in FLOAT_DTYPES:
+        raise InputTypeError(f".to({dtype}): tinygpt computes in float32 or float64 (its kernels "
+                             f"and tolerances are written for those two)")
     return ew.Cast.apply(self, dtype=dtype)
