@@ -7,9 +7,10 @@ rule (its "rule" column and the check that the rule never takes a path slower th
 the measurements behind it are in bench/README.md, "Measurements moved from the code".
 
 The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a weight W (N, K) stored as Linear
-keeps it: contiguous dot products, four weight rows at a time, memory-bound, serial. It edges out
-OpenBLAS's single-thread sgemv; on more threads OpenBLAS's threaded gemv wins (a hand-off to our
-sleeping pool threads costs more than it saves), so the rule sends it to BLAS there.
+keeps it: contiguous dot products, one weight row after the next (one sequential stream),
+memory-bound, serial. It beats OpenBLAS's single-thread sgemv (bench/kernels.py's "decode" rows);
+on more threads the rule sends the product to OpenBLAS's threaded gemv (splitting ours over the
+pool did not beat it: bench/README.md, "Matmul dispatch").
 
 The Numba GEMM (``gemm_numba``) is a teaching kernel: the rule never selects it, because OpenBLAS
 was faster on every GPT training shape (its micro-kernel keeps the C tile in registers across K;
