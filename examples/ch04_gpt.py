@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tinygpt.argtypes import positive_int
 from tinygpt import tune_malloc
 import tinygpt as tg  # noqa: E402
 from tinygpt.model import (  # noqa: E402
@@ -33,7 +34,7 @@ from tinygpt.tokenizer import get_gpt2_tokenizer  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-new-tokens", type=int, default=6)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=6)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--prompt", default="Hello, I am")
     parser.add_argument("--no-cache", action="store_true",

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from tinygpt.argtypes import non_negative_float, positive_int
 from tinygpt import tune_malloc
 import tinygpt
 from tinygpt.model import generate, text_to_token_ids, token_ids_to_text
@@ -42,10 +43,10 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="gpt2-small (124M)",
                         help="a GPT-2 name (gpt2-small (124M), 355M, gpt2-large, ...) or a path")
     parser.add_argument("--prompt", default="Every effort moves you")
-    parser.add_argument("--max-new-tokens", type=int, default=25)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=25)
     parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--temperature", type=float, default=1.5)
+    parser.add_argument("--top-k", type=positive_int, default=50)
+    parser.add_argument("--temperature", type=non_negative_float, default=1.5)
     args = parser.parse_args(argv)
     tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 

@@ -11,6 +11,7 @@ near 6.4 (the model memorises a 5,000-token story). Writes runs/ch05/model.safet
 import argparse
 import time
 
+from tinygpt.argtypes import positive_int
 from tinygpt import tune_malloc
 from tinygpt.assets import asset_path
 from tinygpt.train.pretrain import pretrain, resolve_config
@@ -19,7 +20,7 @@ from tinygpt.train.pretrain import pretrain, resolve_config
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument("--config", default="book-124M", help="book-124M, small or tiny")
     parser.add_argument("--out", default="runs/ch05")
     parser.add_argument("--resume", help="checkpoint to continue from")

@@ -46,6 +46,11 @@ def main(argv=None):
                         help="BLAS threads (default 1; an already set OPENBLAS_NUM_THREADS wins)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    # tinygpt.argtypes would import tinygpt, and so NumPy, before --threads is set: checked here
+    for flag, value in (("--epochs", args.epochs), ("--lr", args.lr), ("--batch-size", args.batch_size),
+                        ("--threads", args.threads)):
+        if value is not None and not 0 < value < float("inf"):
+            parser.error(f"argument {flag}: must be a positive number, got {value}")
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # read when NumPy is first imported
         os.environ.setdefault(var, str(args.threads))
 

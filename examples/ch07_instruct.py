@@ -18,6 +18,7 @@ scores.json, model.safetensors (and lora.safetensors with --lora-rank).
 import argparse
 import time
 
+from tinygpt.argtypes import positive_float, positive_int
 from tinygpt import tune_malloc
 from tinygpt.finetune.instruct import OLLAMA_URL, run_instruction_finetune
 
@@ -27,9 +28,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help='e.g. "gpt2-medium (355M)" or a local path; '
                         "default: the small offline model")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lora-rank", type=int)
-    parser.add_argument("--lora-alpha", type=float)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--lora-rank", type=positive_int)
+    parser.add_argument("--lora-alpha", type=positive_float)
     parser.add_argument("--mask-prompt", action="store_true", help="exercise 7.2")
     parser.add_argument("--ollama-model", help="judge model served by Ollama (off by default)")
     parser.add_argument("--ollama-url", default=OLLAMA_URL)

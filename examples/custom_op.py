@@ -12,10 +12,16 @@ import unittest
 
 import numpy as np
 
+from tinygpt.argtypes import positive_int
 from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt import nn
 from tinygpt.testing import GradcheckError, assert_matches_torch, gradcheck
+
+try:  # optional: with PyTorch the op is also checked against torch's softplus
+    import torch
+except ImportError:
+    torch = None
 
 
 class Softplus(tg.Function):
@@ -48,8 +54,7 @@ class SoftplusLayer(nn.Module):
 
 
 def torch_softplus(t):
-    import torch.nn.functional  # only called when PyTorch is installed
-    return torch.nn.functional.softplus(t)
+    return torch.nn.functional.softplus(t)  # only called when PyTorch is installed
 
 
 def check_the_op(seed: int):
@@ -93,7 +98,7 @@ def train(steps: int, seed: int):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=positive_int, default=300)
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
     tune_malloc()  # an application's choice: see tinygpt/core/malloc.py

@@ -9,6 +9,7 @@ import argparse
 
 import numpy as np
 
+from tinygpt.argtypes import positive_int
 from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt import nn
@@ -39,7 +40,7 @@ class MLP(nn.Module):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=positive_int, default=400)
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
     tune_malloc()  # an application's choice: see tinygpt/core/malloc.py

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygpt.argtypes import positive_int
 from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt.assets import asset_path
@@ -80,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--model", help="a Hub name (Qwen/Qwen3-0.6B) or a Hugging Face folder")
     parser.add_argument("-m", "--message", action="append", help="a message (repeatable)")
     parser.add_argument("--thinking", action="store_true", help="let the model think first")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=200)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)

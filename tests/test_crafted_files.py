@@ -170,6 +170,48 @@ def test_corrupt_zip_is_an_input_error(tmp_path):
         load_torch_state_dict(tmp_path / "crc.pth")
 
 
+def _central_entry(raw: bytearray, name: str) -> int:
+    """Offset of `name`'s central-directory header in the zip bytes `raw`."""
+    at = 0
+    while True:
+        at = raw.index(b"PK\x01\x02", at)
+        length = int.from_bytes(raw[at + 28:at + 30], "little")
+        if raw[at + 46:at + 46 + length] == name.encode():
+            return at
+        at += 4
+
+
+@pytest.mark.parametrize("damage, error", [
+    ("compression method 99", "NotImplementedError: That compression method is not supported"),
+    ("encrypted", "RuntimeError: File 'ok/data/0' is encrypted"),
+    ("corrupt deflate stream", "error: Error -3 while decompressing"),  # zlib.error
+])
+def test_every_way_zipfile_refuses_a_record_is_an_input_error(tmp_path, damage, error):
+    """The exceptions other than BadZipFile that zipfile raises while reading a record (the
+    reasons torch_pickle.ZIP_ERRORS lists them) become one TorchFileError naming file and record."""
+    torch.save({"w": torch.arange(1000, dtype=torch.float32)}, tmp_path / "ok.pth")
+    src = zipfile.ZipFile(tmp_path / "ok.pth")
+    with zipfile.ZipFile(tmp_path / "bad.pth", "w") as dst:  # the tensor record deflated
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename),
+                         zipfile.ZIP_DEFLATED if info.filename == "ok/data/0" else zipfile.ZIP_STORED)
+    raw = bytearray((tmp_path / "bad.pth").read_bytes())
+    entry = _central_entry(raw, "ok/data/0")
+    if damage == "compression method 99":
+        raw[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+    elif damage == "encrypted":
+        raw[entry + 8:entry + 10] = (1).to_bytes(2, "little")    # flag bit 0: encrypted
+    else:
+        local = int.from_bytes(raw[entry + 42:entry + 46], "little")
+        start = local + 30 + int.from_bytes(raw[local + 26:local + 28], "little") \
+            + int.from_bytes(raw[local + 28:local + 30], "little")
+        raw[start:start + 4] = b"\xff" * 4                       # an invalid deflate block type
+    (tmp_path / "bad.pth").write_bytes(bytes(raw))
+    with pytest.raises(TorchFileError, match=rf"bad\.pth is a damaged zip archive: record ok/data/0 "
+                                              rf"cannot be read \({error}"):
+        load_torch_state_dict(tmp_path / "bad.pth")
+
+
 @pytest.mark.parametrize("pickled, message", [
     (b"\x80\x02ctorch\nFloatStorage\n)R.", "not a state dict torch.save writes"),  # called
     (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x00))tR.", "expects a storage"),

@@ -33,6 +33,22 @@ def test_help_prints_usage_and_description_without_working(script, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no runs/ folder, no download cache: nothing ran
 
 
+@pytest.mark.parametrize("script, args, flag", [
+    ("mlp.py", ["--steps", "0"], "--steps"), ("ch05_pretrain.py", ["--epochs", "-1"], "--epochs"),
+    ("ch05_gpt2_generate.py", ["--temperature", "nan"], "--temperature"),
+    ("ch07_instruct.py", ["--lora-rank", "0"], "--lora-rank"),
+    ("qwen3_chat.py", ["--max-new-tokens", "0"], "--max-new-tokens"),
+    ("ch06_classify.py", ["--lr", "nan"], "--lr"), ("ch06_classify.py", ["--epochs", "0"], "--epochs"),
+])
+def test_bad_numbers_are_refused_before_any_work(script, args, flag, tmp_path):
+    """The examples take the CLI's argument types: a count below 1 or a non-finite number is one
+    usage line naming the flag (exit 2), before anything is built, downloaded or written."""
+    done = run_example(ROOT / "examples" / script, *args, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"error: argument {flag}:" in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_ch03_writes_its_heatmap_under_runs_ch03(tmp_path):
     pytest.importorskip("matplotlib")
     done = run_example(ROOT / "examples" / "ch03_attention.py", cwd=tmp_path)

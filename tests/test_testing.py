@@ -190,7 +190,8 @@ def test_testing_imports_without_torch_and_hypothesis():
     out = subprocess.run([sys.executable, "-c", HIDDEN], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("skip: assert_matches_torch needs PyTorch, which is not installed")
+    assert lines[0].startswith("skip: assert_matches_torch compares with PyTorch, which this "
+                               "process has not imported: `import torch` before the check")
     assert lines[1] == ("strategies: tinygpt.testing.strategies needs hypothesis, which is not "
                         "installed: pip install hypothesis")
     assert lines[-1] == "ok"

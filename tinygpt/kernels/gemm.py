@@ -122,8 +122,8 @@ def _gemv(x, w, c):
     # c (M, N) = x (M, K) @ w (N, K).T for a few rows M (decoding: M = 1), one thread. Memory-bound:
     # each weight value is read once, one row after the next, so the core reads one sequential
     # stream, the pattern its prefetchers serve best; the M rows of x reuse the row from L1.
-    # On the Zen 4 VM of 2026-12-07 this streamed 27-30 GB/s, the rate of a plain sum over the
-    # same memory, where four interleaved rows reached 17-18 (bench/kernels.py "decode" rows).
+    # Interleaving several rows read slower (bench/kernels.py "decode" rows; the figures are in
+    # bench/README.md, "Matmul dispatch").
     # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
     M, K = x.shape
     N = w.shape[0]

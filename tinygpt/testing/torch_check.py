@@ -3,9 +3,14 @@
 Run `fn` in tinygpt and `torch_fn` in PyTorch on the same NumPy inputs; compare the output's
 shape, then dtype, then values; backpropagate a random cotangent (all-ones would hide a backward
 that ignores or mishandles its incoming gradient) through both and compare every float input's
-gradient. PyTorch is optional: without it the check raises unittest.SkipTest, which pytest
-reports as a skip.
+gradient.
+
+tinygpt never imports PyTorch (a test and bench dependency, not a runtime one): the comparison
+uses the torch module the caller has already imported to write `torch_fn`, found in sys.modules.
+Without it the check raises unittest.SkipTest, which pytest reports as a skip, saying to import
+torch first (or install it).
 """
+import sys
 import unittest
 
 import numpy as np
@@ -16,11 +21,12 @@ from .tolerances import TOLERANCES
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise unittest.SkipTest("assert_matches_torch needs PyTorch, which is not installed "
-                                "(pip install torch); the check was skipped") from None
+    """The torch module this process has imported (see the module docstring)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        raise unittest.SkipTest("assert_matches_torch compares with PyTorch, which this process "
+                                "has not imported: `import torch` before the check (pip install "
+                                "torch if it is missing); the check was skipped")
     return torch
 
 

@@ -36,8 +36,11 @@ from ..errors import InputError, TinyGPTError
 # than the file; a compressed one (a re-zipped file) may inflate to at most this much in all, so a
 # small zip bomb is refused before it expands (tests/test_crafted_files.py checks the memory).
 MAX_INFLATED_BYTES = 64 << 20
-# What zipfile raises for a damaged archive: a bad CRC or header, a corrupt deflate stream, a
-# record cut short, an unsupported compression method, an encrypted record.
+# What zipfile raises for a damaged archive: a bad CRC or header (BadZipFile), a corrupt deflate
+# stream (zlib.error), an unsupported compression method (NotImplementedError), an encrypted record
+# (RuntimeError), all tested in tests/test_crafted_files.py; and a record whose data runs past the
+# end of the file (EOFError), which the size check in _Records refuses first for a stored record
+# and which is caught here too so that no other path shows a bare EOFError.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
