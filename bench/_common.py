@@ -20,6 +20,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")  # the package lives in src/tinygpt
 BUSY_CORES = 0.2          # background above this (cores) makes a multi-thread figure untrustworthy
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 # Idle pause before timing one library after another. OpenBLAS's worker threads spin-wait (with

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
 
-VERDICT = os.path.join(ROOT, "tinygpt", "assets", "the-verdict.txt")
+VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
 
 
 def run_torch():

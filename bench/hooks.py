@@ -15,9 +15,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, median  # noqa: E402
+from _common import SRC, median  # noqa: E402
 
-sys.path.insert(0, ROOT)
+sys.path.insert(0, SRC)
 
 
 def per_node_backward(tg, nodes):

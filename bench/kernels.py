@@ -25,7 +25,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "src"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import IDLE_S, cpu_busy_seconds, own_cpu_seconds, warm  # noqa: E402
 from _kernel_cases import cases  # noqa: E402
@@ -107,7 +107,7 @@ def compile_times():
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, TINYGPT_KERNELS="numba")
         for name in ("cold", "warm"):  # cold: empty NUMBA_CACHE_DIR; warm: the same dir again
-            res = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(root=ROOT)], env=env,
+            res = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(root=os.path.join(ROOT, "src"))], env=env,
                                  capture_output=True, text=True, check=True)
             out[name] = [float(v) for v in res.stdout.split()]
     return out

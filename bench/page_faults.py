@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, header, markdown_table, thread_env  # noqa: E402
+from _common import SRC, header, markdown_table, thread_env  # noqa: E402
 from _frameworks import CONFIGS  # noqa: E402
 
 CHILD = r"""
@@ -48,7 +48,7 @@ print(json.dumps({{"applied": applied, "blocks": blocks}}))
 
 def faults_per_step(config, tuned, steps, blocks, threads):
     """(tune_malloc applied?, faults per step, ms per step) of the quietest block, in a child."""
-    code = CHILD.format(root=ROOT, bench=os.path.dirname(os.path.abspath(__file__)), tuned=tuned,
+    code = CHILD.format(root=SRC, bench=os.path.dirname(os.path.abspath(__file__)), tuned=tuned,
                         config=config, steps=steps, blocks=blocks)
     # a clean slate: neither glibc's own MALLOC_* variables nor tinygpt's opt-out from this shell
     env = {k: v for k, v in thread_env(threads).items() if not k.startswith("MALLOC_") and k != "TINYGPT_MALLOC"}

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (ROOT, LoadMeter, busy, fmt, header, markdown_table, median,  # noqa: E402
+from _common import (ROOT, SRC, LoadMeter, busy, fmt, header, markdown_table, median,  # noqa: E402
                      own_cpu_seconds, thread_env, write_json)
 
 from _frameworks import CONFIGS  # noqa: E402
@@ -76,7 +76,7 @@ def run_once(cache_dir, threads):
     env = thread_env(threads)
     env["NUMBA_CACHE_DIR"] = cache_dir
     env["TINYGPT_KERNELS"] = "numba"
-    code = CHILD.format(root=ROOT, cfg=TINY, vocab=TINY["vocab_size"], batch=BATCH, ctx=TINY["context_length"])
+    code = CHILD.format(root=SRC, cfg=TINY, vocab=TINY["vocab_size"], batch=BATCH, ctx=TINY["context_length"])
     cpu0 = own_cpu_seconds(resource.RUSAGE_CHILDREN)
     meter = LoadMeter(resource.RUSAGE_CHILDREN).start()
     t0 = time.perf_counter()

@@ -11,7 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # .ci/run tests a wheel from a copy of tests/ and examples/; the page and the code it names are in
 # the source tree it points to
-REPO = Path(os.environ.get("TINYGPT_SOURCE_TREE", ROOT / "tinygpt")).resolve().parent
+PACKAGE = Path(os.environ.get("TINYGPT_SOURCE_TREE", ROOT / "src" / "tinygpt")).resolve()
+REPO = PACKAGE.parents[1]
+
+
+def source(path: str) -> Path:
+    """A path the page names: tinygpt/... is the package (in src/), the rest the repository's."""
+    return PACKAGE.parent / path if path.startswith("tinygpt/") else REPO / path
+
 DOC = REPO / "docs" / "engine.md"
 REFERENCE = re.compile(r"`((?:tinygpt|tests|examples|docs|bench)/[\w/.]+?)(?:::([\w.]+))?`")
 
@@ -33,13 +40,13 @@ def test_every_code_path_in_engine_md_exists():
     references = REFERENCE.findall(DOC.read_text())
     assert len(references) > 25, "the page points into the code"
     missing = [f"{path}::{name}" if name else path for path, name in references
-               if not (REPO / path).exists() or (name and name not in defined_names(REPO / path))]
+               if not source(path).exists() or (name and name not in defined_names(source(path)))]
     assert not missing, f"docs/engine.md names code that does not exist: {missing}"
 
 
 def test_the_reference_check_sees_a_wrong_name():
-    assert "Function.apply" in defined_names(REPO / "tinygpt/core/autograd.py")
-    assert "Function.nonexistent" not in defined_names(REPO / "tinygpt/core/autograd.py")
+    assert "Function.apply" in defined_names(source("tinygpt/core/autograd.py"))
+    assert "Function.nonexistent" not in defined_names(source("tinygpt/core/autograd.py"))
     assert REFERENCE.findall("see `tinygpt/core/tensor.py::Tensor.register_hook`") == \
         [("tinygpt/core/tensor.py", "Tensor.register_hook")]
 

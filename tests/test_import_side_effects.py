@@ -79,6 +79,6 @@ def _tinygpt_imports(path, package):
 ])
 def test_engine_layers_import_only_leftwards(package, allowed):
     import pathlib
-    for path in sorted((pathlib.Path(__file__).parents[1] / "tinygpt" / package).glob("*.py")):
+    for path in sorted((pathlib.Path(__file__).parents[1] / "src" / "tinygpt" / package).glob("*.py")):
         for name in _tinygpt_imports(path, package):
             assert ".".join(name.split(".")[:2]) in allowed, f"{path.name} imports {name}"

@@ -19,7 +19,7 @@ import tinygpt
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # .ci/run copies the tests away from the source tree to test an installed wheel; it says where
 # the source tree is, so the wheel can be compared with it
-SOURCE = pathlib.Path(os.environ.get("TINYGPT_SOURCE_TREE", REPO / "tinygpt")).resolve()
+SOURCE = pathlib.Path(os.environ.get("TINYGPT_SOURCE_TREE", REPO / "src" / "tinygpt")).resolve()
 INSTALLED = pathlib.Path(tinygpt.__file__).resolve().parent
 
 
@@ -31,7 +31,7 @@ def _shipped_files(package_dir: pathlib.Path) -> set:
 
 def _package_data_globs() -> dict:
     cfg = configparser.ConfigParser()
-    cfg.read(SOURCE.parent / "setup.cfg")
+    cfg.read(SOURCE.parents[1] / "setup.cfg")
     return {pkg: [g.strip() for g in globs.split(",") if g.strip()]
             for pkg, globs in cfg["options.package_data"].items()}
 
@@ -64,8 +64,12 @@ def test_installed_package_holds_every_source_file():
             f"{rel} differs between the source tree and the installed package"
 
 
-def test_version_command_prints_the_package_version():
-    out = subprocess.run([sys.executable, "-m", "tinygpt", "--version"], capture_output=True,
-                         text=True, timeout=120, cwd=REPO.parent)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"tinygpt {tinygpt.__version__}"
+def test_version_command_prints_the_package_version(tmp_path):
+    # from a folder of its own, and from a parent holding a folder named tinygpt (what a default
+    # `git clone` leaves beside you): the src/ layout keeps that folder from shadowing the package
+    (tmp_path / "tinygpt" / "tests").mkdir(parents=True)
+    for cwd in (tmp_path / "tinygpt", tmp_path):
+        out = subprocess.run([sys.executable, "-m", "tinygpt", "--version"], capture_output=True,
+                             text=True, timeout=120, cwd=cwd)
+        assert out.returncode == 0, f"from {cwd}: {out.stderr}"
+        assert out.stdout.strip() == f"tinygpt {tinygpt.__version__}"

@@ -57,7 +57,7 @@ def test_the_guard_sees_a_tolerance_table(tmp_path):
 
 
 def test_no_python_file_over_400_lines():
-    folders = ("tinygpt", "tests", "bench", "examples")
+    folders = ("src/tinygpt", "tests", "bench", "examples")
     files = [p for folder in folders for p in sorted((ROOT / folder).rglob("*.py"))]
     assert len(files) > 50
     lengths = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in files}
