@@ -122,7 +122,7 @@ def _lines(prompt: str):
     printed next (the command's footer, the shell's prompt) does not land on the prompt line."""
     if not sys.stdin.isatty():
         while line := sys.stdin.readline():
-            yield line.rstrip("\n")
+            yield line.rstrip("\r\n")
         return
     if sys.stdout.isatty():
         try:
