@@ -16,14 +16,12 @@ import time
 
 import pytest
 
-from test_cli_use import EOS, HELLO, constant_model
+from test_cli_use import CFG, EOS, HELLO, constant_model
 from tinygpt.train.checkpoint import save_checkpoint
 
 if not hasattr(os, "login_tty"):
     pytest.skip("needs POSIX pseudo-terminals (os.openpty, os.login_tty)", allow_module_level=True)
 pytest.importorskip("readline", reason="line editing comes from Python's readline module")
-
-from test_cli_use import CFG  # noqa: E402
 
 LEFT, UP, CTRL_C, CTRL_D = b"\x1b[D", b"\x1b[A", b"\x03", b"\x04"
 # the child makes the pseudo-terminal its controlling terminal, then becomes `tinygpt`

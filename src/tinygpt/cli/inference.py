@@ -18,7 +18,6 @@ def _sampling_args(sub, max_new_tokens):
 AT_A_TERMINAL = ("At a terminal a line can be edited (arrow keys) and earlier ones recalled (up "
                  "arrow); Ctrl-C during a reply stops it and gives the prompt back; Ctrl-C or "
                  "Ctrl-D at the prompt ends. With input piped in, Ctrl-C ends at once.")
-GPT2_SMALL_EMB_DIM = 768  # GPT-2 small, the smallest GPT-2 (124M parameters)
 
 
 @command("generate", "continue a prompt with a trained model")
@@ -86,9 +85,9 @@ def chat_banner(name: str, text_model, at_terminal: bool) -> str:
             if at_terminal else f"{QUIT[0]} or the end of the input ends.")
     banner = (f"Chatting with {name}: each message is answered on its own, in {text_model.style}. "
               + ends)
-    from ..model import GPTModel
-    model = text_model.model
-    if isinstance(model, GPTModel) and model.cfg["emb_dim"] < GPT2_SMALL_EMB_DIM:
+    from ..model import GPT_CONFIG_124M, GPTModel
+    model = text_model.model  # narrower than GPT-2 small, the smallest GPT-2: a note
+    if isinstance(model, GPTModel) and model.cfg["emb_dim"] < GPT_CONFIG_124M["emb_dim"]:
         banner += (f"\nNote: a small model ({model.num_parameters() / 1e6:.1f}M parameters; GPT-2 "
                    "small has 124M), as the offline chapter-7 and DPO runs make, is far too small "
                    "to follow instructions. It shows the Alpaca format, and its run's plots show "
