@@ -67,9 +67,10 @@ def test_alpaca_prompt_is_the_books_chapter_7_format():
 
 def test_generate_interactive_answers_each_line(checkpoints):
     out = tinygpt("generate", "--model", str(checkpoints / "hello"), "--interactive",
-                  "--max-new-tokens", "2", stdin="Hi\nThere\n")
+                  "--max-new-tokens", "2", stdin="Hi\n\n \nThere\nend")  # blank lines skipped
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["Hihellohello", "Therehellohello"]
+    # piped: a blank line between answers, as multi-line answers would otherwise run together
+    assert out.stdout.splitlines() == ["Hihellohello", "", "Therehellohello", "", "endhellohello"]
 
 
 def test_show_prints_config_and_export_drops_the_optimizer(tmp_path, checkpoints):

@@ -14,8 +14,17 @@ def _sampling_args(sub, max_new_tokens):
     sub.add_argument("--seed", type=int, default=123)
 
 
+# what a person at a terminal can do, said in --help and the chat banner
+AT_A_TERMINAL = ("At a terminal a line can be edited (arrow keys) and earlier ones recalled (up "
+                 "arrow); Ctrl-C during a reply stops it and gives the prompt back; Ctrl-C or "
+                 "Ctrl-D at the prompt ends. With input piped in, Ctrl-C ends at once.")
+
+
 @command("generate", "continue a prompt with a trained model")
 def _generate(sub):
+    sub.description += (". With --interactive each line of standard input is a prompt (blank "
+                        "lines are skipped; answers to piped lines are separated by a blank line). "
+                        + AT_A_TERMINAL)
     sub.add_argument("--checkpoint", "--model", dest="model", required=True,
                      help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size "
                           "name, a Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B-Base)")
@@ -28,18 +37,27 @@ def _generate(sub):
         from ..errors import InputError
         if (args.prompt is None) == (not args.interactive):
             raise InputError("give either --prompt TEXT or --interactive")
+        if args.prompt == "":
+            raise InputError("--prompt is empty: give the text the model should continue")
         session = Session(args, chat=False)
         if args.prompt is not None:
             session.reply(args.prompt, echo_prompt=True)
             return
+        answered, at_terminal = False, sys.stdin.isatty()
         for line in _lines("prompt> "):
-            session.reply(line, echo_prompt=True)
+            if not line.strip():
+                continue
+            if answered and not at_terminal:
+                print()  # piped: a blank line between answers (a terminal has the prompt)
+            answered = True
+            _stoppable(lambda: session.reply(line, echo_prompt=True), at_terminal)
     return run
 
 
 @command("chat", "talk to an instruction-tuned model (its own chat template, or chapter 7's "
                  "Alpaca prompt for GPT-2 checkpoints)")
 def _chat(sub):
+    sub.description += f". {QUIT[0]} or {QUIT[1]} ends. " + AT_A_TERMINAL
     sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
                      "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights, or a "
                      "Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B)")
@@ -49,15 +67,45 @@ def _chat(sub):
 
     def run(args):
         session = Session(args, chat=True, thinking=args.thinking)
-        print(f"Chatting with {args.model}: each message is answered on its own, in "
-              f"{session.text_model.style}. {QUIT[0]} or Ctrl-D ends.", flush=True)
+        at_terminal = sys.stdin.isatty()
+        print(chat_banner(args.model, session.text_model, at_terminal), flush=True)
         for line in _lines("you> "):
             if line.strip() in QUIT:
                 break
             if line.strip():
                 print("model> ", end="", flush=True)
-                session.reply(line.strip())
+                _stoppable(lambda: session.reply(line.strip()), at_terminal)
     return run
+
+
+def chat_banner(name: str, text_model, at_terminal: bool) -> str:
+    """What the chat is, how it ends, and for a model too small to follow instructions, what it
+    can show instead and how to get one that answers."""
+    ends = (f"{QUIT[0]}, Ctrl-D or Ctrl-C at the prompt ends; Ctrl-C during a reply stops it."
+            if at_terminal else f"{QUIT[0]} or the end of the input ends.")
+    banner = (f"Chatting with {name}: each message is answered on its own, in {text_model.style}. "
+              + ends)
+    from ..model import GPT_CONFIG_124M, GPTModel
+    model = text_model.model  # narrower than GPT-2 small, the smallest GPT-2: a note
+    if isinstance(model, GPTModel) and model.cfg["emb_dim"] < GPT_CONFIG_124M["emb_dim"]:
+        banner += (f"\nNote: a small model ({model.num_parameters() / 1e6:.1f}M parameters; GPT-2 "
+                   "small has 124M), as the offline chapter-7 and DPO runs make, is far too small "
+                   "to follow instructions. It shows the Alpaca format, and its run's plots show "
+                   "the training (the loss; for DPO also the reward margins). For a model that "
+                   'answers: tinygpt finetune-instruct --weights "gpt2-medium (355M)" --out '
+                   "runs/ch07-medium (a long CPU run), then tinygpt chat --model runs/ch07-medium.")
+    return banner
+
+
+def _stoppable(reply, at_terminal: bool) -> None:
+    """Run `reply()`. At a terminal Ctrl-C stops that reply, marked "[stopped]", and the caller
+    reads the next line; with input piped in, Ctrl-C ends the command as usual."""
+    try:
+        reply()
+    except KeyboardInterrupt:
+        if not at_terminal:
+            raise
+        print(" [stopped]", flush=True)
 
 
 def alpaca_prompt(instruction: str) -> str:
@@ -67,16 +115,26 @@ def alpaca_prompt(instruction: str) -> str:
 
 
 def _lines(prompt: str):
-    """Lines from standard input until end of input, with a prompt when a person is typing."""
-    interactive = sys.stdin.isatty()
+    """Lines from standard input until end of input. Piped input is read as it is, with no
+    prompt. At a terminal: the prompt, line editing and history through readline (where Python
+    has it), and Ctrl-C at the prompt ends as Ctrl-D does, on a line of its own so that what is
+    printed next (the command's footer, the shell's prompt) does not land on the prompt line."""
+    if not sys.stdin.isatty():
+        while line := sys.stdin.readline():
+            yield line.rstrip("\r\n")
+        return
+    if sys.stdout.isatty():
+        try:
+            import readline  # noqa: F401  (importing it gives input() editing and history)
+        except ImportError:  # a Python built without it: plain input()
+            pass
     while True:
         try:
-            line = input(prompt) if interactive else sys.stdin.readline()
-        except EOFError:
-            break
-        if not interactive and line == "":
-            break
-        yield line.rstrip("\n")
+            line = input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            print(flush=True)
+            return
+        yield line
 
 
 class Session:
@@ -92,7 +150,10 @@ class Session:
 
     def reply(self, text: str, echo_prompt: bool = False) -> str:
         """Stream the model's continuation of `text` (in its chat template, in a chat) to stdout
-        as it is generated; stop at one of its end tokens. Returns the generated text."""
+        as it is generated; stop at one of its end tokens. Returns the generated text. Each reply
+        starts afresh (generate_stream builds its own KV cache), so a reply stopped halfway by
+        Ctrl-C leaves nothing behind for the next."""
+        import contextlib
         import numpy as np
         from ..model.generate import generate_stream
         tm = self.text_model
@@ -102,12 +163,14 @@ class Session:
         out = TextStream(tm.tokenizer)
         if echo_prompt:
             print(text, end="", flush=True)
-        for token in generate_stream(tm.model, ids, self.args.max_new_tokens, window,
-                                     temperature=self.args.temperature, top_k=self.args.top_k,
-                                     eos_id=tm.stop_ids[0]):
-            if int(token[0, 0]) in tm.stop_ids:  # another end token (<|endoftext|> in a chat)
-                break
-            out.add(int(token[0, 0]))  # (1, 1) ids of the new token
+        tokens = generate_stream(tm.model, ids, self.args.max_new_tokens, window,
+                                 temperature=self.args.temperature, top_k=self.args.top_k,
+                                 eos_id=tm.stop_ids[0])
+        with contextlib.closing(tokens):  # closed at once when Ctrl-C stops the reply
+            for token in tokens:
+                if int(token[0, 0]) in tm.stop_ids:  # another end token (<|endoftext|> in a chat)
+                    break
+                out.add(int(token[0, 0]))  # (1, 1) ids of the new token
         return out.finish()
 
 
