@@ -11,7 +11,7 @@ from ..core import buffers
 from ..core.autograd import Function
 
 
-class Linear(Function):
+class LinearFn(Function):
     def forward(self, x, weight, bias=None):
         # x (..., in), weight (out, in), bias (out,) -> (..., out)
         self.lead = x.shape[:-1]

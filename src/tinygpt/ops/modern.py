@@ -25,7 +25,7 @@ from .activations import scaled_causal_softmax
 from ..errors import InputError, InputTypeError
 
 
-class RMSNorm(Function):
+class RMSNormFn(Function):
     """y = x * rstd * scale, rstd = 1 / sqrt(mean(x^2) + eps) per row of the last dim, in
     `kernels.rmsnorm_forward` (Numba, or the NumPy reference beside it), which saves rstd.
     Backward: with g = dy * scale and x_hat = x * rstd,
@@ -74,6 +74,7 @@ def sigmoid(x):
 class Rope(Function):
     """x * cos + rotate_half(x) * sin, a fixed rotation per position, so its gradient is the
     inverse rotation: g * cos + rotate_half^T(g * sin). cos/sin are constants (T, hd)."""
+    saves_inputs = False
 
     def forward(self, x, cos, sin):
         self.cos, self.sin = cos, sin
@@ -105,7 +106,7 @@ def rms_norm(x, scale, eps: float = 1e-6):
                          f"shape {x.shape}")
     if x.dtype != scale.dtype:
         raise InputTypeError(f"rms_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}")
-    return RMSNorm.apply(x, scale, eps=float(eps))
+    return RMSNormFn.apply(x, scale, eps=float(eps))
 
 
 def rope_tables(head_dim: int, theta_base: float = 10_000.0, context_length: int = 4096,
