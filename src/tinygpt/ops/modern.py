@@ -10,10 +10,11 @@
   position * inv_freq_i, the split-halves ("rotate half") form Hugging Face and the book use.
   `rope_tables` builds cos/sin, with Llama 3's frequency scaling when given `freq_config`.
 * `silu(x)` = x * sigmoid(x); SwiGLU is `silu(fc1(x)) * fc2(x)`, a composition.
-* `grouped_query_attention(queries, keys, values, scale)`: H query heads share G = H / group_size
-  key/value heads. The queries are viewed as (b, G, group_size, T, hd) and the keys as
-  (b, G, 1, L, hd), so one broadcast product serves a whole group: no path (training or the KV
-  cache's decode) materialises the repeated keys and values.
+* `grouped_query_attention(queries, keys, values, dropout_p)`: H query heads share G = H / group_size
+  key/value heads; the scores are scaled by 1 / sqrt(head_dim) and the attention weights dropped
+  with probability `dropout_p` (0 at inference). The queries are viewed as (b, G, group_size, T,
+  hd) and the keys as (b, G, 1, L, hd), so one broadcast product serves a whole group: no path
+  (training or the KV cache's decode) materialises the repeated keys and values.
 """
 import numpy as np
 
