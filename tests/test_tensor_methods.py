@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tinygpt as tg
+from tinygpt.testing import tolerance
 from tinygpt import Tensor
 
 PACKAGE = Path(tg.__file__).resolve().parent
@@ -83,14 +84,14 @@ def test_methods_match_torch(expr):
     pa, pb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
     out, expected = expr(ta, tb, mask), expr(pa, pb, torch.tensor(mask))
     assert out.dtype == np.float64
-    np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), **tolerance("op", np.float64))
     cotangent = rng.standard_normal(out.shape)
     (out * cotangent).sum().backward()
     (expected * torch.tensor(cotangent)).sum().backward()
     for mine, theirs in [(ta, pa), (tb, pb)]:  # b reaches the last case only through a comparison
         assert (mine.grad is None) == (theirs.grad is None)
         if theirs.grad is not None:
-            np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), **tolerance("op", np.float64))
 
 
 def test_to_float_double_and_hash():
