@@ -44,6 +44,6 @@ def _check_range(targets, n_classes: int, ignore_index: int) -> None:
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputIndexError(f"cross_entropy target {int(targets[i])} (row {i}) is out of range for "
-                              f"{n_classes} classes: targets must lie in [0, {n_classes - 1}] or equal "
+        raise InputIndexError(f"cross_entropy target {int(targets[i])} is out of range for {n_classes} "
+                              f"classes (row {i}): targets must lie in [0, {n_classes - 1}] or equal "
                               f"ignore_index ({ignore_index})")
