@@ -128,6 +128,24 @@ def test_an_op_that_saved_nothing_of_its_input_lets_it_change_as_torch_does():
         assert (b.grad == 1.0).all()
 
 
+def test_a_weight_read_only_for_an_input_without_gradient_may_change_as_in_torch():
+    # x @ W.T with x constant: backward reads x (for W's gradient), never W, in torch and here
+    grads = {}
+    for m in (tg, torch):
+        x, w, _ = _setup(m)
+        x = x.detach() if m is torch else tg.tensor(x.data)
+        loss = ((x @ w.transpose(0, 1)) ** 2).sum() + (F if m is tg else torch.nn.functional).linear(x, w).sum()
+        with (tg.no_grad() if m is tg else torch.no_grad()):
+            if m is tg:
+                w.data *= 2.0
+                w.bump_version()
+            else:
+                w.mul_(2.0)
+        loss.backward()
+        grads[m] = np.asarray(w.grad if m is tg else w.grad.numpy())
+    np.testing.assert_allclose(grads[tg], grads[torch], **tolerance("op", np.float64))
+
+
 # ---- LayerNorm under overflow: NaN rows, as torch, in the op and both kernels -----------------
 
 OVERFLOW_ROWS = {"inf": [np.inf, 1.0, 2.0, 3.0], "-inf": [1.0, -np.inf, 2.0, 3.0],

@@ -42,9 +42,11 @@ class Function:
     ndarray and `backward(grad)` returning one gradient (or None) per tensor input.
     `self.needs_input_grad[i]` tells backward which gradients are wanted, so it can skip work.
 
-    `saves_inputs`: whether backward reads the inputs' values (Mul does; Add does not). If so,
-    `apply` records each input's version and backward refuses to run once one has changed in
-    place (`Tensor.bump_version`), as torch does for the tensors an op saved."""
+    `saves_inputs`: whether backward reads the inputs' values: True (Log), False (Add), or
+    "others" when an input's values serve only the other inputs' gradients (Mul, MatMul: the
+    gradient of a is g * b), so they matter only if another input needs a gradient. `apply`
+    records the versions of the inputs that matter and backward refuses to run once one has
+    changed in place (`Tensor.bump_version`), as torch does for the tensors an op saved."""
     saves_inputs = True
     versions = None  # the inputs' versions at forward, when saves_inputs and the op is recorded
 
@@ -69,18 +71,27 @@ class Function:
             out._ctx = fn
             fn.parents = tensors
             if cls.saves_inputs:
-                fn.versions = [t._version for t in tensors]
+                fn.versions = _versions(tensors, needs, cls.saves_inputs == "others")
         return out
 
     def check_versions(self) -> None:
         """Raise if an input this op saved was changed in place since its forward."""
         for i, t in enumerate(self.parents):
-            if t._version != self.versions[i]:
+            if self.versions[i] is not None and t._version != self.versions[i]:
                 raise ModifiedInPlaceError(
                     f"one of the tensors needed for the gradient of {type(self).__name__} (input {i}, "
                     f"shape {t.shape}) has been modified by an in-place operation: it is at version "
                     f"{t._version}, expected {self.versions[i]} (an optimizer step or "
                     "load_state_dict between the forward and backward?)")
+
+
+def _versions(tensors, needs, for_others: bool) -> list:
+    """Each input's version, or None where backward will not read it: with `for_others`, an input
+    is read only if some other input needs a gradient."""
+    if not for_others:
+        return [t._version for t in tensors]
+    wanted = sum(needs)
+    return [t._version if wanted - need else None for t, need in zip(tensors, needs)]
 
 
 class RemovableHandle:

@@ -67,6 +67,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    saves_inputs = "others"  # a for b's gradient, b for a's
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -129,7 +130,7 @@ class PowScalar(Function):
 
 
 class Exp(Function):
-    saves_inputs = False
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.exp(a)
         return self.out
@@ -148,7 +149,7 @@ class Log(Function):
 
 
 class Sqrt(Function):
-    saves_inputs = False
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.sqrt(a)
         return self.out
@@ -158,7 +159,7 @@ class Sqrt(Function):
 
 
 class Tanh(Function):
-    saves_inputs = False
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.tanh(a)
         return self.out
@@ -168,7 +169,7 @@ class Tanh(Function):
 
 
 class ReluFn(Function):
-    saves_inputs = False
+    saves_inputs = False  # backward reads a mask it made
     def forward(self, a):
         self.positive = a > 0
         return np.where(self.positive, a, a.dtype.type(0))

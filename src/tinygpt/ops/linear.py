@@ -12,6 +12,7 @@ from ..core.autograd import Function
 
 
 class LinearFn(Function):
+    saves_inputs = "others"  # x for the weight's gradient, the weight for x's
     def forward(self, x, weight, bias=None):
         # x (..., in), weight (out, in), bias (out,) -> (..., out)
         self.lead = x.shape[:-1]

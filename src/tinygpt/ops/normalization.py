@@ -39,8 +39,9 @@ def layer_norm(x, scale, shift, eps: float = 1e-5):
 
 
 class DropoutFn(Function):
-    saves_inputs = False
-    # inverted dropout: kept values are rescaled by 1 / (1 - p) at train time, so eval does nothing
+    """Inverted dropout: kept values are rescaled by 1 / (1 - p) at train time, so eval does nothing."""
+    saves_inputs = False  # backward needs only the mask
+
     def forward(self, a, p):
         seed = int(generator().integers(0, 2**63))  # the mask is a hash of (seed, position)
         out, self.keep = kernels.dropout_forward(a, p, seed)

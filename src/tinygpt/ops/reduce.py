@@ -59,7 +59,7 @@ class Mean(Function):
 
 class Max(Function):
     """Ties share the gradient equally (like torch.amax); PyTorch's max(dim) gives it to one index."""
-    saves_inputs = False
+    saves_inputs = False  # backward reads a mask it made
 
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
@@ -75,7 +75,7 @@ class Max(Function):
 
 class Var(Function):
     """Variance; `unbiased=False` divides by N as the book's LayerNorm does."""
-    saves_inputs = False
+    saves_inputs = False  # backward reads the centred copy it made
 
     def forward(self, a, axes, keepdim, unbiased):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
