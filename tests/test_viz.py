@@ -31,11 +31,11 @@ def test_to_dot_has_one_node_per_op_and_per_leaf():
     dot = viz.to_dot(loss, params=dict(model.named_parameters()))
     labels = [label.split("\\n")[0] for _, label in nodes(dot)]
     assert sorted(labels) == sorted(["input", "0.weight", "0.bias", "2.weight", "2.bias",
-                                     "Linear", "Relu", "Linear", "CrossEntropy"])
-    assert {c.__name__ for c in functions_in_graph(loss)} == {"Linear", "Relu", "CrossEntropy"}
+                                     "LinearFn", "ReluFn", "LinearFn", "CrossEntropy"])
+    assert {c.__name__ for c in functions_in_graph(loss)} == {"LinearFn", "ReluFn", "CrossEntropy"}
     assert len(re.findall(r"->", dot)) == 8  # x, W, b -> Linear -> Relu; Relu, W, b -> Linear -> loss
     number = {label.split("\\n")[0]: n for n, label in nodes(dot)}
-    relu, head = number["Relu"], number["CrossEntropy"]
+    relu, head = number["ReluFn"], number["CrossEntropy"]
     assert f"n{relu} -> " in dot and f"-> n{head};" in dot and f"n{head} -> " not in dot, \
         "edges run the way the data flows"
     loss.backward()

@@ -207,6 +207,7 @@ class Module:
                     np.copyto(param.data, value, casting="unsafe")
                 else:
                     param.data = np.array(value, dtype=param.dtype, copy=True)
+                param.bump_version()  # a graph that saved param refuses its backward (as torch)
         return missing, unexpected
 
     # --- modes ------------------------------------------------------------------------
