@@ -1,6 +1,8 @@
 """`PackedLinears`: several Linear layers of one module that read the same input, answered by one
 product. The fast attention and feed-forward classes (fast_attention.py, fast_modern.py) use it for
-W_query/W_key/W_value and for SwiGLU's fc1/fc2.
+W_query/W_key/W_value and for SwiGLU's fc1/fc2; a model gets them only through
+`tinygpt.model.for_inference` (inference.py). The models a user builds hold each weight in its
+own array.
 
 Packing copies the layers' current weights (and biases) into one (sum of out_features, in) array
 and hands each Parameter its row block as a view. Then x @ packed.T computes every layer's output
@@ -8,12 +10,16 @@ in one pass over x and one BLAS call; when decoding, one matrix-vector product i
 three, each with its call overhead.
 
 Why the packed product cannot read stale weights: the packed array IS the weights' storage, so
-every in-place change (optimizer steps, load_state_dict, merge_lora) lands in it. Whatever breaks
+every in-place change lands in it: optimizer steps, merge_lora, and load_state_dict, which (as
+PyTorch's) copies into each parameter's own array rather than replacing it. Whatever breaks
 that link ends the packed product, and `intact` checks the link on every use: each attribute must
 still hold the Linear module that was packed, holding the very view it was given. A new weight
 array (Module.to, assigning `.data`) or a replaced layer (LoRA's LinearWithLoRA, or any module)
 fails the check, and the owner then runs its layers themselves, whatever they compute. `pack()`
-packs again (the models' `.to()` calls it after a cast).
+packs again (for_inference calls it on a layer that is fast already, e.g. after a cast).
+
+Memory: packing allocates the packed array, then each Parameter drops its own array for its
+view, so packing one module at a time holds at most that module's weights twice.
 """
 import numpy as np
 
@@ -86,9 +92,11 @@ class PackedLinears:
         return np.split(out, bounds, axis=-1)
 
 
-def repack(model) -> None:
-    """Pack every PackedLinears of `model`'s modules again (after Module.to gave new arrays)."""
-    for module in model.modules():
-        for value in list(vars(module).values()):
-            if isinstance(value, PackedLinears):
-                value.pack()
+def fast_twin(cls, book, attr: str, names):
+    """An instance of `cls`, a fast subclass of type(book), that takes over `book`'s state (its
+    very sub-modules and Parameters, hooks and train/eval mode; nothing is copied), with a
+    PackedLinears of the Linears `names` as attribute `attr`. It replaces `book` in its parent."""
+    fast = cls.__new__(cls)
+    fast.__dict__.update(vars(book))
+    setattr(fast, attr, PackedLinears(fast, names))
+    return fast
