@@ -24,6 +24,7 @@ view, so packing one module at a time holds at most that module's weights twice.
 import numpy as np
 
 from .. import kernels
+from ..nn import Linear
 
 
 class PackedLinears:
@@ -31,24 +32,25 @@ class PackedLinears:
 
     def __init__(self, owner, names):
         self.owner, self.names = owner, tuple(names)
-        self.layers = tuple(getattr(owner, name) for name in self.names)  # the Linears built
-        self.sizes = tuple(layer.weight.shape[0] for layer in self.layers)
+        self.layers = self.sizes = self.views = ()  # what was packed; views: (weight, bias or None)
         self.weight = self.bias = None
-        self.views = ()           # per layer: (weight view, bias view or None)
         self.pack()
 
     def pack(self) -> bool:
         """Copy the layers' current weights (and biases) into one array and give each Parameter
-        its rows as a view. Only the layers built are packed, never a layer put in their place;
-        already packed weights are left as they are. Returns `intact`."""
+        its rows as a view. Only plain `Linear` layers are packed (`type is`, so never a LoRA
+        wrapper or any other layer put in their place), all of one dtype, all with or all without
+        bias; already packed weights are left as they are. Returns `intact`."""
         if self.intact:
             return True
         layers = tuple(getattr(self.owner, name) for name in self.names)
+        if any(type(layer) is not Linear for layer in layers):
+            return False
         params = [(layer.weight, layer.bias) for layer in layers]
         dtypes = {p.dtype for pair in params for p in pair if p is not None}
-        if (any(a is not b for a, b in zip(layers, self.layers)) or len(dtypes) != 1
-                or len({b is None for _, b in params}) != 1):
+        if len(dtypes) != 1 or len({b is None for _, b in params}) != 1:
             return False
+        self.layers, self.sizes = layers, tuple(w.shape[0] for w, _ in params)
         self.weight = np.concatenate([w.data for w, _ in params])            # (sum out, in)
         self.bias = None if params[0][1] is None else np.concatenate([b.data for _, b in params])
         views, start = [], 0
