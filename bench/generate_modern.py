@@ -191,9 +191,9 @@ def bound_ms(model, bandwidth_gbs):
 
 
 def peak_rss(folder):
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(folder)], capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": os.path.dirname(
-                             os.path.dirname(os.path.abspath(__file__)))})
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": src})
     grew, peak, size = (int(v) for v in out.stdout.split())
     return grew, peak, size
 
