@@ -21,7 +21,8 @@ Decode tok/s: after a `--prompt-tokens`-token prompt, (time for n + 1 new tokens
 the faster of a copy (bench/generate.py's `memory_bandwidth`, read + written bytes / s) and a
 read-only sum (`sum_bandwidth`) by the same threads. Peak RSS: a child process loads the
 directory with `load_pretrained` and readies it with `for_inference`; its peak RSS growth over
-the RSS after imports is divided by the loaded parameters' bytes. "background cores": other processes' CPU over the timed calls.
+the RSS after imports is divided by the loaded parameters' bytes. "background cores": other
+processes' CPU over the timed calls.
 Targets (issue 32): decode >= 1.2x the faster reference and within
 1.3x of the bound; peak RSS growth <= 1.2x the model.
 """

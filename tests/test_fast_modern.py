@@ -1,7 +1,7 @@
 """FastGroupedQueryAttention and FastFeedForward (tinygpt/model/fast_modern.py), the layers
 `for_inference` puts in a Qwen3Model or Llama3Model, against the book-shaped GroupedQueryAttention
-and FeedForward the models are built of, on the same weights: equal logits at every KV-cache decoding step and in evaluation, the same greedy
-and sampled tokens, that decoding actually takes the cached-attention kernel (one call per layer
+and FeedForward the models are built of, on the same weights: equal logits at every KV-cache
+decoding step and in evaluation, the same greedy and sampled tokens, that decoding actually takes the cached-attention kernel (one call per layer
 and step) and the packed products, that a long prompt, training and evaluation without a cache do
 not take the kernel, and that a cast, new arrays or LoRA end the packed products (the layers then
 run themselves) without changing a result."""

@@ -98,7 +98,7 @@ def test_for_inference_swaps_in_place_keeping_parameters_and_names(kind):
     assert all(p is params[n] for n, p in model.named_parameters())
     assert all(block.att.packed for block in model.trf_blocks)
     packed_storage = model.trf_blocks[0].att.W_query.weight.data.base
-    assert packed_storage is not None and np.shares_memory(packed_storage, model.trf_blocks[0].att.W_value.weight.data)
+    assert np.shares_memory(packed_storage, model.trf_blocks[0].att.W_value.weight.data)
     assert for_inference(model) is model              # again: nothing to do
     assert model.trf_blocks[0].att.W_query.weight.data.base is packed_storage
 

@@ -1,6 +1,7 @@
 """Which model a command means: a tinygpt checkpoint, a folder holding one, GPT-2 weights, or a
 Qwen3 / Llama 3 model (a Hugging Face folder or a Hub name) with its own tokenizer and chat format.
-Every model returned here is for generating, so each passes through `tinygpt.model.for_inference`."""
+Every model returned here is for generating, so each passes through
+`tinygpt.model.for_inference`."""
 import pathlib
 
 from ..errors import InputError

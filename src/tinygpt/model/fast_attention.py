@@ -44,7 +44,8 @@ class FastMultiHeadAttention(MultiHeadAttention):
     @classmethod
     def from_book(cls, att: MultiHeadAttention) -> "FastMultiHeadAttention":
         """The fast twin of `att`: it takes over att's state (its very Linears and Parameters,
-        hooks and mode; nothing is copied) and packs W_query/W_key/W_value. Use it in att's place."""
+        hooks and mode; nothing is copied) and packs W_query/W_key/W_value. Use it in att's
+        place (`for_inference` does)."""
         return fast_twin(cls, att, "_qkv", QKV_NAMES)
 
     def pack(self) -> bool:

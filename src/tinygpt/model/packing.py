@@ -16,7 +16,9 @@ that link ends the packed product, and `intact` checks the link on every use: ea
 still hold the Linear module that was packed, holding the very view it was given. A new weight
 array (Module.to, assigning `.data`) or a replaced layer (LoRA's LinearWithLoRA, or any module)
 fails the check, and the owner then runs its layers themselves, whatever they compute. `pack()`
-packs again (for_inference calls it on a layer that is fast already, e.g. after a cast).
+packs again whatever plain `Linear` layers the names hold (for_inference calls it on a layer that
+is fast already, e.g. after a cast); it never packs any other layer, such as a LoRA wrapper,
+whose own computation the packed product would skip.
 
 Memory: packing allocates the packed array, then each Parameter drops its own array for its
 view, so packing one module at a time holds at most that module's weights twice.
