@@ -21,7 +21,7 @@ from ..nn import Embedding, Linear, Module, Parameter, skip_init
 from ..ops import grouped_query_attention, rms_norm, rope, rope_tables, silu
 from .attention import LayerKVCache
 from .gpt import KVCache
-from ..errors import InputError, InputKeyError
+from ..errors import InputError, InputKeyError, InputTypeError
 
 
 class RMSNorm(Module):
@@ -159,6 +159,9 @@ class RotaryModel(Module):
 
     def __init__(self, cfg):
         super().__init__()
+        if type(self) is RotaryModel:
+            raise InputTypeError("RotaryModel is what Qwen3Model and Llama3Model share; build one "
+                                 "of those")
         missing = [k for k in REQUIRED_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"{self.name} config lacks {', '.join(missing)}")
