@@ -63,7 +63,7 @@ _cache_writable = True  # False once Numba found no folder it may write its cach
 _said = set()
 
 
-def say_once(topic: str, message: str) -> None:
+def _say_once(topic: str, message: str) -> None:
     """One line on stderr, the first time `topic` comes up in this process."""
     if topic not in _said:
         _said.add(topic)
@@ -77,11 +77,11 @@ def _compile_lazily(f, options):
         try:
             dispatcher = numba.njit(**options)(f)
         except RuntimeError as err:  # numba: "cannot cache function ...: no locator available"
-            if "no locator" not in str(err):
-                raise
-            _cache_writable = False
-            say_once("no cache", "no writable folder for Numba's compile cache (read-only install and home; "
-                     "set NUMBA_CACHE_DIR to one): kernels compile anew in every process")
+            _cache_writable = False  # (any other trouble recurs, uncached, in the call below)
+            reason = ("no writable folder for Numba's compile cache (read-only install and home; "
+                      "set NUMBA_CACHE_DIR to one)" if "no locator" in str(err) else
+                      f"Numba cannot cache the kernels ({' '.join(str(err).split())})")
+            _say_once("no cache", f"{reason}: kernels compile anew in every process")
         else:
             if hasattr(dispatcher, "_cache"):  # under NUMBA_DISABLE_JIT it is the plain function
                 dispatcher._cache = _TolerantCache(dispatcher._cache)
@@ -106,7 +106,7 @@ class _TolerantCache:
         except Exception as err:  # noqa: BLE001 - any unreadable entry is a cache miss
             entry = getattr(getattr(self._cache, "_cache_file", None), "_index_path",
                             self._cache.cache_path)
-            say_once("damaged cache", f"ignoring an unreadable Numba cache entry {entry} "
+            _say_once("damaged cache", f"ignoring an unreadable Numba cache entry {entry} "
                      f"({type(err).__name__}: {' '.join(str(err).split())}); compiling it (and "
                      "any other such entry) afresh")
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ import os
 import tiktoken
 
 from tinygpt.assets import asset_path
+from tinygpt.files import read_bytes
 from tinygpt.tokenizer.pretokenize import check_ids, check_text
 from ..errors import InputError
 
@@ -36,8 +37,7 @@ def load_gpt2_ranks(path: str | os.PathLike | None = None,
     its sha256 is not `expected_sha256`.
     """
     path = asset_path(GPT2_RANKS_FILE) if path is None else path
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path, "BPE ranks file")  # a folder, a missing or endless file: one line
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise InputError(
