@@ -36,13 +36,22 @@ def read_bytes(path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> bytes:
             if stat.S_ISREG(info.st_mode) and info.st_size > limit:
                 raise InputError(f"{what} {path} is {info.st_size:,} bytes, more than the "
                                  f"{limit:,} tinygpt reads")
-            data = f.read(limit + 1)
+            data = f.read() if stat.S_ISREG(info.st_mode) else _read_at_most(f, limit + 1)
     except FileNotFoundError:
         raise MissingFileError(f"{what} {path} does not exist") from None
     if len(data) > limit:
         raise InputError(f"{what} {path} is not a regular file and gave more than {limit:,} bytes "
                          "without ending; give a file")
     return data
+
+
+def _read_at_most(f, n: int) -> bytes:
+    """Up to `n` bytes of a stream that may never end, a megabyte at a time."""
+    chunks, size = [], 0
+    while size < n and (chunk := f.read(min(1 << 20, n - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_text(path, what: str = "text file", limit: int = MAX_TEXT_BYTES) -> str:
