@@ -60,13 +60,7 @@ def print_summary(result) -> None:
 
 
 def read_text(path) -> str:
-    """A UTF-8 text file's contents, or an InputError naming the file and what is wrong."""
-    p = pathlib.Path(path)
-    if p.is_dir():
-        raise InputError(f"--text {path} is a directory; give a UTF-8 text file")
-    if not p.exists():
-        raise InputError(f"text file {path} does not exist")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"text file {path} is not UTF-8 (byte {err.start}: {err.reason})") from None
+    """A UTF-8 text file's contents, or an InputError naming the file and what is wrong (a folder,
+    a missing file, one over tinygpt.files.MAX_TEXT_BYTES or endless like /dev/zero, not UTF-8)."""
+    from .. import files
+    return files.read_text(path, "--text file")

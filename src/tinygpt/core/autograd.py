@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from ..errors import InputError, TinyGPTError
+from ..errors import InputError, StateError, TinyGPTError
 
 _grad_enabled = True
 Tensor = None  # tinygpt.core.tensor.Tensor; tensor.py sets it (it imports this module first)
@@ -202,7 +202,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 node.grad = np.asarray(node.grad + g)
             continue
         if getattr(ctx, "freed", False):
-            raise RuntimeError(
+            raise StateError(
                 f"Trying to backward through the graph a second time (op {type(ctx).__name__}): "
                 "its saved arrays were freed; call backward(retain_graph=True) the first time")
         if getattr(ctx, "versions", None) is not None:  # only ops with saves_inputs record them

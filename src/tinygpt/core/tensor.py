@@ -13,7 +13,7 @@ import numpy as np
 from . import autograd
 from .dtypes import DEFAULT_FLOAT, as_array, check_kind, is_float
 from .random import generator
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, StateError
 
 
 class Tensor:
@@ -76,7 +76,7 @@ class Tensor:
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if self._ctx is not None:
-            raise RuntimeError("requires_grad_ can only change leaf tensors")
+            raise StateError("requires_grad_ can only change leaf tensors")
         if flag and not is_float(self.dtype):
             raise InputTypeError(f"only float tensors can require gradients, got {self.dtype}")
         self.requires_grad = bool(flag)
@@ -96,12 +96,12 @@ class Tensor:
 
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad "
-                               "(was it computed under no_grad, or from frozen parameters only?)")
+            raise StateError("backward() on a tensor that does not require grad "
+                             "(was it computed under no_grad, or from frozen parameters only?)")
         if grad is None:
             if self.data.size != 1:
-                raise RuntimeError(f"backward() without a gradient needs a scalar output, got shape "
-                                   f"{self.shape}; pass grad= of that shape")
+                raise StateError(f"backward() without a gradient needs a scalar output, got shape "
+                                 f"{self.shape}; pass grad= of that shape")
             grad = np.ones_like(self.data)
         else:
             grad = as_array(grad.data if isinstance(grad, Tensor) else grad, self.dtype)

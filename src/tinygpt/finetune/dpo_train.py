@@ -23,7 +23,7 @@ from ..assets import asset_path
 from ..core.random import manual_seed
 from ..data import DataLoader
 from ..data.instruct import format_input, split_instruction_data
-from ..errors import InputError
+from ..errors import InputError, MissingFileError
 from ..files import atomic_write
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
@@ -51,8 +51,8 @@ def resolve_model_path(model) -> pathlib.Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no instruction-tuned model at {path}: run chapter 7 first "
-                                "(examples/ch07_instruct.py or `tinygpt finetune-instruct`)")
+        raise MissingFileError(f"no instruction-tuned model at {path}: run chapter 7 first "
+                               "(examples/ch07_instruct.py or `tinygpt finetune-instruct`)")
     return path
 
 

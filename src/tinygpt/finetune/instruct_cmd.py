@@ -5,6 +5,7 @@
     tinygpt finetune-instruct --weights "gpt2-medium (355M)" --lora-rank 16 --ollama-model llama3
 """
 from ..argtypes import non_negative_float, positive_float, positive_int
+from ..errors import ServiceError
 
 
 def add_cli(command) -> None:
@@ -44,7 +45,7 @@ def add_cli(command) -> None:
                     ollama_url=args.ollama_url, seed=args.seed, quiet=args.quiet)
             except OSError as err:
                 if type(err).__name__ in ("DownloadError", "ChecksumError"):  # no network, etc.
-                    raise ConnectionError(f"could not get the weights {args.weights!r}: {err}") from None
+                    raise ServiceError(f"could not get the weights {args.weights!r}: {err}") from None
                 raise
             off = result["scores"]["offline"]
             print(f"responses: {result['responses']}")
@@ -53,7 +54,7 @@ def add_cli(command) -> None:
                   f"on {off['num_entries']} test entries")
             judge = result["scores"].get("ollama")
             if judge and judge.get("error"):
-                raise ConnectionError(f"Ollama scoring failed (outputs saved): {judge['error']}")
+                raise ServiceError(f"Ollama scoring failed (outputs saved): {judge['error']}")
             if judge and judge["average"] is not None:
                 print(f"Ollama ({judge['model']}) average score {judge['average']:.2f} "
                       f"({judge['scored']} scored, {judge['unparsed']} answers without a score)")

@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MissingFileError
 from ..files import remove_stale_temps
 from ..model.gpt import GPTModel
 from ..weights.safetensors_io import SafetensorsError, load_safetensors, read_header, save_safetensors
@@ -59,7 +59,8 @@ def read_checkpoint_header(path):
     path = pathlib.Path(path)
     remove_stale_temps(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise (InputError(f"checkpoint {path} is a folder, not a checkpoint file") if path.is_dir()
+               else MissingFileError(f"checkpoint {path} does not exist"))
     try:
         entries, metadata, _ = read_header(path)
     except SafetensorsError as err:

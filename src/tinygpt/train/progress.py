@@ -12,6 +12,7 @@ import threading
 import time
 
 from .. import kernels
+from ..errors import InputError
 
 LINES_PER_RUN = 20          # plain progress lines over a whole run (non-terminal output)
 COMPILE_NOTICE_SECONDS = 2.0  # a warm-up slower than this is compiling, not loading the cache
@@ -53,7 +54,7 @@ class Progress:
         if mode is None:
             mode = "bar" if _is_terminal(sys.stderr) else "lines"
         if mode not in ("bar", "lines", "none"):
-            raise ValueError(f"progress mode must be 'bar', 'lines' or 'none', got {mode!r}")
+            raise InputError(f"progress mode must be 'bar', 'lines' or 'none', got {mode!r}")
         self.mode, self.total, self.done, self.desc = mode, total, done, desc
         self.every = max(1, total // LINES_PER_RUN)
         self.start, self.start_done = time.perf_counter(), done

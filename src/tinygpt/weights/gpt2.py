@@ -25,7 +25,7 @@ from ..model.gpt import GPTModel
 from .download import GPT2_MODELS, download_gpt2, gpt2_dir, resolve_model_name
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
-from ..errors import InputError
+from ..errors import InputError, MissingFileError
 from ..files import atomic_write
 
 # Shape symbols: V vocab_size, C context_length, E emb_dim (per block: 3E fused qkv, 4E MLP).
@@ -304,8 +304,8 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
     if path is not None and path.exists():
         return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
     if resolve_model_name(source) is None:
-        raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
-                                f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
+        raise MissingFileError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
+                               f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
     path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     try:
         return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
@@ -326,8 +326,8 @@ def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTM
         files = path / "model.safetensors", path / "config.json"
         for f in files if cfg is None else files[:1]:
             if not f.exists():
-                raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
-                                        f"is missing")
+                raise MissingFileError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
+                                       f"is missing")
         cfg = cfg or _read_config(files[1], drop_rate)
         path = files[0]
     state = _read_state(path)

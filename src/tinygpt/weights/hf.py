@@ -30,6 +30,7 @@ from .download import resolve_model_name
 from .gpt2 import WeightsError, load_gpt2, read_json_config
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
+from ..errors import MissingFileError
 from ..files import atomic_write
 
 # Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
@@ -70,8 +71,8 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
         path = download_model(path, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json is "
-                                f"missing), a GPT-2 model name nor a Hub repository id (owner/name)")
+        raise MissingFileError(f"{path} is not a Hugging Face model directory (config.json is "
+                               f"missing), a GPT-2 model name nor a Hub repository id (owner/name)")
     config = read_json_config(path / "config.json")
     model_type = config.get("model_type")
     if model_type == "gpt2":
@@ -142,7 +143,7 @@ def _tensor_index(path: Path) -> dict:
     elif (path / "model.safetensors").is_file():
         weight_map, files = None, ["model.safetensors"]
     else:
-        raise FileNotFoundError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
+        raise MissingFileError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
     tensors = {}
     for name in files:
         file = path / name
