@@ -23,6 +23,8 @@ import numpy as np
 from ..model.config import model_configs, validate_config
 from ..model.gpt import GPTModel
 from .download import GPT2_MODELS, download_gpt2, gpt2_dir, resolve_model_name
+from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches,  # noqa: F401
+                     count_layers)
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
 from ..errors import InputError
@@ -59,35 +61,48 @@ HEADS_BY_EMB = {c["emb_dim"]: c["n_heads"] for c in model_configs.values()}  # 7
 GPT2_REPOS = {name: info["repo"] for name, info in GPT2_MODELS.items()}  # for the CLI hint
 
 
-class WeightsError(InputError):
-    """Weights that do not fit the model: missing/unexpected names or wrong shapes."""
+# Where a config's sizes can be seen in the weights: cfg key -> (tensor, axis), for either naming.
+SIZE_TENSORS = {False: {"vocab_size": ("wte.weight", 0), "context_length": ("wpe.weight", 0),
+                        "emb_dim": ("wte.weight", 1)},
+                True: {"vocab_size": ("tok_emb.weight", 0), "context_length": ("pos_emb.weight", 0),
+                       "emb_dim": ("tok_emb.weight", 1)}}
+BLOCKS = {False: r"h\.(\d+)\.", True: r"trf_blocks\.(\d+)\."}
+BOOK_KEYS = {k: k for k in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads")}
+HF_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd",
+           "n_layers": "n_layer", "n_heads": "n_head"}
 
 
 # --- config.json <-> the book's cfg dict -------------------------------------------------
-def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0) -> dict:
+def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0, where="GPT-2 config") -> dict:
     """A Hugging Face GPT2Config dict -> the book's cfg (qkv_bias=True: GPT-2 has c_attn biases).
-    Settings the book's model cannot express are refused rather than silently ignored."""
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise WeightsError(f"config model_type is {hf['model_type']!r}, not 'gpt2'")
-    lacking = [k for k in ("vocab_size", "n_embd", "n_head", "n_layer") if k not in hf]
-    if lacking or ("n_positions" not in hf and "n_ctx" not in hf):
-        raise WeightsError(f"GPT-2 config lacks {', '.join(lacking) or 'n_positions'}")
-    emb = hf["n_embd"]
-    unsupported = {"activation_function": (hf.get("activation_function", "gelu_new"),
+    Every value is type- and range-checked (`claims.ConfigValues`, errors name `where` and the
+    key); settings the book's model cannot express are refused rather than silently ignored."""
+    v = ConfigValues(hf, where)
+    if v.name("model_type", "gpt2") != "gpt2":
+        raise WeightsError(f"{where}: model_type is {hf['model_type']!r}, not 'gpt2'")
+    emb, heads = v.int("n_embd"), v.int("n_head")
+    v.divides("n_embd", "n_head", emb, heads)
+    context = v.int("n_positions", None)
+    context = v.int("n_ctx") if context is None else context
+    v.dtype()
+    v.flag("tie_word_embeddings", None)
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if not 0.0 <= v.number(key, 0.0, positive=False) <= 1.0:
+            raise v.refuse(key, f"must be a probability in [0, 1], got {hf[key]!r}")
+    unsupported = {"activation_function": (v.name("activation_function", "gelu_new"),
                                            ("gelu_new", "gelu_pytorch_tanh")),
-                   "n_inner": (hf.get("n_inner"), (None, 4 * emb)),
-                   "layer_norm_epsilon": (hf.get("layer_norm_epsilon", 1e-5), (1e-5,)),
-                   "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
+                   "n_inner": (v.int("n_inner", None), (None, 4 * emb)),
+                   "layer_norm_epsilon": (v.number("layer_norm_epsilon", 1e-5), (1e-5,)),
+                   "scale_attn_weights": (v.flag("scale_attn_weights", True), (True,)),
                    "scale_attn_by_inverse_layer_idx":
-                       (hf.get("scale_attn_by_inverse_layer_idx", False), (False,))}
+                       (v.flag("scale_attn_by_inverse_layer_idx", False), (False,))}
     for key, (value, ok) in unsupported.items():
         if value not in ok:
-            raise WeightsError(f"config {key}={value!r} is not supported by the book's GPTModel "
+            raise WeightsError(f"{where}: {key}={value!r} is not supported by the book's GPTModel "
                                f"(supported: {', '.join(map(repr, ok))})")
-    return validate_config({"vocab_size": hf["vocab_size"],
-                            "context_length": hf.get("n_positions", hf.get("n_ctx")),
-                            "emb_dim": emb, "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
-                            "drop_rate": drop_rate, "qkv_bias": True})
+    return validate_config({"vocab_size": v.int("vocab_size"), "context_length": context,
+                            "emb_dim": emb, "n_heads": heads, "n_layers": v.int("n_layer"),
+                            "drop_rate": drop_rate, "qkv_bias": True}, where=where)
 
 
 def cfg_to_hf_config(cfg: dict, tied: bool) -> dict:
@@ -136,15 +151,29 @@ def _book_shapes(cfg: dict) -> dict:
 
 
 # --- state-dict conversion ---------------------------------------------------------------
-def check_hf_state_dict(hf_sd: dict, cfg: dict) -> None:
+def check_hf_state_dict(hf_sd: dict, cfg: dict, claim=None) -> None:
     """Raise one WeightsError listing missing names, unexpected names and shape mismatches."""
-    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg)
+    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg, claim=claim)
 
 
-def check_shapes(shapes: dict, cfg: dict, book_names: bool = False) -> None:
+def check_claims(shapes: dict, cfg: dict, book_names: bool = False, claim=None) -> None:
+    """The config's sizes against the tensors' shapes, before any table is made per claimed
+    layer: the block count against the block numbers in the names, vocab_size, context_length
+    and emb_dim against the embeddings. `claim` = (where the config came from, {cfg key: its
+    name there}); the WeightsError names both."""
+    where, keys = claim or ("the config", BOOK_KEYS)
+    check_layer_count(cfg["n_layers"], count_layers(shapes, BLOCKS[book_names]), keys["n_layers"], where)
+    for key, (tensor, axis) in SIZE_TENSORS[book_names].items():
+        shape = tuple(shapes.get(tensor, ()))
+        if len(shape) == 2:
+            claim_matches(keys[key], cfg[key], tensor, shape, shape[axis], where)
+
+
+def check_shapes(shapes: dict, cfg: dict, book_names: bool = False, claim=None) -> None:
     """Check {name: shape} (Hugging Face names, or the book's with `book_names`) against `cfg`
-    before anything is allocated: one WeightsError lists missing names, unexpected names and
-    every shape the config contradicts."""
+    before anything is allocated: first the sizes the config claims (`check_claims`), then one
+    WeightsError lists missing names, unexpected names and every shape the config contradicts."""
+    check_claims(shapes, cfg, book_names, claim)
     expected = _book_shapes(cfg) if book_names else _hf_shapes(cfg)
     optional, ignored = ({"out_head.weight"}, IGNORED_BOOK) if book_names else (OPTIONAL_HF, IGNORED_HF)
     missing = [n for n in expected if n not in shapes and n not in optional]
@@ -164,10 +193,10 @@ def strip_prefix(hf_sd: dict) -> dict:
     return {k.removeprefix("transformer."): v for k, v in hf_sd.items()}
 
 
-def _to_book(hf_sd: dict, cfg: dict) -> dict:
+def _to_book(hf_sd: dict, cfg: dict, claim=None) -> dict:
     """HF GPT-2 state dict (checked) -> book state dict. Transposes are views: the copy into the
     model happens one tensor at a time (see `_build`), so gpt2-xl never exists twice in memory."""
-    check_hf_state_dict(hf_sd, cfg)
+    check_hf_state_dict(hf_sd, cfg, claim)
     book = {}
     for hf, ours, how, _ in HF_TO_BOOK:
         for i in _layers(hf, cfg["n_layers"]):
@@ -234,17 +263,20 @@ def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, d
                             "drop_rate": drop_rate, "qkv_bias": qkv_bias})
 
 
-def _read_config(config, drop_rate: float) -> dict | None:
-    """`config` option -> book cfg: a path to config.json, a HF config dict or a book cfg dict."""
+def _read_config(config, drop_rate: float) -> tuple:
+    """`config` option -> (book cfg, claim): a path to config.json, a HF config dict or a book
+    cfg dict; `claim` = (where it came from, {cfg key: its name there}) for `check_claims`.
+    (None, None) without a config."""
     if config is None:
-        return None
+        return None, None
+    where = "config"
     if isinstance(config, (str, os.PathLike)):
-        config = read_json_config(config)
+        where, config = str(config), read_json_config(config)
     if not isinstance(config, dict):
         raise InputError(f"config must be a path to config.json or a dict, got {type(config).__name__}")
     if "emb_dim" in config:
-        return validate_config({"drop_rate": drop_rate, **config})
-    return hf_config_to_cfg(config, drop_rate)
+        return validate_config({"drop_rate": drop_rate, **config}, where=where), (where, BOOK_KEYS)
+    return hf_config_to_cfg(config, drop_rate, where), (where, HF_KEYS)
 
 
 def read_json_config(path) -> dict:
@@ -300,17 +332,17 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
     Raises WeightsError naming every missing/unexpected tensor and every shape the config
     contradicts."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    cfg = _read_config(config, drop_rate)
+    given = _read_config(config, drop_rate)  # (cfg, claim), or (None, None)
     if path is not None and path.exists():
-        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+        return _load_local(path, given, n_heads, drop_rate, tie_weights, dtype)
     if resolve_model_name(source) is None:
         raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
                                 f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
     path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     try:
-        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+        return _load_local(path, given, n_heads, drop_rate, tie_weights, dtype)
     except InputError as e:
-        if cfg is not None:  # the caller's config may be what does not fit
+        if given[0] is not None:  # the caller's config may be what does not fit
             raise
         # the cached copy was checked when downloaded, so it was damaged since: say how to refetch
         name = resolve_model_name(source)
@@ -319,26 +351,29 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
                            f"or download_gpt2({name!r}, force=True)") from None
 
 
-def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
-    """load_gpt2 for a directory or file (`cfg`: the caller's config, or None): read, check every
-    name and shape against the config, then build."""
+def _load_local(path: Path, given: tuple, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
+    """load_gpt2 for a directory or file (`given`: the caller's (cfg, claim), or (None, None)):
+    read, check the config's sizes and then every name and shape against it, then build. The
+    tensors are memory-mapped (safetensors) or read (PyTorch): memory follows the file."""
+    cfg, claim = given
     if path.is_dir():
         files = path / "model.safetensors", path / "config.json"
         for f in files if cfg is None else files[:1]:
             if not f.exists():
                 raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
                                         f"is missing")
-        cfg = cfg or _read_config(files[1], drop_rate)
+        if cfg is None:
+            cfg, claim = _read_config(files[1], drop_rate)
         path = files[0]
     state = _read_state(path)
     if "tok_emb.weight" in state:  # the book's names
         cfg = cfg or infer_cfg(state, n_heads, drop_rate)
-        check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True)
+        check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True, claim=claim)
         return _build(cfg, state, tie_weights, dtype)
     hf_sd = strip_prefix(state)
     cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", r"h\.(\d+)\.", True,
                                   n_heads, drop_rate)
-    book_sd = _to_book(hf_sd, cfg)
+    book_sd = _to_book(hf_sd, cfg, claim)
     if "out_head.weight" in book_sd and np.array_equal(book_sd["out_head.weight"],
                                                        book_sd["tok_emb.weight"]):
         del book_sd["out_head.weight"]  # lm_head saved alongside wte but identical: tied
