@@ -133,15 +133,17 @@ def shard_names(weight_map, index, folder: Path = None) -> list:
     return names
 
 
-def count_layers(names, pattern: str) -> list:
-    """The sorted block numbers that tensor `names` carry (`pattern` captures the number)."""
-    regex = re.compile(pattern)
+def count_layers(names, prefix: str) -> list:
+    """The sorted block numbers that tensor `names` carry after `prefix` ("h.", "model.layers.").
+    A number of more than 9 digits is no block (the name is then reported as unexpected)."""
+    regex = re.compile(re.escape(prefix) + r"(\d{1,9})\.")
     return sorted({int(m.group(1)) for n in names if (m := regex.match(n))})
 
 
 def check_layer_count(claimed: int, layers: list, key: str, where) -> None:
-    """Refuse a claimed layer count that the tensor names do not bear out (blocks 0..n-1)."""
-    if layers != list(range(claimed)):
+    """Refuse a claimed layer count that the tensor names do not bear out (blocks 0..n-1), without
+    making anything of the claimed length."""
+    if len(layers) != claimed or (layers and layers[-1] != claimed - 1):
         held = (f"blocks {layers[0]}..{layers[-1]} ({len(layers)} of them)" if layers
                 else "no blocks")
         raise WeightsError(f"{where}: {key} is {claimed} but the weights hold {held}")

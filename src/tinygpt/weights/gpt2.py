@@ -66,7 +66,7 @@ SIZE_TENSORS = {False: {"vocab_size": ("wte.weight", 0), "context_length": ("wpe
                         "emb_dim": ("wte.weight", 1)},
                 True: {"vocab_size": ("tok_emb.weight", 0), "context_length": ("pos_emb.weight", 0),
                        "emb_dim": ("tok_emb.weight", 1)}}
-BLOCKS = {False: r"h\.(\d+)\.", True: r"trf_blocks\.(\d+)\."}
+BLOCKS = {False: "h.", True: "trf_blocks."}  # the prefix of a block's tensor names
 BOOK_KEYS = {k: k for k in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads")}
 HF_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd",
            "n_layers": "n_layer", "n_heads": "n_head"}
@@ -238,11 +238,11 @@ def _to_hf(book_sd: dict, cfg: dict, tied: bool) -> dict:
 def infer_cfg(book_sd: dict, n_heads: int = None, drop_rate: float = 0.0) -> dict:
     """The book's cfg from a book-named state dict's shapes. n_heads cannot be seen in shapes:
     pass it, or it defaults to GPT-2's for that emb_dim (768: 12, 1024: 16, 1280: 20, 1600: 25)."""
-    return _cfg_from_shapes(book_sd, "tok_emb.weight", "pos_emb.weight", r"trf_blocks\.(\d+)\.",
+    return _cfg_from_shapes(book_sd, "tok_emb.weight", "pos_emb.weight", BLOCKS[True],
                             "trf_blocks.0.att.W_query.bias" in book_sd, n_heads, drop_rate)
 
 
-def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, drop_rate) -> dict:
+def _cfg_from_shapes(sd, tok_name, pos_name, block_prefix, qkv_bias, n_heads, drop_rate) -> dict:
     if tok_name not in sd or pos_name not in sd:
         raise WeightsError(f"cannot infer the config: {tok_name} / {pos_name} are missing")
     for name in (tok_name, pos_name):
@@ -250,7 +250,7 @@ def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, d
             raise WeightsError(f"cannot infer the config: {name} has shape {np.shape(sd[name])}, "
                                f"expected (rows, emb_dim)")
     vocab, emb = sd[tok_name].shape
-    layers = sorted({int(m.group(1)) for k in sd if (m := re.match(block_pattern, k))})
+    layers = count_layers(sd, block_prefix)
     if layers != list(range(len(layers))):
         raise WeightsError(f"cannot infer the config: transformer block numbers {layers} have gaps")
     if n_heads is None:
@@ -371,7 +371,7 @@ def _load_local(path: Path, given: tuple, n_heads, drop_rate, tie_weights, dtype
         check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True, claim=claim)
         return _build(cfg, state, tie_weights, dtype)
     hf_sd = strip_prefix(state)
-    cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", r"h\.(\d+)\.", True,
+    cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", BLOCKS[False], True,
                                   n_heads, drop_rate)
     book_sd = _to_book(hf_sd, cfg, claim)
     if "out_head.weight" in book_sd and np.array_equal(book_sd["out_head.weight"],

@@ -176,7 +176,7 @@ def check_claims(tensors: dict, cfg: dict, where) -> None:
     layer count against the block numbers in the names (before `expected_shapes` makes a row per
     claimed layer), vocab_size and hidden_size against the embedding, the heads, head_dim and
     intermediate_size against layer 0's projections."""
-    check_layer_count(cfg["n_layers"], count_layers(tensors, r"model\.layers\.(\d+)\."),
+    check_layer_count(cfg["n_layers"], count_layers(tensors, "model.layers."),
                       "num_hidden_layers", where)
     hd = cfg["head_dim"]
     claims = [("model.embed_tokens.weight", 0, "vocab_size", cfg["vocab_size"], 1),
