@@ -143,7 +143,7 @@ def test_refusals_name_the_problem(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 4}))
     with pytest.raises(WeightsError, match=r"config\.json: num_key_value_heads is 4 but model\.layers\.0\."
                                            r"self_attn\.k_proj\.weight has shape \(16, 16\), which "
-                                           r"implies num_key_value_heads 2$"):
+                                           r"implies num_key_value_heads 2 of head_dim 8$"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
     with pytest.raises(WeightsError, match=r"num_hidden_layers is 3 but the weights hold blocks 0\.\.1"):

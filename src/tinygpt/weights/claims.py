@@ -149,8 +149,9 @@ def check_layer_count(claimed: int, layers: list, key: str, where) -> None:
         raise WeightsError(f"{where}: {key} is {claimed} but the weights hold {held}")
 
 
-def claim_matches(key: str, claimed, tensor: str, shape, implied, where) -> None:
-    """Refuse when `claimed` (config `key`) differs from what tensor `tensor` of `shape` implies."""
+def claim_matches(key: str, claimed, tensor: str, shape, implied, where, unit: str = "") -> None:
+    """Refuse when `claimed` (config `key`) differs from what tensor `tensor` of `shape` implies
+    (`unit`: what the implied count is counted in, e.g. " of head_dim 8")."""
     if claimed != implied:
         raise WeightsError(f"{where}: {key} is {claimed} but {tensor} has shape {tuple(shape)}, "
-                           f"which implies {key} {implied}")
+                           f"which implies {key} {implied}{unit}")

@@ -190,7 +190,8 @@ def check_claims(tensors: dict, cfg: dict, where) -> None:
         shape = tensors[tensor][1]["shape"] if tensor in tensors else ()
         if len(shape) > axis:
             implied = shape[axis] // per if shape[axis] % per == 0 else f"{shape[axis]}/{per}"
-            claim_matches(key, claimed, tensor, shape, implied, where)
+            claim_matches(key, claimed, tensor, shape, implied, where,
+                          f" of head_dim {hd}" if per != 1 else "")
 
 
 def expected_shapes(cfg: dict, norm: str) -> dict:
