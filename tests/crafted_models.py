@@ -93,6 +93,9 @@ def edit_index(path, edit) -> None:
     write_json(file, index)
 
 
+# Peak RSS: the kernel's high-water mark of this process's own memory (VmHWM, reset by exec).
+# ru_maxrss is not used where VmHWM exists: Linux carries it across exec, so a child of a large
+# pytest process (torch imported) would report its parent's size.
 CHILD = """
 import resource, sys, time
 from tinygpt.errors import TinyGPTError
@@ -103,7 +106,13 @@ try:
     print("LOADED")
 except TinyGPTError as e:
     print("REFUSED", type(e).__name__, e)
-print("STATS", time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+seconds = time.perf_counter() - start
+try:
+    with open("/proc/self/status") as f:
+        peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+except OSError:
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("STATS", seconds, peak_kib / 1024)
 """
 
 

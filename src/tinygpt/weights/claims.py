@@ -13,6 +13,7 @@ two. Two rules, applied by every loader in `tinygpt.weights`:
    enumerated per claimed layer or any parameter is allocated (`count_layers`, `claim_matches`):
    memory follows the file, never the claim.
 """
+import json
 import math
 import re
 from pathlib import Path
@@ -155,3 +156,15 @@ def claim_matches(key: str, claimed, tensor: str, shape, implied, where, unit: s
     if claimed != implied:
         raise WeightsError(f"{where}: {key} is {claimed} but {tensor} has shape {tuple(shape)}, "
                            f"which implies {key} {implied}{unit}")
+
+
+def read_json_config(path) -> dict:
+    """A config.json as a dict; an unreadable one is an InputError naming the file."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a huge number, deep nesting
+        raise InputError(f"{path} is not a valid JSON config ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} holds a JSON {type(config).__name__}, not a config object")
+    return config

@@ -155,7 +155,7 @@ def _expected_cfg(info: dict) -> dict:
 
 def _check_config(path, info: dict) -> None:
     """A downloaded config.json must describe the named size."""
-    from .gpt2 import read_json_config
+    from .claims import read_json_config
     hf = read_json_config(path)
     keys = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")
     got, want = tuple(hf.get(k) for k in keys), info["dims"] + (info["vocab_size"], info["n_positions"])

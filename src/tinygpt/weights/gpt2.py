@@ -10,8 +10,10 @@ the array changes, and its shape in the Hugging Face file. Three things differ f
   * lm_head.weight is optional: GPT-2 ties the output head to wte, so files usually omit it;
            the model is then built with `tie_weights=True` (out_head IS tok_emb).
 
-Loading checks every shape against the config and lists missing and unexpected names in one
-error; a config that disagrees with a tensor's shape names the tensor.
+Loading checks every config value by type and range, then the sizes the config claims against
+the tensors' shapes (the block count against the block numbers in the names, before any table is
+made per claimed block; see `claims`), then every shape, listing missing and unexpected names in
+one error.
 """
 import json
 import os
@@ -24,7 +26,7 @@ from ..model.config import model_configs, validate_config
 from ..model.gpt import GPTModel
 from .download import GPT2_MODELS, download_gpt2, gpt2_dir, resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches,  # noqa: F401
-                     count_layers)
+                     count_layers, read_json_config)  # WeightsError, read_json_config: re-exported
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
 from ..errors import InputError
@@ -56,16 +58,13 @@ OPTIONAL_HF = {"lm_head.weight"}  # absent when tied to wte
 IGNORED_HF = re.compile(r"h\.\d+\.attn\.(masked_)?bias")        # causal-mask buffers, not weights
 IGNORED_BOOK = re.compile(r"trf_blocks\.\d+\.att\.mask")       # the book's mask buffers
 HEADS_BY_EMB = {c["emb_dim"]: c["n_heads"] for c in model_configs.values()}  # 768 -> 12, ...
-
-
 GPT2_REPOS = {name: info["repo"] for name, info in GPT2_MODELS.items()}  # for the CLI hint
 
 
-# Where a config's sizes can be seen in the weights: cfg key -> (tensor, axis), for either naming.
-SIZE_TENSORS = {False: {"vocab_size": ("wte.weight", 0), "context_length": ("wpe.weight", 0),
-                        "emb_dim": ("wte.weight", 1)},
-                True: {"vocab_size": ("tok_emb.weight", 0), "context_length": ("pos_emb.weight", 0),
-                       "emb_dim": ("tok_emb.weight", 1)}}
+# Where a config's sizes show in the weights: {book names?: {cfg key: (tensor, axis)}}.
+SIZE_TENSORS = {book: {"vocab_size": (tok, 0), "context_length": (pos, 0), "emb_dim": (tok, 1)}
+                for book, (tok, pos) in {False: ("wte.weight", "wpe.weight"),
+                                         True: ("tok_emb.weight", "pos_emb.weight")}.items()}
 BLOCKS = {False: "h.", True: "trf_blocks."}  # the prefix of a block's tensor names
 BOOK_KEYS = {k: k for k in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads")}
 HF_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd",
@@ -82,8 +81,7 @@ def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0, where="GPT-2 config") -> 
         raise WeightsError(f"{where}: model_type is {hf['model_type']!r}, not 'gpt2'")
     emb, heads = v.int("n_embd"), v.int("n_head")
     v.divides("n_embd", "n_head", emb, heads)
-    context = v.int("n_positions", None)
-    context = v.int("n_ctx") if context is None else context
+    context = v.int("n_positions", None) or v.int("n_ctx")
     v.dtype()
     v.flag("tie_word_embeddings", None)
     for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
@@ -151,11 +149,6 @@ def _book_shapes(cfg: dict) -> dict:
 
 
 # --- state-dict conversion ---------------------------------------------------------------
-def check_hf_state_dict(hf_sd: dict, cfg: dict, claim=None) -> None:
-    """Raise one WeightsError listing missing names, unexpected names and shape mismatches."""
-    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg, claim=claim)
-
-
 def check_claims(shapes: dict, cfg: dict, book_names: bool = False, claim=None) -> None:
     """The config's sizes against the tensors' shapes, before any table is made per claimed
     layer: the block count against the block numbers in the names, vocab_size, context_length
@@ -196,7 +189,7 @@ def strip_prefix(hf_sd: dict) -> dict:
 def _to_book(hf_sd: dict, cfg: dict, claim=None) -> dict:
     """HF GPT-2 state dict (checked) -> book state dict. Transposes are views: the copy into the
     model happens one tensor at a time (see `_build`), so gpt2-xl never exists twice in memory."""
-    check_hf_state_dict(hf_sd, cfg, claim)
+    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg, claim=claim)
     book = {}
     for hf, ours, how, _ in HF_TO_BOOK:
         for i in _layers(hf, cfg["n_layers"]):
@@ -264,9 +257,8 @@ def _cfg_from_shapes(sd, tok_name, pos_name, block_prefix, qkv_bias, n_heads, dr
 
 
 def _read_config(config, drop_rate: float) -> tuple:
-    """`config` option -> (book cfg, claim): a path to config.json, a HF config dict or a book
-    cfg dict; `claim` = (where it came from, {cfg key: its name there}) for `check_claims`.
-    (None, None) without a config."""
+    """`config` (a path to config.json, a HF config dict or a book cfg dict, or None) -> (book
+    cfg, (where it came from, {cfg key: its name there}) for `check_claims`), or (None, None)."""
     if config is None:
         return None, None
     where = "config"
@@ -277,18 +269,6 @@ def _read_config(config, drop_rate: float) -> tuple:
     if "emb_dim" in config:
         return validate_config({"drop_rate": drop_rate, **config}, where=where), (where, BOOK_KEYS)
     return hf_config_to_cfg(config, drop_rate, where), (where, HF_KEYS)
-
-
-def read_json_config(path) -> dict:
-    """A config.json as a dict; an unreadable one is an InputError naming the file."""
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a huge number, deep nesting
-        raise InputError(f"{path} is not a valid JSON config ({type(e).__name__}: "
-                         f"{str(e)[:200]})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path} holds a JSON {type(config).__name__}, not a config object")
-    return config
 
 
 def _build(cfg: dict, book_sd: dict, tie_weights, dtype) -> GPTModel:

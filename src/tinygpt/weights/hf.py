@@ -27,8 +27,9 @@ from ..model.llama3 import Llama3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
-from .claims import ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers, shard_names
-from .gpt2 import load_gpt2, read_json_config
+from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
+                     read_json_config, shard_names)
+from .gpt2 import load_gpt2
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..files import atomic_write

@@ -28,9 +28,8 @@ from pathlib import Path
 from ..data.download import ChecksumError, DownloadError, cache_home, download_file
 from ..errors import InputError
 from ..files import atomic_write
-from .claims import shard_names
+from .claims import read_json_config, shard_names
 from .download import hf_endpoint, hub_head, linked_file_info
-from .gpt2 import read_json_config
 
 MANIFEST = ".tinygpt-download.json"
 SMALL_FILE_BYTES = 64 << 20  # a small (non-LFS) file in a model repository: configs, tokenizers
