@@ -53,6 +53,12 @@ MODERN_LIES = [
     ("rope_scaling", [["rope_type", "llama3"]], r"must be a JSON object, got \[\["),
     ("rope_parameters", "default", r"must be a JSON object, got 'default'"),
     ("model_type", ["qwen3"], r"must be a string, got \['qwen3'\]"),
+    ("eos_token_id", [1, "2"], r"must be a token id \(an integer >= 0\) or a list of them, got \[1, '2'\]"),
+    ("bos_token_id", -1, r"must be a token id"),
+    ("use_cache", "true", NOT_FLAG + "'true'"),
+    ("attention_dropout", 1.5, r"must be a probability in \[0, 1\], got 1.5"),
+    ("sliding_window", "4096", r"must be an integer >= 0, got '4096'"),
+    ("initializer_range", float("nan"), r"must be a finite number, got nan"),
 ]
 
 
@@ -133,6 +139,9 @@ GPT2_LIES = [
     ("resid_pdrop", 2.0, r"must be a probability in \[0, 1\], got 2.0"),
     ("attn_pdrop", float("inf"), r"must be a finite number, got inf"),
     ("model_type", 2, r"must be a string, got 2"),
+    ("n_ctx", "8", NOT_INT + "'8'"),
+    ("eos_token_id", 50256.0, r"must be a token id"),
+    ("summary_first_dropout", -0.1, r"must be a probability in \[0, 1\]"),
 ]
 
 

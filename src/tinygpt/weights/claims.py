@@ -109,6 +109,35 @@ class ConfigValues:
                 raise self.refuse(key, f"must be one of {', '.join(sorted(DTYPE_NAMES))}, got "
                                        f"{_shown(value)}")
 
+    def probability(self, key):
+        """A dropout rate, when given: a number in [0, 1]."""
+        p = self.number(key, 0.0, positive=False)
+        if not 0.0 <= p <= 1.0:
+            raise self.refuse(key, f"must be a probability in [0, 1], got {_shown(p)}")
+
+    def token_ids(self):
+        """bos/eos/pad_token_id, when given: a token id (an integer >= 0) or a list of them.
+        (Not bounded by vocab_size: the tokenizer, not the config, decides which ids occur.)"""
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value, given = self._get(key, None, True)
+            ids = value if isinstance(value, list) else [value]
+            if given and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                 for i in ids):
+                raise self.refuse(key, f"must be a token id (an integer >= 0) or a list of them, "
+                                       f"got {_shown(value)}")
+
+    def unused(self, flags=(), counts=(), numbers=(), probabilities=()):
+        """Keys tinygpt does not read, checked all the same (a config that breaks them is not
+        one to half-read): JSON booleans, integers >= 0, finite numbers, dropout rates."""
+        for key in probabilities:
+            self.probability(key)
+        for key in flags:
+            self.flag(key, None)
+        for key in counts:
+            self.int(key, None, minimum=0)
+        for key in numbers:
+            self.number(key, None, positive=False)
+
     def divides(self, key, by_key, value, by):
         if value % by:
             raise self.refuse(key, f"({value}) must be a multiple of {by_key} ({by})")

@@ -83,10 +83,10 @@ def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0, where="GPT-2 config") -> 
     v.divides("n_embd", "n_head", emb, heads)
     context = v.int("n_positions", None) or v.int("n_ctx")
     v.dtype()
-    v.flag("tie_word_embeddings", None)
-    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        if not 0.0 <= v.number(key, 0.0, positive=False) <= 1.0:
-            raise v.refuse(key, f"must be a probability in [0, 1], got {hf[key]!r}")
+    v.int("n_ctx", None)
+    v.token_ids()
+    v.unused(flags=("tie_word_embeddings", "use_cache"), numbers=("initializer_range",),
+             probabilities=("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"))
     unsupported = {"activation_function": (v.name("activation_function", "gelu_new"),
                                            ("gelu_new", "gelu_pytorch_tanh")),
                    "n_inner": (v.int("n_inner", None), (None, 4 * emb)),

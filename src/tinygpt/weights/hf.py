@@ -108,6 +108,8 @@ def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
     if v.name("hidden_act", "silu") != "silu":
         raise WeightsError(f"{where}: hidden_act {config['hidden_act']!r} is not supported (silu)")
     v.dtype()
+    v.unused(flags=("use_cache",), counts=("sliding_window", "max_window_layers"),
+             numbers=("initializer_range",), probabilities=("attention_dropout",))
     emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
     head_dim = v.int("head_dim", None)
     if head_dim is None:
@@ -115,6 +117,7 @@ def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
         head_dim = emb // heads
     kv_heads = v.int("num_key_value_heads", heads)
     v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
+    v.token_ids()
     cfg = {"vocab_size": v.int("vocab_size"), "context_length": v.int("max_position_embeddings"),
            "emb_dim": emb, "n_heads": heads, "n_layers": v.int("num_hidden_layers"),
            "hidden_dim": v.int("intermediate_size"), "head_dim": head_dim, "n_kv_groups": kv_heads,
