@@ -7,8 +7,9 @@
 What enters the cache is checked as the Hub's own client checks it: the sha256 and size of
 model.safetensors are the recorded ones, or else those the Hub announces for the file (a HEAD
 request on its resolve URL, not following the redirect, answers with `X-Linked-Etag: "<sha256>"`
-and `X-Linked-Size`); and before the file is moved into the cache its tensor names and shapes
-must be those of the named size (config.json likewise).
+and `X-Linked-Size`; `hub_head` makes that request, for `hub.py` too); and before the file is
+moved into the cache its tensor names and shapes must be those of the named size (config.json
+likewise).
 """
 import os
 import re

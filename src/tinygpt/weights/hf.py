@@ -6,11 +6,13 @@ A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.dow
 book's by one table, HF_TO_BOOK below (their Linear weights are already (out, in): no transpose).
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
-1. config.json -> the book's cfg (unsupported variants, e.g. biases or another RoPE scaling, are
-   refused by name);
-2. every safetensors header (one file, or the shards `model.safetensors.index.json` lists) ->
-   every tensor's name, dtype and shape checked against the shapes the cfg implies, all problems
-   in one WeightsError, before any parameter is allocated;
+1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
+   unsupported variants (biases, another RoPE scaling) refused by name;
+2. every safetensors header (one file, or the shards the index's weight_map names, each a
+   .safetensors file in the folder) -> the sizes the config claims checked against them, each
+   refusal naming its key (`check_claims`: the layer count against the block numbers in the
+   names, before any table is made per claimed layer), then every tensor's name, dtype and shape
+   against the shapes the cfg implies, all problems in one WeightsError;
 3. the model is built, then each tensor is read from its file straight into its parameter (bf16
    widened to float32 a slice at a time). Plain reads rather than a memory map: mapped pages
    stay resident after they are copied, so peak RSS would approach twice the model
