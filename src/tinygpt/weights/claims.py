@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import InputError
 
 MISSING = object()
-DTYPE_NAMES = {"float32", "float16", "bfloat16", "float64", "float", "half", "double"}
+DTYPE_NAMES = {"float32", "float16", "bfloat16", "float64", "float", "half", "double"}  # as transformers writes them
 
 
 class WeightsError(InputError):
@@ -35,9 +35,10 @@ def _shown(value) -> str:
 
 
 class ConfigValues:
-    """Typed reads of one config dict: `ints`, `number`, `flag`, `name`, `table`. Each returns the
-    value (or `default` when the key is absent; `None` counts as absent where `none_ok`) and
-    raises WeightsError "<where>: <key> must be ..., got ..." otherwise."""
+    """Typed reads of one config dict: `int`, `number`, `flag`, `name`, `table` (and the groups
+    `dtype`, `token_ids`, `unused`). Each returns the value, or `default` when the key is absent
+    or null (a missing key without a default is refused), and raises WeightsError
+    "<where>: <key> must be ..., got ..." for a value of the wrong type or out of range."""
 
     def __init__(self, config: dict, where, prefix: str = ""):
         self.config, self.where, self.prefix = config, where, prefix
@@ -45,27 +46,27 @@ class ConfigValues:
     def refuse(self, key: str, what: str) -> WeightsError:
         return WeightsError(f"{self.where}: {self.prefix}{key} {what}")
 
-    def _get(self, key, default, none_ok):
+    def _get(self, key, default):
         """(value, True) when `key` holds a value to check, else (default, False)."""
         value = self.config.get(key, MISSING)
-        if value is MISSING or (value is None and none_ok):
+        if value is MISSING or value is None:  # JSON null: as if absent, as transformers reads it
             if default is MISSING:
                 raise self.refuse(key, "is missing")
             return default, False
         return value, True
 
-    def int(self, key, default=MISSING, minimum=1, none_ok=True):
+    def int(self, key, default=MISSING, minimum=1):
         """An integer >= `minimum` (JSON 12, not 12.0, "12" or true)."""
-        value, given = self._get(key, default, none_ok)
+        value, given = self._get(key, default)
         if not given:
             return value
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.refuse(key, f"must be an integer >= {minimum}, got {_shown(value)}")
         return value
 
-    def number(self, key, default=MISSING, positive=True, none_ok=True):
+    def number(self, key, default=MISSING, positive=True):
         """A finite number (> 0 when `positive`) as a float."""
-        value, given = self._get(key, default, none_ok)
+        value, given = self._get(key, default)
         if not given:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -74,16 +75,16 @@ class ConfigValues:
             raise self.refuse(key, f"must be {kind}, got {_shown(value)}")
         return float(value)
 
-    def flag(self, key, default=MISSING, none_ok=True):
+    def flag(self, key, default=MISSING):
         """A JSON boolean (true/false; not "no", 0 or 1)."""
-        value, given = self._get(key, default, none_ok)
+        value, given = self._get(key, default)
         if given and not isinstance(value, bool):
             raise self.refuse(key, f"must be true or false, got {_shown(value)}")
         return value
 
-    def name(self, key, default=MISSING, choices=None, none_ok=True):
+    def name(self, key, default=MISSING, choices=None):
         """A string, one of `choices` when given."""
-        value, given = self._get(key, default, none_ok)
+        value, given = self._get(key, default)
         if not given:
             return value
         if not isinstance(value, str) or (choices is not None and value not in choices):
@@ -91,10 +92,10 @@ class ConfigValues:
             raise self.refuse(key, f"must be a string{allowed}, got {_shown(value)}")
         return value
 
-    def table(self, key, none_ok=True) -> "ConfigValues | None":
+    def table(self, key) -> "ConfigValues | None":
         """The JSON object at `key` as its own ConfigValues (its errors name `key.<inner key>`),
         or None when absent."""
-        value, given = self._get(key, None, none_ok)
+        value, given = self._get(key, None)
         if not given:
             return None
         if not isinstance(value, dict):
@@ -104,10 +105,7 @@ class ConfigValues:
     def dtype(self):
         """torch_dtype (transformers 4) and dtype (5), when given: a known dtype name."""
         for key in ("torch_dtype", "dtype"):
-            value = self.name(key, None)
-            if value is not None and value.removeprefix("torch.") not in DTYPE_NAMES:
-                raise self.refuse(key, f"must be one of {', '.join(sorted(DTYPE_NAMES))}, got "
-                                       f"{_shown(value)}")
+            self.name(key, None, choices=DTYPE_NAMES)
 
     def probability(self, key):
         """A dropout rate, when given: a number in [0, 1]."""
@@ -119,7 +117,7 @@ class ConfigValues:
         """bos/eos/pad_token_id, when given: a token id (an integer >= 0) or a list of them.
         (Not bounded by vocab_size: the tokenizer, not the config, decides which ids occur.)"""
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value, given = self._get(key, None, True)
+            value, given = self._get(key, None)
             ids = value if isinstance(value, list) else [value]
             if given and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                  for i in ids):

@@ -171,7 +171,7 @@ def _check_tensors(path, info: dict) -> None:
     from .safetensors_io import read_header
     entries, _, _ = read_header(path)
     check_shapes(strip_prefix({n: e["shape"] for n, e in entries.items()}), _expected_cfg(info),
-                 claim=(f"{info['repo']} has", BOOK_KEYS))
+                 claim=(f"{info['repo']} (the size asked for)", BOOK_KEYS))
 
 
 def _canonical(name: str) -> str:

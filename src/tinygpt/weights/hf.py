@@ -136,8 +136,9 @@ def _rope(v: ConfigValues, model_type: str, where) -> dict:
         return next((t for t in reversed(tables) if t.config.get(key) is not None), None)
 
     out = {"rope_base": (holder("rope_theta") or v).number("rope_theta")}
-    kind = holder("rope_type") or holder("type")
-    rope_type = kind.name("rope_type" if "rope_type" in kind.config else "type") if kind else "default"
+    kind = holder("rope_type") or holder("type")  # "type": the older spelling
+    rope_type = "default" if kind is None else kind.name(
+        "rope_type" if kind.config.get("rope_type") is not None else "type")
     if rope_type == "llama3" and model_type == "llama":
         low, high = kind.number("low_freq_factor"), kind.number("high_freq_factor")
         if high <= low:
