@@ -14,7 +14,6 @@ Settings by mode: the notebook's when the chapter-7 model was fine-tuned from GP
 (`book=True`), and offline (the small chapter-7 model) a larger learning rate and sparser
 evaluations, so that one epoch fits in a few minutes on 2 CPU cores.
 """
-import json
 import pathlib
 import time
 from functools import partial
@@ -24,14 +23,13 @@ from ..core.random import manual_seed
 from ..data import DataLoader
 from ..data.instruct import format_input, split_instruction_data
 from ..errors import InputError
-from ..files import atomic_write
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import load_model, save_checkpoint
 from .dpo import (check_beta, compute_dpo_loss_loader, frozen_copy, plot_dpo,
                   train_model_dpo_simple)
 from .dpo_data import PreferenceDataset, dpo_collate_fn, load_preference_data, usable_entries
-from .instruct import generate_responses
+from .instruct import generate_responses, write_json
 from .lora import merge_lora, replace_linear_with_lora, save_lora
 
 # The notebook's settings (gpt2-medium fine-tuned in chapter 7).
@@ -75,12 +73,6 @@ def make_loaders(train_data, val_data, tokenizer, batch_size, allowed_max_length
     if len(loaders[0]) == 0:
         raise InputError(f"{len(loaders[0].dataset)} training entries make no full batch of {batch_size}")
     return loaders
-
-
-def write_json(path, obj) -> pathlib.Path:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, ensure_ascii=False)
-    return pathlib.Path(path)
 
 
 def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", num_epochs=None,
