@@ -60,7 +60,7 @@ def _classify(sub):
         from ..finetune.classify import classify_review, load_classifier, resolve_classifier_path
         model, state = load_classifier(resolve_classifier_path(args.model))
         tokenizer = get_gpt2_tokenizer()
-        class_names = tuple(state.get("class_names", ("not spam", "spam")))
+        class_names = tuple(state["class_names"])  # checked by load_classifier
         width = max(map(len, class_names))
         for text in args.text:  # one line per message: its label, then the message
             label = classify_review(text, model, tokenizer, max_length=state.get("max_length"),

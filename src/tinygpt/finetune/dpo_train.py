@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import load_model, save_checkpoint
+from ..train.guard import check_finite_state
 from .dpo import (check_beta, compute_dpo_loss_loader, frozen_copy, plot_dpo,
                   train_model_dpo_simple)
 from .dpo_data import PreferenceDataset, dpo_collate_fn, load_preference_data, usable_entries
@@ -127,7 +128,9 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     start_context = format_input(val_data[min(2, len(val_data) - 1)])  # the notebook's val_data[2]
     tracking = train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader,
                                       optimizer, settings["num_epochs"], beta, settings["eval_freq"],
-                                      settings["eval_iter"], start_context, tokenizer, write=say)
+                                      settings["eval_iter"], start_context, tokenizer,
+                                      write=say if quiet else None,
+                                      progress="none" if quiet else None)
     result = {"tracking": tracking, "train_seconds": time.perf_counter() - train_start,
               "settings": {**settings, "beta": beta, "lora_rank": lora_rank}}
     policy_model.eval()
@@ -142,9 +145,11 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
         except ImportError as err:
             say(f"(no plots: {err})")
 
+    check_finite_state(policy_model.named_parameters(), f"the DPO policy to be saved in {out_dir}")
     if lora_rank:
         result["lora"] = save_lora(out_dir / "lora.safetensors", policy_model)
         merge_lora(policy_model)
+        check_finite_state(policy_model.named_parameters(), "the DPO policy with LoRA merged")
     result["responses"] = show_responses(policy_model, reference_model, test_data, tokenizer,
                                          settings["max_new_tokens"], cfg["context_length"],
                                          out_dir, say)
