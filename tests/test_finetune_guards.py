@@ -71,10 +71,14 @@ def classifier_run(lr=5e-4, weight_decay=0.1, nan=False, n=32, epochs=3, **optio
 
 @pytest.mark.parametrize("setting", [dict(lr=1e6), dict(weight_decay=1e12), dict(nan=True)])
 def test_classifier_loop_stops_at_the_first_non_finite_loss(setting):
-    with pytest.raises(TrainingError, match="classifier fine-tuning diverged") as caught:
+    # (the step's own loss, or the evaluation after it: every 100 steps, so only after step 0)
+    with pytest.raises(TrainingError, match=r"classifier fine-tuning (\(evaluated\) )?diverged: "
+                                            r"the loss at step \d+ is (nan|inf)") as caught:
         classifier_run(quiet=True, **setting)
     step = int(STEP.search(str(caught.value)).group(1))
-    assert step == 0 if setting.get("nan") else 0 < step < 24, str(caught.value)
+    if setting.get("nan"):
+        assert step == 0 and "evaluated" not in str(caught.value), str(caught.value)
+    assert step < 24, str(caught.value)
 
 
 def test_a_nan_classifier_is_never_saved_and_the_previous_file_stays(tmp_path):
@@ -92,6 +96,16 @@ def test_classify_refuses_non_finite_logits():
     model.out_head.weight.data[:] = 0.0
     with pytest.raises(InputError, match="logits for this message are not finite"):
         classify_review("Free entry! Txt WIN now", model, get_gpt2_tokenizer(), max_length=12)
+
+
+def test_classify_command_refuses_overflowing_logits_in_one_line(tmp_path, capsys):
+    model = replace_head(tiny_model(), 2, seed=1)
+    model.out_head.weight.data[:] = 3e38  # finite, saved; its products overflow to inf
+    path = save_classifier(tmp_path / "clf.safetensors", model, max_length=12)
+    assert cli.main(["classify", "--model", str(path), "--text", "Free entry! Txt WIN now"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("tinygpt classify: error: the classifier's logits for this message "
+                           "are not finite"), line
 
 
 def small_collection(tmp_path, n_ham=60, n_spam=40):
@@ -116,7 +130,8 @@ def test_finetune_classify_diverging_exits_2_and_keeps_the_previous_classifier(t
                      "--out", str(out), "--quiet", *args]) == 2
     line = one_error_line(capsys)
     assert line.startswith("tinygpt finetune-classify: error: "), line
-    assert "classifier fine-tuning diverged: the loss at step" in line or "non-finite" in line, line
+    assert re.search(r"classifier fine-tuning (\(evaluated\) )?diverged: the loss at step \d+ ", line) \
+        or "non-finite" in line, line
     assert (out / "classifier.safetensors").read_bytes() == good
 
 
@@ -195,10 +210,13 @@ def dpo_loop(entries, lr=3e-4, nan=False, epochs=1, **options):
 
 @pytest.mark.parametrize("setting", [dict(lr=1e6), dict(nan=True)])
 def test_dpo_loop_stops_at_the_first_non_finite_loss(preference_entries, setting):
-    with pytest.raises(TrainingError, match="DPO training diverged") as caught:
+    with pytest.raises(TrainingError, match=r"DPO training (\(evaluated\) )?diverged: the loss at "
+                                            r"step \d+ is (nan|inf)") as caught:
         dpo_loop(preference_entries, progress="none", **setting)
     step = int(STEP.search(str(caught.value)).group(1))
-    assert step == 0 if setting.get("nan") else 0 < step < 4, str(caught.value)
+    if setting.get("nan"):
+        assert step == 0 and "evaluated" not in str(caught.value), str(caught.value)
+    assert step < 4, str(caught.value)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +236,7 @@ def test_finetune_dpo_diverging_exits_2_and_writes_no_policy(chapter7_models, tm
                      "--train-entries", "16", "--batch-size", "4", "--lr", lr, "--lora-rank", "2",
                      "--quiet"]) == 2
     line = one_error_line(capsys)
-    assert "DPO training diverged: the loss at step" in line, line
+    assert re.search(r"DPO training (\(evaluated\) )?diverged: the loss at step \d+ ", line), line
     assert not (out / "model.safetensors").exists() and not (out / "lora.safetensors").exists()
 
 

@@ -130,6 +130,7 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, num_epoc
                 bar.step(loss_value, optimizer.param_groups[0]["lr"], tokens_per_second)
                 if global_step % eval_freq == 0:
                     train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                    check_finite_loss(train_loss, global_step, "classifier fine-tuning (evaluated)")
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
                     write(f"Ep {epoch + 1} (Step {global_step:06d}): "

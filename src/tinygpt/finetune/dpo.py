@@ -217,6 +217,7 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
                 if global_step % eval_freq == 0:
                     res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader,
                                                    val_loader, beta, eval_iter)
+                    check_finite_loss(res["train_loss"], global_step, "DPO training (evaluated)")
                     track_evaluation(tracking, res, tokens_seen)
                     train_reward_margin = res["train_chosen_reward"] - res["train_rejected_reward"]
                     val_reward_margin = res["val_chosen_reward"] - res["val_rejected_reward"]
