@@ -21,7 +21,7 @@ from tinygpt.finetune.classify import (classify_review, replace_head, save_class
                                        train_classifier_simple, trainable_parameters)
 from tinygpt.finetune.dpo import frozen_copy, load_preference_data, train_model_dpo_simple
 from tinygpt.finetune.dpo_train import make_loaders, run_dpo
-from tinygpt.finetune.instruct import run_instruction_finetune
+from tinygpt.finetune.instruct import generate_responses, run_instruction_finetune
 from tinygpt.model import GPTModel
 from tinygpt.optim import AdamW
 from tinygpt.tokenizer import get_gpt2_tokenizer
@@ -183,6 +183,13 @@ def test_finetune_instruct_from_nan_weights_exits_2_in_one_line(tmp_path, instru
                      "--batch-size", "4", "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "step 0: the training loss is nan" in one_error_line(capsys)
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_instruct_responses_draw_no_bar_off_a_terminal(capsys):
+    entries = json.loads(asset_path("instruction-data.json").read_text())[:2]
+    responses = generate_responses(tiny_model(), entries, get_gpt2_tokenizer(), max_new_tokens=2)
+    captured = capsys.readouterr()
+    assert len(responses) == 2 and "\r" not in captured.err + captured.out, captured.err
 
 
 def test_instruct_refuses_fewer_entries_than_a_batch(tmp_path, instruction_data):

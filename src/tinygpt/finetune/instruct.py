@@ -73,7 +73,9 @@ def generate_responses(model, entries, tokenizer=None, max_new_tokens=256, conte
     context_size = context_size or model.cfg["context_length"]
     model.eval()
     out = []
-    for entry in tqdm(entries, desc="responses", unit="entry", disable=quiet, dynamic_ncols=True):
+    # disable=None: no bar when stderr is not a terminal (a log would get its carriage returns)
+    for entry in tqdm(entries, desc="responses", unit="entry", disable=True if quiet else None,
+                      dynamic_ncols=True):
         input_text = format_input(entry)
         token_ids = generate(model, text_to_token_ids(input_text, tokenizer)[:, -context_size:],
                              max_new_tokens, context_size, eos_id=END_OF_TEXT)
@@ -265,6 +267,7 @@ def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruc
         merge_lora(model)  # one matmul per layer again; same outputs
         check_finite_state(model.named_parameters(), "the fine-tuned model with LoRA merged")
     gen_start = time.perf_counter()
+    say(f"generating responses to the {len(test_data)} test entries")
     responses = generate_responses(model, test_data, tokenizer, settings["max_new_tokens"],
                                    model.cfg["context_length"], quiet=quiet)
     result["generate_seconds"] = time.perf_counter() - gen_start
