@@ -76,6 +76,39 @@ def make_loaders(train_data, val_data, tokenizer, batch_size, allowed_max_length
     return loaders
 
 
+def load_preference_splits(data_path, num_train, say):
+    """The preference data (default: the book's) split like chapter 7 into (train, test,
+    validation), the training split cut to its first `num_train` entries; InputError when a
+    split is empty."""
+    data = load_preference_data(data_path or asset_path("instruction-data-with-preference.json"))
+    train_data, test_data, val_data = split_instruction_data(data)
+    if num_train is not None:
+        train_data = train_data[:num_train]
+    say(f"{len(data)} preference entries: {len(train_data)} train, {len(test_data)} test, "
+        f"{len(val_data)} val")
+    for name, split in (("training", train_data), ("validation", val_data), ("test", test_data)):
+        if not split:
+            raise InputError(f"{len(data)} preference entries leave the {name} split empty")
+    return train_data, test_data, val_data
+
+
+def load_policy_and_reference(model, lora_rank, lora_alpha, seed, say):
+    """The chapter-7 model as the policy (with LoRA adapters if `lora_rank`) and its frozen copy,
+    made before any adapter, as the reference."""
+    model_path = resolve_model_path(model)
+    policy_model, _ = load_model(model_path)
+    reference_model = frozen_copy(policy_model)  # before LoRA: the reference is the plain model
+    if lora_rank:
+        manual_seed(seed)
+        replace_linear_with_lora(policy_model, lora_rank,
+                                 lora_alpha if lora_alpha is not None else lora_rank)
+    trainable = sum(p.size for p in policy_model.parameters() if p.requires_grad)
+    say(f"policy {model_path}: {trainable:,} trainable parameters of "
+        f"{sum(p.size for p in policy_model.parameters()):,}"
+        + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
+    return policy_model, reference_model
+
+
 def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", num_epochs=None,
             batch_size=None, lr=None, weight_decay=None, beta=0.1, lora_rank=None, lora_alpha=None,
             eval_freq=None, eval_iter=None, max_new_tokens=None, num_train=None, seed=123,
@@ -98,27 +131,10 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = get_gpt2_tokenizer()
-    data = load_preference_data(data_path or asset_path("instruction-data-with-preference.json"))
-    train_data, test_data, val_data = split_instruction_data(data)
-    if num_train is not None:
-        train_data = train_data[:num_train]
-    say(f"{len(data)} preference entries: {len(train_data)} train, {len(test_data)} test, "
-        f"{len(val_data)} val")
-    for name, split in (("training", train_data), ("validation", val_data), ("test", test_data)):
-        if not split:
-            raise InputError(f"{len(data)} preference entries leave the {name} split empty")
-
-    model_path = resolve_model_path(model)
-    policy_model, _ = load_model(model_path)
-    reference_model = frozen_copy(policy_model)  # before LoRA: the reference is the plain model
+    train_data, test_data, val_data = load_preference_splits(data_path, num_train, say)
+    policy_model, reference_model = load_policy_and_reference(model, lora_rank, lora_alpha, seed, say)
     cfg = dict(policy_model.cfg)
-    if lora_rank:
-        manual_seed(seed)
-        replace_linear_with_lora(policy_model, lora_rank, lora_alpha if lora_alpha is not None else lora_rank)
     trainable = [p for p in policy_model.parameters() if p.requires_grad]
-    say(f"policy {model_path}: {sum(p.size for p in trainable):,} trainable parameters of "
-        f"{sum(p.size for p in policy_model.parameters()):,}" + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
-
     train_loader, val_loader = make_loaders(train_data, val_data, tokenizer,
                                             settings["batch_size"], cfg["context_length"], seed, say)
     manual_seed(seed)
