@@ -176,12 +176,14 @@ def test_instruct_diverging_writes_no_model_and_keeps_the_previous(tmp_path, ins
     assert not (out / "lora.safetensors").exists()
 
 
-def test_finetune_instruct_from_nan_weights_exits_2_in_one_line(tmp_path, instruction_data, capsys):
+@pytest.mark.parametrize("nan, lr", [(True, "2e-3"), (False, "1e6")])
+def test_finetune_instruct_diverging_exits_2_in_one_line(tmp_path, instruction_data, capsys, nan, lr):
     start = tmp_path / "start.safetensors"
-    save_checkpoint(start, tiny_model(nan=True), config=TINY)
+    save_checkpoint(start, tiny_model(nan=nan), config=TINY)
     assert cli.main(["finetune-instruct", "--weights", str(start), "--data", str(instruction_data),
-                     "--batch-size", "4", "--out", str(tmp_path / "run"), "--quiet"]) == 2
-    assert "step 0: the training loss is nan" in one_error_line(capsys)
+                     "--batch-size", "4", "--lr", lr, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    line = one_error_line(capsys)
+    assert re.search(r"step \d+: the (evaluated )?training loss is nan; training diverged", line), line
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
