@@ -217,7 +217,9 @@ def check_classifier_claims(path, entries, state) -> dict:
         if found != want:
             raise CheckpointError(f"{path}: num_classes={n} needs {name} of shape {want}, the "
                                   f"file's is {found}")
-    names = state.get("class_names", list(CLASS_NAMES))
+    if "class_names" not in state and n != len(CLASS_NAMES):
+        raise CheckpointError(f"{path}: no class_names recorded for num_classes={n}")
+    names = state.get("class_names", list(CLASS_NAMES))  # files saved before they were recorded
     if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
         raise CheckpointError(f"{path}: class_names must be a list of strings, got "
                               f"{str(names)[:80]}")
