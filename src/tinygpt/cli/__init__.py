@@ -75,7 +75,6 @@ def _tune_process() -> None:
 
 
 def _register_commands() -> None:
-    from . import inference, pretrain, show  # noqa: F401  (importing each registers its commands)
-    if "finetune-classify" not in COMMANDS:  # once per process, however often main() runs
-        from ..finetune import cli as finetune_cli
-        finetune_cli.register(command)
+    # importing each registers its commands (once per process: a module is imported once)
+    from . import inference, pretrain, show  # noqa: F401
+    from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)

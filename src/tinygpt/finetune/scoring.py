@@ -144,7 +144,8 @@ def score_with_ollama(entries, model: str = "llama3", url: str = OLLAMA_URL,
     entry (None where the answer held no score, as the book skips those). Server problems
     raise (see `query_ollama`)."""
     scores = []
-    for entry in tqdm(entries, desc=f"scoring ({model})", unit="entry", disable=quiet,
-                      dynamic_ncols=True):
+    # disable=None: no bar when stderr is not a terminal (a log would get its carriage returns)
+    for entry in tqdm(entries, desc=f"scoring ({model})", unit="entry",
+                      disable=True if quiet else None, dynamic_ncols=True):
         scores.append(parse_score(query_ollama(judge_prompt(entry, key), model, url, timeout)))
     return scores
