@@ -9,7 +9,7 @@ from tinygpt.assets import asset_path
 from tinygpt.errors import InputError, TrainingError
 from tinygpt.tokenizer import get_gpt2_tokenizer
 from tinygpt.train import checkpoint_info, read_checkpoint
-from tinygpt.train import loop as loop_module
+from tinygpt.train import trainer as loop_module
 from tinygpt.train import pretrain as pretrain_module
 from tinygpt.train.pretrain import pretrain
 
@@ -128,8 +128,7 @@ def test_resume_with_nothing_left_says_so_and_leaves_the_checkpoint(tmp_path, ca
 def test_resume_refuses_a_loader_of_another_length(tmp_path):
     ckpt = first_run(tmp_path, max_steps=2)
     with pytest.raises(InputError, match="batches per epoch"):
-        pretrain(TEXT, None, num_epochs=1, resume=ckpt, out_dir=tmp_path / "b",
-                 **{**RUN, "batch_size": 1})
+        pretrain(TEXT * 2, None, num_epochs=1, resume=ckpt, out_dir=tmp_path / "b", **RUN)
 
 
 def test_resume_from_a_checkpoint_whose_config_lies_builds_nothing(tmp_path, monkeypatch):

@@ -59,14 +59,54 @@ def test_calc_loss_loader_averages_batches_and_respects_num_batches():
     assert math.isclose(perplexity(2.0), math.exp(2.0))
 
 
-def test_training_lowers_the_loss():
+def test_training_lowers_the_loss(capsys):
     train, val = loaders()
     model, opt = fresh(lr=4e-3)
     tr, va, tokens = train_model_simple(model, train, val, opt, num_epochs=3, eval_freq=2, eval_iter=2,
-                                        start_context="Every effort", tokenizer=get_gpt2_tokenizer(),
-                                        quiet=True)
+                                        start_context="Every effort", tokenizer=get_gpt2_tokenizer())
     assert len(tr) == len(va) == len(tokens) and tokens == sorted(tokens)
     assert tr[-1] < tr[0] - 1.0, tr
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Ep 1 (Step 000000): Train loss ") and ", Val loss " in lines[0]
+    assert sum(line.startswith("Every effort") for line in lines) == 3  # a sample per epoch
+
+
+def test_the_book_loop_and_the_resumable_trainer_give_identical_losses(capsys):
+    """train_model_simple (the chapter's listing) and train_model without a schedule: the same
+    losses, tokens, weights and printed lines, on a shuffled loader with dropout on."""
+    kw = dict(num_epochs=3, eval_freq=2, eval_iter=2, start_context="Every effort",
+              tokenizer=get_gpt2_tokenizer())
+    model, opt = fresh()
+    train, val = loaders()
+    simple = train_model_simple(model, train, val, opt, **kw)
+    simple_out = capsys.readouterr().out
+    model2, opt2 = fresh()
+    train, val = loaders()
+    result = train_model(model2, train, val, opt2, schedule=False, progress="none", **kw)
+    assert simple == (result["train_losses"], result["val_losses"], result["tokens_seen"])
+    for name, value in model.state_dict().items():
+        assert np.array_equal(value, model2.state_dict()[name]), name
+    assert capsys.readouterr().out == simple_out
+
+
+def test_the_book_loop_stops_at_the_first_non_finite_loss(capsys):
+    from tinygpt.errors import TrainingError
+    train, val = loaders()
+    model, opt = fresh(lr=1e4)
+    with pytest.raises(TrainingError, match=r"the loss at step \d+ is (nan|inf)"):
+        train_model_simple(model, train, val, opt, num_epochs=3, eval_freq=100, eval_iter=1,
+                           start_context="Every effort", tokenizer=get_gpt2_tokenizer())
+    assert "Every effort" not in capsys.readouterr().out  # it stopped within the first epoch
+
+
+def test_the_book_loop_is_the_chapters_listing():
+    import inspect
+    from tinygpt.train import loop
+    source = inspect.getsource(loop.train_model_simple)
+    assert len(source.splitlines()) < 40, "train_model_simple is the book's ~30-line loop"
+    for part in ("optimizer.zero_grad()", "loss.backward()", "optimizer.step()",
+                 "evaluate_model(", "generate_and_print_sample("):
+        assert part in source
 
 
 def test_schedule_warms_up_then_decays_as_in_appendix_d():
@@ -106,10 +146,16 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
                         checkpoint_path=ckpt, max_steps=steps, **kw)
     assert first["global_step"] == steps - 1 and ckpt.exists()
 
-    tg.manual_seed(999)  # a different seed everywhere: the checkpoint must restore all of it
-    model, opt = GPTModel(CFG), AdamW(GPTModel(CFG).parameters(), lr=5.0)
+    tg.manual_seed(999)  # other weights and RNG state: the checkpoint must restore all of it
+    model = GPTModel(CFG)
     opt = AdamW(model.parameters(), lr=5.0, weight_decay=0.1)
     train, val = loaders()
+    with pytest.raises(ValueError, match=r"other settings \(lr \(--lr\): checkpoint 0.001, given 5.0\)"):
+        train_model(model, train, val, opt, schedule=True, warmup_steps=2, resume_from=ckpt, **kw)
+    with pytest.raises(ValueError, match=r"warmup_steps: checkpoint 2, given 3"):
+        train_model(model, train, val, fresh(seed=999)[1], schedule=True, warmup_steps=3,
+                    resume_from=ckpt, **kw)
+    opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)  # the run's own settings
     resumed = train_model(model, train, val, opt, schedule=True, warmup_steps=2,
                           resume_from=ckpt, **kw)
     assert resumed["train_losses"] == full["train_losses"]
@@ -238,7 +284,9 @@ def test_piped_output_has_plain_lines_no_bar_redraws_or_padding(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for stream in (proc.stdout, proc.stderr):
         assert "\r" not in stream
-        assert all(line == line.rstrip() for line in stream.splitlines()), stream
+        # (a sample is printed as the book prints it, spaces for its newlines included)
+        assert all(line == line.rstrip() for line in stream.splitlines()
+                   if not line.startswith("Every effort")), stream
     progress = [line for line in proc.stderr.splitlines() if line.startswith("train: step ")]
     import re
     assert progress and re.match(r"train: step (\d+)/\1, loss ", progress[-1]), progress
@@ -258,8 +306,8 @@ def test_progress_lines_mode_prints_a_bounded_number_of_lines(capsys):
 def test_kernels_are_compiled_before_the_first_step_with_a_notice_when_slow(monkeypatch, capsys):
     import time
 
-    from tinygpt.train import loop as loop_module
     from tinygpt.train import progress as progress_module
+    from tinygpt.train import trainer as loop_module
     events = []
 
     def slow_warmup(dtype):  # stands in for a first-run compile
@@ -321,7 +369,22 @@ def test_the_per_epoch_sample_works_for_the_modern_models(arch):
     model = cls({**cfg, "vocab_size": 50257})
     lines = []
     text = generate_and_print_sample(model, get_gpt2_tokenizer(), "Every effort", 5, lines.append)
-    assert text.startswith("Every effort") and lines == [text.rstrip()] and model.training
+    assert text.startswith("Every effort") and lines == [text] and model.training
+
+
+def test_the_sample_prints_what_the_book_prints(monkeypatch):
+    """A continuation of newlines is printed as spaces (the book's `.replace("\\n", " ")`), not
+    stripped away: chapter 5's first samples are runs of such tokens."""
+    from tinygpt.train import loop
+    tg.manual_seed(0)
+    model = GPTModel(CFG)
+    tok = get_gpt2_tokenizer()
+    newline = tok.encode("\n")[0]
+    monkeypatch.setattr(loop, "generate", lambda m, ids, n, *a, **k: np.concatenate(
+        [ids, np.full((1, n), newline)], axis=1))
+    out = []
+    text = loop.generate_and_print_sample(model, tok, "Every effort", 3, out.append)
+    assert out == [text] == ["Every effort   "]
 
 
 def test_the_sample_stops_at_the_end_token_when_given():

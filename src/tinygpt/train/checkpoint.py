@@ -184,7 +184,7 @@ def read_checkpoint(path, optimizer: bool = True):
     for i, entry in entries.items():
         step = entry.get("step", 0)
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise CheckpointError(f"{path}: optimizer state {i} has step={str(step)[:50]!r}, "
+            raise CheckpointError(f"{path}: optimizer state {i} has step={repr(step)[:50]}, "
                                   "not an int >= 0")
     return model_sd, {"state": entries, "param_groups": saved["param_groups"]}, state
 
