@@ -280,7 +280,7 @@ def test_piped_output_has_plain_lines_no_bar_redraws_or_padding(tmp_path):
         f" out_dir={str(tmp_path)!r}, start_context='Every effort moves you')\n")
     repo = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(repo)}, timeout=300)
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo / "src")}, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for stream in (proc.stdout, proc.stderr):
         assert "\r" not in stream
