@@ -5,7 +5,7 @@ and `train_model_simple`, as the chapter lists them.
 progress bar. The resumable trainer that `tinygpt pretrain` and examples/ch05_pretrain.py use
 (checkpoints every N steps, signal-safe saving, exact resume, appendix D's warm-up, cosine decay
 and clipping, progress output) is `train_model` in train/trainer.py; with `schedule=False` it
-trains to the same losses as this loop (tests/test_train.py)."""
+trains to the same losses as this loop (tests/test_book_loop.py)."""
 from ..model.generate import CACHED_MODELS, generate, text_to_token_ids, token_ids_to_text
 from .guard import check_finite_loss
 from .loss import calc_loss_batch, calc_loss_loader
@@ -15,8 +15,8 @@ def train_model_simple(model, train_loader, val_loader, optimizer, num_epochs, e
                        start_context, tokenizer):
     """The book's loop: returns (train_losses, val_losses, track_tokens_seen). Stops with a
     TrainingError at the first non-finite loss. `train_loader` is a tinygpt DataLoader
-    (`create_dataloader_v1`): `set_epoch` makes epoch e's order depend on (seed, e) alone, though
-    the evaluation iterates the same loader, as `train_model` does."""
+    (`create_dataloader_v1`); its `set_epoch` keeps epoch e's order a function of (seed, e) alone,
+    although the evaluation iterates the same loader (`train_model` does the same)."""
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     for epoch in range(num_epochs):
