@@ -75,28 +75,24 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
                                                           "eval_iter")})
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
     cfg, saved = _run_config(cfg, resume)
-    run = resolve_settings(given, saved, DEFAULTS, resume)
-    num_epochs, batch_size, lr, weight_decay, train_ratio, eval_freq, eval_iter, seed, schedule = \
-        run.values()
-    check_counts(num_epochs=num_epochs, batch_size=batch_size, eval_freq=eval_freq,
-                 eval_iter=eval_iter)
-    if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)) \
-            or not 0 < train_ratio < 1:
-        raise InputError(f"train_ratio must be between 0 and 1, got {train_ratio!r}")
+    run = _run_settings(given, saved, resume)
+    num_epochs, batch_size, seed = run["num_epochs"], run["batch_size"], run["seed"]
     checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
     tokenizer = get_gpt2_tokenizer()
     manual_seed(seed)
-    train_loader, val_loader = _loaders(text, train_ratio, batch_size, cfg["context_length"], seed)
+    train_loader, val_loader = _loaders(text, run["train_ratio"], batch_size, cfg["context_length"],
+                                        seed)
     manual_seed(seed)
     model = GPTModel(cfg)
-    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = AdamW(model.parameters(), lr=run["lr"], weight_decay=run["weight_decay"])
     options = dict(quiet=quiet, checkpoint_path=checkpoint_path, resume_from=resume,
                    max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg,
                    progress=progress, settings={k: run[k] for k in ("seed", "batch_size",
                                                                      "train_ratio")})
     # schedule=False trains as train_model_simple (section 5.2); True adds appendix D's extras
-    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
-                         eval_iter, start_context, tokenizer, schedule=schedule, **options)
+    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, run["eval_freq"],
+                         run["eval_iter"], start_context, tokenizer, schedule=run["schedule"],
+                         **options)
     if result["nothing_to_do"]:
         result["checkpoint"] = pathlib.Path(resume)
         return model, result
@@ -110,6 +106,19 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
             print(f"(no plot: {err})")
     result["checkpoint"] = checkpoint_path
     return model, result
+
+
+def _run_settings(given: dict, saved, resume) -> dict:
+    """The run's settings (see resume.resolve_settings), each checked."""
+    run = resolve_settings(given, saved, DEFAULTS, resume)
+    check_counts(**{k: run[k] for k in ("num_epochs", "batch_size", "eval_freq", "eval_iter")})
+    ratio, seed = run["train_ratio"], run["seed"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise InputError(f"train_ratio must be between 0 and 1, got {ratio!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an int, got {seed!r}")
+    run["schedule"] = bool(run["schedule"])
+    return run
 
 
 def _run_config(cfg, resume):

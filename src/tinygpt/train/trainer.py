@@ -118,9 +118,8 @@ class _Trainer:
             raise CheckpointError(f"{path}: bad or missing RNG state ({err})") from None
         self.loop, self.rng, self.resumed_from = loop, get_rng_state(), path
         self.saved = self.save_key(path)
-        if self.s["progress"] != "none":
-            print(f"resuming {path} after step {loop['global_step']} (epoch {loop['epoch'] + 1}) "
-                  f"with its settings: {describe_settings(self.settings)}")
+        print(f"resuming {path} after step {loop['global_step']} (epoch {loop['epoch'] + 1}) "
+              f"with its settings: {describe_settings(self.settings)}")
 
     def run(self) -> dict:
         if self.loop["epoch"] >= self.s["num_epochs"]:
