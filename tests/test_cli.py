@@ -97,3 +97,17 @@ def test_user_mistakes_give_one_line_errors(pretrained, args, message):
 def test_help_for_each_subcommand(sub):
     out = tinygpt(sub, "--help")
     assert out.returncode == 0 and f"usage: tinygpt {sub}" in out.stdout
+
+
+def test_the_resume_command_is_written_as_the_run_was_started(monkeypatch):
+    import argparse
+    from tinygpt.cli.pretrain import resume_command
+    args = argparse.Namespace(text="my story.txt", out="runs/x", epochs=None, quiet=False,
+                              start_context="Every effort moves you", checkpoint_every=None)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/tinygpt", "pretrain"])
+    assert resume_command(args, "runs/x/model.safetensors") == \
+        "tinygpt pretrain --text 'my story.txt' --resume runs/x/model.safetensors --out runs/x"
+    monkeypatch.setattr(sys, "argv", ["/src/tinygpt/__main__.py", "pretrain"])
+    args.epochs, args.quiet = 4, True
+    assert resume_command(args, "c.safetensors") == ("python -m tinygpt pretrain --text 'my story.txt' "
+                                                     "--resume c.safetensors --out runs/x --epochs 4 --quiet")

@@ -1,7 +1,9 @@
 """`tinygpt pretrain`: the book's chapter-5 run on any text file (tinygpt.train.pretrain)."""
 import argparse
+import os
 import pathlib
 import shlex
+import sys
 
 from ..errors import InputError
 from . import command
@@ -59,9 +61,10 @@ def _pretrain(sub):
 
 
 def resume_command(args, checkpoint) -> str:
-    """The command that continues this run from `checkpoint` (its settings come with it)."""
-    words = ["python", "-m", "tinygpt", "pretrain", "--text", args.text, "--resume",
-             str(checkpoint), "--out", args.out]
+    """The command that continues this run from `checkpoint` (its settings come with it), in
+    the form this one was started: the installed `tinygpt` script or `python -m tinygpt`."""
+    program = ["tinygpt"] if os.path.basename(sys.argv[0]) == "tinygpt" else ["python", "-m", "tinygpt"]
+    words = [*program, "pretrain", "--text", args.text, "--resume", str(checkpoint), "--out", args.out]
     if args.epochs is not None:
         words += ["--epochs", str(args.epochs)]
     if args.start_context != "Every effort moves you":
