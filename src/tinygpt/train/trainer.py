@@ -72,8 +72,8 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
         max_grad_norm=max_grad_norm, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_steps=max_steps, sample_tokens=sample_tokens,
         sample_eos_id=sample_eos_id,
-        config=config, progress="none" if quiet else progress, warm_up_kernels=warm_up_kernels))
-    trainer.settings = run_settings(trainer.s, optimizer, settings)
+        config=config, progress="none" if quiet else progress, warm_up_kernels=warm_up_kernels),
+        settings)
     if resume_from is not None:
         trainer.resume(resume_from)
     return trainer.run()
@@ -92,10 +92,11 @@ def check_counts(optional=False, **counts) -> None:
 class _Trainer:
     """One `train_model` call: the loop state and the steps that advance it."""
 
-    def __init__(self, model, train_loader, val_loader, optimizer, settings: dict):
+    def __init__(self, model, train_loader, val_loader, optimizer, settings: dict, extra=None):
         self.model, self.optimizer = model, optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.s = settings
+        self.settings = run_settings(settings, optimizer, extra)  # saved, and checked on resume
         self.loop = fresh_loop_state(optimizer.param_groups[0]["lr"], len(train_loader))
         self.rng = get_rng_state()      # the RNG state that goes with self.loop
         self.resumed_from = None
