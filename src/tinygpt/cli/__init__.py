@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         print(f"tinygpt {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM while training (tinygpt.train.Interrupted)
-        print(f"tinygpt {args.command}: interrupted", file=sys.stderr)
+        note = getattr(err, "note", None)  # e.g. pretrain: the checkpoint saved, and how to resume
+        print(f"tinygpt {args.command}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
     print(f"({args.command} took {time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return 0
