@@ -13,6 +13,7 @@ imported here, whatever its capability, and says which it is.
 import hashlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -162,6 +163,39 @@ def test_the_local_torch_build_within_rounding():
                                        err_msg=f"torch {capability} kernels")
     print(f"local torch CPU capability {capability}: "
           f"{'exact' if capability == 'DEFAULT' else 'equal to rounding (FMA / vector math)'}")
+
+
+# --- the examples print the book's numbers ----------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_example(name, tmp_path, *args):
+    env = {**os.environ, "TINYGPT_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=tmp_path,
+                          env=env, text=True, capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_ch03_example_prints_the_books_numbers(tmp_path):
+    """The book's printouts (listings 3.1, 3.2, 3.4, 3.5 with their seeds), to its 4 decimals."""
+    out = run_example("ch03_attention.py", tmp_path, "--out", str(tmp_path))
+    for book in ["[[0.2996 0.8053]\n [0.3061 0.8210]",                       # SelfAttention_v1
+                 "[[-0.0739  0.0713]\n [-0.0748  0.0703]",                    # SelfAttention_v2
+                 "[[[-0.4519  0.2216  0.4772  0.1063]\n  [-0.5874  0.0058  0.5891  0.3257]",
+                 "[[[0.3190 0.4858]\n  [0.2943 0.3897]"]:                      # MultiHeadAttention
+        assert book in out, book
+    assert "dropout stream" in out       # the one printout that differs from the book says so
+
+
+def test_ch04_example_writes_the_books_untrained_continuation(tmp_path):
+    """Book section 4.7, GPT_CONFIG_124M after manual_seed(123); torch here gives the same ids
+    (AVX512 and DEFAULT kernels alike), checked when this test was written."""
+    out = run_example("ch04_gpt.py", tmp_path)
+    assert "Output: [[15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267]]" in out
+    assert "Decoded text: Hello, I am Featureiman Byeswickattribute argue" in out
 
 
 # --- the stream and the kernels ---------------------------------------------------------------
