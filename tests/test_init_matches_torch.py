@@ -124,16 +124,18 @@ def normal_drawn(name: str) -> bool:
 
 
 def assert_same(ours: np.ndarray, theirs: np.ndarray, name: str):
-    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (name, ours.shape, theirs.shape)
+    assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype), (name, ours.shape)
     if not kernels.USE_NUMBA and normal_drawn(name):   # NumPy's log/cos/sin: see the docstring
-        tol = dict(rtol=5e-7, atol=1e-7) if ours.dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+        f32 = ours.dtype == np.float32
+        tol = dict(rtol=5e-7, atol=1e-7) if f32 else dict(rtol=1e-14, atol=1e-15)
         np.testing.assert_allclose(ours, theirs, err_msg=name, **tol)
         return
     bits, their_bits = ours.view(f"u{ours.itemsize}"), theirs.view(f"u{ours.itemsize}")
     if not np.array_equal(bits, their_bits):               # bit for bit: -0.0 is not 0.0
         bad = np.argwhere(bits != their_bits)
         raise AssertionError(f"{name}: {len(bad)} of {ours.size} values differ, first at "
-                             f"{tuple(bad[0])}: {ours[tuple(bad[0])]!r} vs {theirs[tuple(bad[0])]!r}")
+                             f"{tuple(bad[0])}: {ours[tuple(bad[0])]!r} vs "
+                             f"{theirs[tuple(bad[0])]!r}")
 
 
 def test_modules_and_draws_equal_the_books_torch_bit_for_bit(tmp_path):

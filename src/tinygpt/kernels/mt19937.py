@@ -1,4 +1,4 @@
-"""PyTorch's CPU random stream: a Mersenne Twister (mt19937) and torch's uniform and normal transforms.
+"""PyTorch's CPU random stream: a Mersenne Twister (mt19937), torch's uniform and normal transforms.
 
 `torch.manual_seed(s)` seeds mt19937 with init_genrand(s & 0xffffffff), as NumPy's legacy
 `RandomState` does, and draws every value of `uniform_`, `rand`, `normal_` and `randn` from its
