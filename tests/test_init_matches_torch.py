@@ -144,8 +144,10 @@ def test_modules_and_draws_equal_the_books_torch_bit_for_bit(tmp_path):
     for name, value in theirs.items():          # every torch parameter, by the book's name
         assert name in ours, f"tinygpt has no {name}"
         assert_same(ours[name], value, name)
-    # the book's listing-3.1 weights print as the book prints them (first row of sa_v1's output)
-    assert theirs["sa_v1/W_query"].shape == (3, 2)
+    # the book's section 3.4.1 printout: query_2 = x_2 @ W_query = tensor([0.4306, 1.4551])
+    x_2 = np.array([0.55, 0.87, 0.66], np.float32)
+    np.testing.assert_array_equal(np.round(x_2 @ ours["sa_v1/W_query"], 4),
+                                  np.array([0.4306, 1.4551], np.float32))
 
 
 def test_gpt2_124m_initial_weights_equal_the_books_torch(tmp_path):
