@@ -4,7 +4,10 @@
 
 Walks the chapter on the book's six 3-d embeddings of "Your journey starts with one step":
 simplified self-attention (3.3.1), SelfAttention_v1/v2 (3.4), causal attention with dropout
-(3.5) and multi-head attention (3.6), printing what the book prints. Then it draws the attention
+(3.5) and multi-head attention (3.6), printing the book's numbers: tg.manual_seed(123) gives the
+modules the initial weights torch.manual_seed(123) gives the book's (listing 3.1's SelfAttention_v1
+prints [[0.2996, 0.8053], ...]). Dropout masks come from tinygpt's own stream, so the dropout
+example's zeros fall elsewhere than in the book's printout. Then it draws the attention
 weights of the sentence (plain and causal) as a heatmap, written to --out/attention-weights.png
 (default runs/ch03/attention-weights.png) with matplotlib (a dependency of tinygpt); without it the weights are still printed and nothing is written.
 """
@@ -37,7 +40,7 @@ inputs = tg.tensor([[0.43, 0.15, 0.89],   # Your     (x^1)
 
 def fmt(t) -> str:
     return np.array2string(np.asarray(t.data if isinstance(t, tg.Tensor) else t), precision=4,
-                           suppress_small=True)
+                           floatmode="fixed", suppress_small=True)  # 4 decimals, as torch prints
 
 
 def simplified_attention():
@@ -66,6 +69,11 @@ def trainable_attention():
     masked = attn_scores.masked_fill(mask, -np.inf)              # (6, 6)
     causal_weights = (masked / keys.shape[-1] ** 0.5).softmax(dim=-1)  # (6, 6)
     print("3.5.1 causal attention weights:\n" + fmt(causal_weights))
+    tg.manual_seed(123)
+    dropout = tg.nn.Dropout(0.5)                         # training mode: drops and rescales by 2
+    print("3.5.2 dropout(0.5) on a 6x6 matrix of ones (tinygpt's dropout stream: the zeros are "
+          "not where the book's are; about half are zero, the rest 2):\n"
+          + fmt(dropout(tg.ones(6, 6))))
 
     batch = tg.stack([inputs, inputs], dim=0)           # (2, 6, 3)
     tg.manual_seed(123)

@@ -5,7 +5,11 @@
 Builds GPT_CONFIG_124M (163M parameters, ~650 MB float32, a few seconds), runs the book's
 two-text batch through it (4.6), prints the parameter count and memory size as the book does,
 then generates from the untrained model (4.7): gibberish, as in the book, because nothing has
-been trained yet (chapter 5). Offline: the GPT-2 tokenizer ships with tinygpt. Writes no files.
+been trained yet (chapter 5). With the default --seed 123 the untrained model has the book's
+initial weights (tg.manual_seed matches torch.manual_seed), so it writes the book's words:
+"Hello, I am Featureiman Byeswickattribute argue". The 4.6 batch runs in training mode, as in the
+book, and tinygpt's dropout masks are its own (not torch's), so only its shape is printed.
+Offline: the GPT-2 tokenizer ships with tinygpt. Writes no files.
 """
 import argparse
 import os

@@ -58,7 +58,9 @@ def run(*args, cwd=ROOT):
 
 
 def test_custom_op_example_prints_the_passing_and_the_failing_check():
-    out = run("examples/custom_op.py", "--steps", "300")
+    # 400 steps: from manual_seed(123)'s torch-equal init the fit leaves its mse ~0.17 plateau
+    # between steps 200 and 400 (0.6167 -> 0.0713 at 300, -> 0.0027 at 400)
+    out = run("examples/custom_op.py", "--steps", "400")
     assert "gradcheck(softplus): passed" in out
     assert "assert_matches_torch(softplus, torch's softplus): passed" in out
     assert re.search(r"gradcheck SoftplusOnePercentOff.apply: the gradient of input 0 \(shape \(4, 5\)\)"

@@ -208,17 +208,24 @@ def test_clip_grad_norm_matches_pytorch():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_init_drawn_in_chunks_equals_one_draw(dtype):
-    # layers._draw fills parameters a chunk at a time: same values, same generator state after
-    from tinygpt.core.random import generator
+def test_init_draws_weight_then_bias_from_the_init_stream(dtype):
+    # torch's order (weight in (out, in) memory order, then bias), kaiming's bound for the weight,
+    # 1/sqrt(in) for the bias; dropout's NumPy stream is not touched (torch-free twin of
+    # test_init_matches_torch.py)
+    from tinygpt.core import random
     from tinygpt.nn import layers
-    for sample in (lambda rng, n: rng.uniform(-0.2, 0.2, size=n), lambda rng, n: rng.standard_normal(n)):
-        tg.manual_seed(3)
-        chunked, after = layers._draw(sample, (37, 29), dtype, chunk=100), generator().random()
-        tg.manual_seed(3)
-        once = sample(generator(), 37 * 29).reshape(37, 29).astype(dtype)
-        assert chunked.dtype == dtype and np.array_equal(chunked, once)
-        assert after == generator().random()
+    tg.manual_seed(3)
+    lin, emb = nn.Linear(37, 29, dtype=dtype), nn.Embedding(5, 7, dtype=dtype)
+    after = random.generator().random()
+    tg.manual_seed(3)
+    bound = layers.kaiming_uniform_bound(37)
+    w = random.uniform((29, 37), -bound, bound, dtype)
+    b = random.uniform((29,), -1 / 37 ** 0.5, 1 / 37 ** 0.5, dtype)
+    e = random.randn((5, 7), dtype)
+    for got, want in [(lin.weight.data, w), (lin.bias.data, b), (emb.weight.data, e)]:
+        assert got.dtype == dtype and np.array_equal(got, want)
+    assert after == random.generator().random()
+    assert abs(layers.kaiming_uniform_bound(37) - 1 / 37 ** 0.5) < 1e-16
 
 
 def test_skip_init_allocates_without_drawing_and_only_inside():

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import autograd
 from .dtypes import DEFAULT_FLOAT, as_array, check_kind, is_float
-from .random import generator
+from . import random
 from ..errors import InputError, InputTypeError, StateError
 
 
@@ -201,12 +201,12 @@ def ones(*shape, dtype=None, requires_grad=False) -> Tensor:
 
 
 def randn(*shape, dtype=None, requires_grad=False) -> Tensor:
-    data = generator().standard_normal(shape_arg(shape), dtype=_float_dtype(dtype))
+    data = random.randn(shape_arg(shape), _float_dtype(dtype))  # torch.randn's values
     return Tensor(data, requires_grad=requires_grad)
 
 
 def rand(*shape, dtype=None, requires_grad=False) -> Tensor:
-    data = generator().random(shape_arg(shape), dtype=_float_dtype(dtype))
+    data = random.rand(shape_arg(shape), _float_dtype(dtype))  # torch.rand's values
     return Tensor(data, requires_grad=requires_grad)
 
 

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ..core.dtypes import DEFAULT_FLOAT
-from ..core.random import generator
+from ..core import random
 from . import functional as F
 from .module import Module, Parameter
 from ..errors import InputError, InputTypeError
@@ -41,40 +41,44 @@ def skip_init():
         _SKIP_INIT.reset(token)
 
 
-def _uniform(shape, bound, dtype):
-    return _draw(lambda rng, n: rng.uniform(-bound, bound, size=n), shape, dtype)
-
-
-def _draw(sample, shape, dtype, chunk: int = 1 << 20) -> np.ndarray:
-    """`sample(rng, n)` float64 values cast into a new `dtype` array, `chunk` at a time.
-
-    The values (and the generator's state after) equal one `sample(rng, size).astype(dtype)`:
-    NumPy's generator draws each value after the previous one. Why in chunks: a one-shot float64
-    temporary of GPT-2 124M's size is fresh memory, which the OS must fault in and zero, and it
-    raises the peak memory by its size (bench/train_step.py's peak-RSS table; numbers in
-    bench/README.md)."""
-    out = np.empty(shape, dtype)
+def _uniform(shape, bound, dtype) -> np.ndarray:
+    """A new array drawn as torch's `uniform_(-bound, bound)` in C order (core/random.py), or left
+    undrawn inside `skip_init`. Fills in place: no float64 temporary of the parameter's size."""
     if _SKIP_INIT.get():
-        return out
-    flat = out.reshape(-1)
-    for start in range(0, flat.size, chunk):
-        n = min(chunk, flat.size - start)
-        flat[start:start + n] = sample(generator(), n)
-    return out
+        return np.empty(shape, dtype)
+    return random.uniform(shape, -bound, bound, dtype)
+
+
+def _normal(shape, dtype) -> np.ndarray:
+    """A new array drawn as torch's `normal_(0, 1)` (core/random.py), or undrawn in `skip_init`."""
+    if _SKIP_INIT.get():
+        return np.empty(shape, dtype)
+    return random.randn(shape, dtype)
+
+
+def kaiming_uniform_bound(fan_in: int, a: float = math.sqrt(5)) -> float:
+    """torch.nn.init.kaiming_uniform_'s bound, with its float arithmetic step for step (for
+    a = sqrt(5) it is 1/sqrt(fan_in) up to the last bit, and the last bit shows in the weights)."""
+    gain = math.sqrt(2.0 / (1 + a ** 2))   # calculate_gain("leaky_relu", a)
+    std = gain / math.sqrt(fan_in)
+    return math.sqrt(3.0) * std
 
 
 class Linear(Module):
     """y = x @ W.T + b with W stored (out_features, in_features), as in torch.nn.Linear.
     Init: kaiming-uniform(a=sqrt(5)) for W and U(-1/sqrt(in), 1/sqrt(in)) for b, both of which
-    come to U(-1/sqrt(in_features), 1/sqrt(in_features))."""
+    come to U(-1/sqrt(in_features), 1/sqrt(in_features)), drawn as torch draws them."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
         in_features, out_features = _sizes("Linear", in_features=in_features, out_features=out_features)
         super().__init__()
         dtype = dtype or DEFAULT_FLOAT
         self.in_features, self.out_features = in_features, out_features
-        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        # torch's reset_parameters: kaiming_uniform_(weight, a=sqrt(5)), then the bias, drawn in
+        # this order over the (out, in) weight in memory order; zero-size weights draw nothing
+        bound = kaiming_uniform_bound(in_features) if in_features else 0.0
         self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0
         self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
 
     def forward(self, x):
@@ -95,8 +99,7 @@ class Embedding(Module):
                                                embedding_dim=embedding_dim)
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(_draw(lambda rng, n: rng.standard_normal(n),
-                                      (num_embeddings, embedding_dim), dtype or DEFAULT_FLOAT))
+        self.weight = Parameter(_normal((num_embeddings, embedding_dim), dtype or DEFAULT_FLOAT))
 
     def forward(self, idx):
         return F.embedding(idx, self.weight)
