@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from .. import kernels
 from ..kernels import mt19937
 
@@ -114,21 +114,21 @@ def set_rng_state(state: dict) -> None:
     (NumPy's generator state alone, no "format" key) restores the dropout and sampling
     stream, which is all a resumed training run draws from; the initialisation stream is kept."""
     if not isinstance(state, dict):
-        raise TypeError(f"RNG state must be a dict, got {type(state).__name__}")
+        raise InputTypeError(f"RNG state must be a dict, got {type(state).__name__}")
     if state.get("format") is None and "bit_generator" in state:
         _generator.bit_generator.state = state
         return
     if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"unknown RNG state format {state.get('format')!r} "
+        raise InputError(f"unknown RNG state format {state.get('format')!r} "
                          f"(this tinygpt reads {STATE_FORMAT!r})")
     init = state["init"]
     key = np.asarray(init["key"], dtype=np.int64)
     pos, next_normal = init["pos"], init["next_normal"]
     if key.shape != (mt19937.N,) or key.min() < 0 or key.max() > 0xFFFFFFFF:
-        raise ValueError(f"RNG state: init key must be {mt19937.N} 32-bit words")
+        raise InputError(f"RNG state: init key must be {mt19937.N} 32-bit words")
     if not isinstance(pos, int) or not 0 <= pos <= mt19937.N:
-        raise ValueError(f"RNG state: init pos must be an int in [0, {mt19937.N}], got {pos!r}")
+        raise InputError(f"RNG state: init pos must be an int in [0, {mt19937.N}], got {pos!r}")
     if next_normal is not None and not isinstance(next_normal, float):
-        raise ValueError(f"RNG state: next_normal must be a float or None, got {next_normal!r}")
+        raise InputError(f"RNG state: next_normal must be a float or None, got {next_normal!r}")
     _generator.bit_generator.state = state["numpy"]
     _stream.key, _stream.pos, _stream.next_normal = key.astype(np.uint32), pos, next_normal
