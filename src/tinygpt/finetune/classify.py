@@ -29,7 +29,7 @@ from ..train import loss as train_loss
 from ..train.checkpoint import (check_config_fits, read_checkpoint, read_checkpoint_header,
                                 save_checkpoint)
 from ..train.guard import check_finite_loss, check_finite_state, non_finite_names
-from ..train.loop import check_counts
+from ..train.trainer import check_counts
 from ..train.progress import Progress
 from ..errors import CheckpointError, InputError
 

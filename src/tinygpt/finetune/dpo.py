@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..nn import functional as F
 from ..train import generate_and_print_sample, plot_values
 from ..train.guard import check_finite_loss
-from ..train.loop import check_counts
+from ..train.trainer import check_counts
 from ..train.progress import Progress
 from .dpo_data import (PreferenceDataset, check_preference_entries, dpo_collate_fn,
                        load_preference_data, usable_entries)
