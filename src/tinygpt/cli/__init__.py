@@ -76,6 +76,7 @@ def _tune_process() -> None:
 
 def _register_commands() -> None:
     from . import inference, pretrain, show  # noqa: F401  (importing each registers its commands)
+    from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
     if "finetune-classify" not in COMMANDS:  # once per process, however often main() runs
         from ..finetune import cli as finetune_cli
         finetune_cli.register(command)
