@@ -9,6 +9,10 @@ function show(text) {  // a token's text, with whitespace made visible where it 
   return text.replace(/\n/g, "\u21b5\n") || "\u2205";
 }
 
+function percent(p) {  // three significant digits: a flat distribution's tiny values differ too
+  return (100 * p).toPrecision(3) + "%";
+}
+
 function status(text, isError) {
   $("status").textContent = text;
   $("status").className = isError ? "error" : "muted";
@@ -22,6 +26,7 @@ async function loadInfo() {
   $("model-style").textContent = "chat format: " + info.style;
   $("mode").value = info.mode;
   $("max_tokens").max = info.max_tokens;
+  $("max_tokens").value = Math.min(64, info.max_tokens);
   for (let i = 0; i < info.n_layers; i++) $("layer").add(new Option("layer " + i, i));
   $("head").add(new Option("average of heads", "avg"));
   for (let h = 0; h < info.n_heads; h++) $("head").add(new Option("head " + h, h));
@@ -154,7 +159,7 @@ function renderProbs(data) {
   for (const entry of data.top) {
     const row = body.insertRow();
     if (entry.id === nextId) row.className = "sampled";
-    cell(row, (100 * entry.prob).toFixed(2) + "%");
+    cell(row, percent(entry.prob));
     const bar = document.createElement("span");
     bar.className = "bar";
     bar.style.width = Math.max(1, Math.round(120 * entry.prob)) + "px";
@@ -163,16 +168,16 @@ function renderProbs(data) {
     token.append(Object.assign(document.createElement("code"), { textContent: show(entry.text) }));
     cell(row, entry.id === nextId ? "\u2190 came next" : "");
   }
-  let note = "Softmax over all " + "tokens sums to " + data.prob_sum.toFixed(6) + ".";
+  let note = "The softmax over the whole vocabulary sums to " + data.prob_sum.toFixed(6) + ".";
   if (data.next) {
     note += " The token that came next, " + JSON.stringify(data.next.text) + ", had " +
-            (100 * data.next.prob).toFixed(2) + "% (rank " + data.next.rank + ").";
+            percent(data.next.prob) + " (rank " + data.next.rank + ").";
   }
   $("prob-note").textContent = note;
 }
 
-function shade(weight) {  // white (0) to deep blue (1); sqrt so small weights stay visible
-  const light = 100 - 62 * Math.sqrt(Math.min(1, Math.max(0, weight)));
+function shade(weight, top) {  // white (0) to deep blue (the largest weight shown)
+  const light = 100 - 62 * Math.min(1, Math.max(0, weight / (top || 1)));
   return "hsl(225, 75%, " + light.toFixed(1) + "%)";
 }
 
@@ -181,13 +186,14 @@ function renderAttention(data) {
   const rows = data.attention.map((w, h) => ["head " + h, w, String(h) === head]);
   rows.push(["average", data.average, head === "avg"]);
   const chosen = head === "avg" ? data.average : data.attention[Number(head)];
+  const top = Math.max(...rows.map(([, weights]) => Math.max(...weights)));
   const text = $("attn-text");
   text.replaceChildren();
   data.context.forEach((piece, i) => {
     const span = document.createElement("span");
     span.textContent = show(piece);
-    span.style.background = shade(chosen[i]);
-    span.title = (100 * chosen[i]).toFixed(2) + "%";
+    span.style.background = shade(chosen[i], top);
+    span.title = percent(chosen[i]);
     text.append(span);
   });
   const body = $("heatmap").tBodies[0];
@@ -198,8 +204,8 @@ function renderAttention(data) {
     row.append(Object.assign(document.createElement("th"), { textContent: label }));
     weights.forEach((w, i) => {
       const td = row.insertCell();
-      td.style.background = shade(w);
-      td.title = label + " \u2192 " + JSON.stringify(data.context[i]) + ": " + (100 * w).toFixed(2) + "%";
+      td.style.background = shade(w, top);
+      td.title = label + " \u2192 " + JSON.stringify(data.context[i]) + ": " + percent(w);
     });
   }
   const keys = body.insertRow();
@@ -216,7 +222,7 @@ function renderLens(data) {
     const row = body.insertRow();
     cell(row, "after layer " + entry.layer);
     row.insertCell().append(Object.assign(document.createElement("code"), { textContent: show(entry.text) }));
-    cell(row, (100 * entry.prob).toFixed(2) + "%");
+    cell(row, percent(entry.prob));
   }
 }
 
