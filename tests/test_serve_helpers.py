@@ -186,3 +186,37 @@ def test_sigterm_during_a_stream_stops_the_server_cleanly(checkpoint):
         status = server.stop()
     assert status == 0, server.stderr
     assert "stopping" in server.stderr and server.proc.poll() == 0
+
+
+def test_import_tinygpt_and_its_cli_leave_the_server_unloaded():
+    script = ("import sys, tinygpt, tinygpt.viz, tinygpt.cli; tinygpt.cli._register_commands(); "
+              "print(sorted(m for m in sys.modules if m.startswith('tinygpt.serve')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=TIMEOUT * 2)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_page_files_are_package_data():
+    import configparser
+    import fnmatch
+    import pathlib
+    import tinygpt.serve
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
+    globs = [g.strip() for g in cfg["options.package_data"]["tinygpt.serve"].split(",")]
+    static = pathlib.Path(tinygpt.serve.__file__).parent / "static"
+    names = sorted(p.name for p in static.iterdir())
+    assert names == ["app.js", "index.html", "style.css"]
+    assert all(any(fnmatch.fnmatch(f"static/{n}", g) for g in globs) for n in names), globs
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no/such/model/anywhere"], "no/such/model/anywhere"),
+    (["--model", "x", "--port", "70000"], "--port"),
+    (["--model", "x", "--max-tokens", "0"], "--max-tokens"),
+])
+def test_the_command_refuses_bad_arguments_in_one_line(args, message):
+    out = subprocess.run([sys.executable, "-m", "tinygpt", "serve", *args], capture_output=True,
+                         text=True, timeout=TIMEOUT * 2)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 2 and "Traceback" not in out.stderr

@@ -176,8 +176,8 @@ function renderProbs(data) {
   $("prob-note").textContent = note;
 }
 
-function shade(weight, top) {  // white (0) to deep blue (the largest weight shown)
-  const light = 100 - 62 * Math.min(1, Math.max(0, weight / (top || 1)));
+function shade(weight, top, depth = 62) {  // white (0) to blue (the largest weight shown)
+  const light = 100 - depth * Math.min(1, Math.max(0, weight / (top || 1)));
   return "hsl(225, 75%, " + light.toFixed(1) + "%)";
 }
 
@@ -192,7 +192,7 @@ function renderAttention(data) {
   data.context.forEach((piece, i) => {
     const span = document.createElement("span");
     span.textContent = show(piece);
-    span.style.background = shade(chosen[i], top);
+    span.style.background = shade(chosen[i], top, 38);  // text stays readable
     span.title = percent(chosen[i]);
     text.append(span);
   });
