@@ -1,5 +1,5 @@
-"""`tinygpt serve`'s page in a real headless browser: Chromium from the OS packages (.ci/run installs
-chromium and chromium-driver; no browser is ever downloaded) driven by Selenium. The page loads,
+"""`tinygpt serve`'s page in a real headless browser: Chromium from the OS packages (.ci/run
+installs chromium and chromium-driver; no browser is ever downloaded) driven by Selenium. The page loads,
 a prompt is sent, tokens arrive, a clicked token shows its probability table, a non-empty
 attention heatmap and the logit lens; no JavaScript error reaches the console. A screenshot is
 kept under the test's temporary folder."""

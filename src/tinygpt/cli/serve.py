@@ -1,5 +1,6 @@
 """`tinygpt serve`: the model on a local web page (chat, token probabilities, attention, logit
 lens) and behind an OpenAI-compatible API; the server is `tinygpt.serve`."""
+import argparse
 import signal
 import sys
 
@@ -11,13 +12,13 @@ SERVE_HELP = ("serve a model: a local web page to chat and see inside it (token 
 
 
 def _port(text: str) -> int:
-    from ..errors import InputError
     try:
         port = int(text)
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise InputError(f"--port must be an integer in 0..65535 (0: a free port), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a whole number in 0..65535 (0: a free "
+                                         f"port), got {text!r}")
     return port
 
 

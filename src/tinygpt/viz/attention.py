@@ -11,7 +11,7 @@ computes them: softmax(q k^T / sqrt(head_dim)) under the causal mask. The fast l
     attention_weights(model, ids, layer)            -> (heads, T, T) ndarray
     attention_heatmap(model, tokenizer, text, layer, head)  -> a matplotlib Figure
     next_token_table(model, tokenizer, text, position, k)  -> TokenTable (print it)
-    inspect_position(model, ids, position, layer, k)       -> Inspection (what `tinygpt serve` shows)
+    inspect_position(model, ids, position, layer, k)       -> Inspection (`tinygpt serve`)
 """
 from dataclasses import dataclass
 
@@ -50,8 +50,9 @@ def _heads(att, x, cos, sin):
     query head h paired with its key head (h // group size under grouped-query attention)."""
     b, t, _ = x.shape                                       # b == 1
     kv_heads = getattr(att, "num_kv_groups", att.num_heads)
-    queries = att.W_query(x).view(b, t, att.num_heads, att.head_dim).transpose(1, 2)  # (1, H, T, hd)
-    keys = att.W_key(x).view(b, t, kv_heads, att.head_dim).transpose(1, 2)            # (1, G, T, hd)
+    hd = att.head_dim
+    queries = att.W_query(x).view(b, t, att.num_heads, hd).transpose(1, 2)  # (1, H, T, hd)
+    keys = att.W_key(x).view(b, t, kv_heads, hd).transpose(1, 2)            # (1, G, T, hd)
     if getattr(att, "q_norm", None) is not None:            # Qwen3: RMSNorm per head before RoPE
         queries, keys = att.q_norm(queries), att.k_norm(keys)
     if cos is not None:                                     # Qwen3 / Llama: rotate by position
