@@ -84,6 +84,8 @@ def _message_text(message, index: int) -> str:
         raise RequestError(f"messages[{index}] must be an object with a 'role' and a 'content'",
                            param="messages")
     content = message.get("content")
+    if content is None and message["role"] != "user":  # an assistant's tool call, say
+        return ""
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
         if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
             raise RequestError(f"messages[{index}].content parts must be text parts",

@@ -51,7 +51,7 @@ class Server(ThreadingHTTPServer):
         self.local_only = is_loopback(address[0])
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.pages = {path: resources.files(__package__).joinpath("static", name).read_bytes()
+        self.pages = {path: resources.files(f"{__package__}.static").joinpath(name).read_bytes()
                       for path, (name, _) in STATIC.items()}
         super().__init__(address, Handler)
 
