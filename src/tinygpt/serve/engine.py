@@ -90,6 +90,8 @@ class Engine:
         exactly what `tinygpt.manual_seed(seed); tinygpt.generate(...)` draws."""
         from .. import manual_seed
         from ..model.generate import generate_stream
+        if client_gone():  # it left while waiting in the queue
+            return
         manual_seed(settings.seed if settings.seed is not None else secrets.randbits(63))
         prompt = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (1, n)
         window = min(self.context_length, prompt.shape[1] + settings.max_tokens)
