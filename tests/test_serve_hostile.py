@@ -213,3 +213,18 @@ def test_the_page_stream_reports_errors_and_ends(slow_server):
     sent = events(body)
     assert status == 200 and "prompt" in sent[0] and "done" in sent[-1]
     assert sent[-1]["done"]["usage"]["completion_tokens"] == len([e for e in sent if "token" in e])
+
+
+def test_a_client_that_leaves_while_queued_costs_no_generation(slow_server):
+    engine, url, passes = slow_server.engine, slow_server.url, slow_server.passes
+    body = json.dumps({"prompt": "Hello", "max_tokens": 30}).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    with engine.turn():  # the model is busy: the request waits in the queue
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(head + body)
+            assert wait_until(lambda: engine._admission._value == 0)  # it is queued
+        # ... and its client has gone before the model is free
+    assert wait_until(lambda: engine._admission._value == 2)  # it has left the queue
+    assert passes == []
