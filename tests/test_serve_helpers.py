@@ -161,10 +161,14 @@ def test_text_out_cuts_at_the_first_stop_string_and_never_sends_its_start():
     assert "".join(_feed(out, b"abcEN")) == "abcEN" and not out.stopped  # the end flushes
 
 
-def test_loopback_addresses():
+def test_loopback_addresses_and_the_warning_for_any_other_host():
+    from tinygpt.cli.serve import host_warning
     from tinygpt.serve.server import is_loopback
     assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
     assert not any(map(is_loopback, ("0.0.0.0", "192.168.1.5", "::", "example.com")))
+    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
+    assert "warning: listening on 0.0.0.0" in host_warning("0.0.0.0")
+    assert "no authentication" in host_warning("192.168.1.5")
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,15 @@ def _page_mode(source: str, text_model) -> str:
     return "plain" if base else "chat"
 
 
+def host_warning(host: str):
+    """The warning printed when `host` is not this machine's loopback address (None if it is)."""
+    from ..serve.server import is_loopback
+    if is_loopback(host):
+        return None
+    return (f"tinygpt serve: warning: listening on {host}, so other machines can reach this "
+            "server; it has no authentication: anyone who reaches it can use the model")
+
+
 @command("serve", SERVE_HELP)
 def _serve(sub):
     sub.description += (". Binds to 127.0.0.1 unless --host says otherwise; one generation runs "
@@ -55,17 +64,14 @@ def _serve(sub):
 
     def run(args):
         from ..serve import Engine, make_server
-        from ..serve.server import is_loopback
         from .models import load_text_model
         text_model = load_text_model(args.model, chat=True)
         name = str(args.model).rstrip("/").split("/")[-1] or str(args.model)
         engine = Engine(text_model, name, max_tokens=args.max_tokens, queue_size=args.queue,
                         page_mode=_page_mode(args.model, text_model))
         server = make_server(engine, args.host, args.port, max_body=args.max_body)
-        if not is_loopback(args.host):
-            print(f"tinygpt serve: warning: listening on {args.host}, so other machines can "
-                  "reach this server; it has no authentication: anyone who reaches it can use "
-                  "the model", file=sys.stderr, flush=True)
+        if host_warning(args.host):
+            print(host_warning(args.host), file=sys.stderr, flush=True)
         print(f"tinygpt serve: {text_model.style}, serving {name} at {server.url}/ "
               f"(API: {server.url}/v1); Ctrl-C stops", flush=True)
         previous = signal.signal(signal.SIGTERM, _interrupt)
