@@ -23,7 +23,8 @@ def _port(text: str) -> int:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    from ..train.signals import Interrupted  # SIGTERM stops the server as Ctrl-C does
+    raise Interrupted(signum)
 
 
 def _page_mode(source: str, text_model) -> str:
