@@ -162,7 +162,7 @@ function renderProbs(data) {
     cell(row, percent(entry.prob));
     const bar = document.createElement("span");
     bar.className = "bar";
-    bar.style.width = Math.max(1, Math.round(120 * entry.prob)) + "px";
+    bar.style.width = Math.max(1, Math.round(120 * entry.prob / data.top[0].prob)) + "px";
     row.insertCell().append(bar);
     const token = row.insertCell();
     token.append(Object.assign(document.createElement("code"), { textContent: show(entry.text) }));
