@@ -62,7 +62,7 @@ def _stops(body) -> tuple:
 def _settings(body: dict, engine, prompt: str, chat: bool) -> Settings:
     if _integer(body, "n", 1, 1, 1, " (one choice per request)") != 1:
         raise RequestError("'n' must be 1", param="n")
-    limit = f" (this server's limit, tinygpt serve --max-tokens)"
+    limit = " (this server's limit, tinygpt serve --max-tokens)"
     max_tokens = _integer(body, "max_tokens", None, 1, engine.max_tokens, limit)
     if max_tokens is None:
         max_tokens = _integer(body, "max_completion_tokens", None, 1, engine.max_tokens, limit)
