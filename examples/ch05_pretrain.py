@@ -7,6 +7,10 @@ near 6.4 (the model memorises a 5,000-token story). Writes runs/ch05/model.safet
 --resume) and runs/ch05/loss-plot.png.
 
     python examples/ch05_pretrain.py [--epochs 10] [--config book-124M] [--out runs/ch05]
+                                     [--schedule] [--resume runs/ch05/model.safetensors]
+
+--schedule adds appendix D: linear warm-up, cosine decay and gradient clipping. A resumed run
+continues with the checkpoint's config and settings (schedule included).
 """
 import argparse
 import time
@@ -20,18 +24,24 @@ from tinygpt.train.pretrain import pretrain, resolve_config
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=positive_int, default=10)
-    parser.add_argument("--config", default="book-124M", help="book-124M, small or tiny")
+    parser.add_argument("--epochs", type=positive_int, help="default 10 (or the checkpoint's)")
+    parser.add_argument("--config", help="book-124M (default), small or tiny")
     parser.add_argument("--out", default="runs/ch05")
     parser.add_argument("--resume", help="checkpoint to continue from")
+    parser.add_argument("--schedule", action=argparse.BooleanOptionalAction,
+                        help="appendix D: warm-up, cosine decay, gradient clipping (default off)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
 
     text = asset_path("the-verdict.txt").read_text(encoding="utf-8")
     start = time.perf_counter()
-    model, result = pretrain(text, resolve_config(args.config), num_epochs=args.epochs,
-                             out_dir=args.out, resume=args.resume, quiet=args.quiet)
+    config = args.config or (None if args.resume else "book-124M")  # resume: the checkpoint's
+    model, result = pretrain(text, config and resolve_config(config), num_epochs=args.epochs,
+                             out_dir=args.out, resume=args.resume, schedule=args.schedule,
+                             quiet=args.quiet)
+    if result["nothing_to_do"]:
+        return result
     wall = time.perf_counter() - start
     print(f"final: train loss {result['train_losses'][-1]:.3f}, "
           f"val loss {result['val_losses'][-1]:.3f}")

@@ -3,7 +3,7 @@
 Data: the SMS Spam Collection shipped in tinygpt/assets, balanced to 747 ham + 747 spam and split
 1045 / 149 / 300 exactly as the book does (the CSVs are written to --out).
 
-    python examples/ch06_classify.py                               # offline, a few minutes
+    python examples/ch06_classify.py                               # offline, ~1 min of CPU
     python examples/ch06_classify.py --weights "gpt2-small (124M)"  # the book's run
 
 With --weights (a GPT-2 size name, downloaded once, or a local file/folder) this is the book's
@@ -11,7 +11,8 @@ setup: new 2-class head, everything frozen except the last transformer block and
 AdamW lr 5e-5 and weight decay 0.1, batch 8, 5 epochs (the book reports 95.67% test accuracy).
 Offline it starts from a small GPT with random weights (2 blocks, 128-dim, tinygpt's
 OFFLINE_CONFIG, embeddings at GPT-2's initialisation) and trains every layer, lr 5e-4, 6 epochs:
-about 96% test accuracy, both of the book's section-6.8 messages right, in a few minutes.
+about 96% test accuracy, both of the book's section-6.8 messages right, in about a minute of
+CPU time (one BLAS thread; the wall time is that much on an idle machine, longer on a busy one).
 
 Writes into --out (default runs/ch06): train.csv, validation.csv, test.csv (the split),
 classifier.safetensors (reload it with `tinygpt classify --model runs/ch06 --text "..."`),

@@ -11,7 +11,10 @@ the loss and reward-margin plots, the responses and the policy into --out (defau
 Offline by default: the small chapter-7 model, lr 3e-4, an evaluation every 20 steps on 2
 batches; it takes a few minutes on 2 CPU cores (plus chapter 7's few when it runs first). The loss
 starts at ln 2 = 0.6931 with margins 0 (policy = reference) and should end below it with a
-positive validation margin.
+positive validation margin. The small chapter-7 model is far too small to follow instructions,
+so its responses, before and after DPO, do not answer them, politely or not: what the offline
+run shows is the data format, the loss and the reward-margin curves. A model whose responses
+show the preference starts from GPT-2 medium (below), a long CPU run.
 
 With GPT-2 weights it is the notebook's setup (gpt2-medium, AdamW lr 5e-6, weight decay 0.01,
 beta 0.1, batch size 8, 1 epoch, evaluation every 5 steps on 5 batches):
@@ -27,6 +30,16 @@ import time
 from tinygpt import tune_malloc
 from tinygpt.argtypes import positive_float, positive_int
 from tinygpt.finetune.dpo_train import run_dpo
+
+# printed at the end of an offline run, beside the results it qualifies
+OFFLINE_EXPECTATIONS = """\
+What to expect offline: the small chapter-7 model is far too small to follow instructions, so
+its responses, before and after DPO (dpo-responses.json), do not answer them, politely or not.
+What the run shows is the preference data's format, the DPO loss falling below ln 2 and the
+reward margin rising above 0 (the two plots). For responses that show the preference, start
+from GPT-2 medium (a long CPU run):
+  python examples/ch07_instruct.py --weights "gpt2-medium (355M)" --out runs/ch07-medium
+  python examples/ch07_dpo.py --weights "gpt2-medium (355M)" --model runs/ch07-medium"""
 
 
 def ensure_instruction_model(model_dir, weights) -> None:
@@ -72,6 +85,8 @@ def main(argv=None):
     print(f"responses {result['responses']}, model {result['checkpoint']}"
           + (f", plots {result['loss_plot']} and {result['reward_margins_plot']}"
              if "loss_plot" in result else ""))
+    if args.weights is None:
+        print(OFFLINE_EXPECTATIONS)
     return result
 
 

@@ -10,8 +10,11 @@ over 5 batches, greedy responses of up to 256 tokens for the 110 test entries:
 
 Offline by default: a small GPT (4 layers, 64-dim, 6.6M parameters) fine-tuned from scratch for
 2 epochs (lr 2e-3), so that training, generating all 110 responses, saving and the offline score
-finish in a few minutes on 2 CPU cores. It learns the response format and common phrasing only:
-expect a ROUGE-L F1 near 0.18 and no exact matches. Outputs in --out (default runs/ch07):
+finish in a few minutes on 2 CPU cores. It is far too small to follow instructions: it learns
+the response format and common phrasing only, so expect a ROUGE-L F1 near 0.18, no exact
+matches, and responses that do not answer. What it shows is the pipeline: the prompt format,
+the falling loss curve, the responses file and the scores. A model that answers starts from
+GPT-2 medium (--weights "gpt2-medium (355M)"), a long CPU run. Outputs in --out (default runs/ch07):
 loss-plot.png, instruction-data-with-response.json (entries, responses, per-entry scores),
 scores.json, model.safetensors (and lora.safetensors with --lora-rank).
 """
@@ -21,6 +24,13 @@ import time
 from tinygpt.argtypes import positive_float, positive_int
 from tinygpt import tune_malloc
 from tinygpt.finetune.instruct import OLLAMA_URL, run_instruction_finetune
+
+# printed at the end of an offline run, beside the results it qualifies
+OFFLINE_EXPECTATIONS = """\
+What to expect offline: this small model (6.6M parameters, trained from scratch) is far too small
+to follow instructions, so its responses do not answer them. What the run shows is the prompt
+format, the loss curve and the scoring. For a model that answers, start from GPT-2 medium:
+  python examples/ch07_instruct.py --weights "gpt2-medium (355M)"   (a long CPU run)"""
 
 
 def main(argv=None):
@@ -57,6 +67,8 @@ def main(argv=None):
           f"responses {result['generate_seconds']:.1f} s)")
     print(f"responses {result['responses']}, model {result['checkpoint']}"
           + (f", plot {result['plot']}" if "plot" in result else ""))
+    if args.weights is None:
+        print(OFFLINE_EXPECTATIONS)
     return result
 
 

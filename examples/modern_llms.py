@@ -29,7 +29,7 @@ TINY_LLAMA = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 
 
 PIECES = [
     ("RMSNorm", "x / sqrt(mean(x^2) + eps) * scale: LayerNorm without the mean and the shift",
-     "tinygpt/ops/modern.py RMSNorm (op), tinygpt/model/modern.py RMSNorm (module; its parameter is "
+     "tinygpt/ops/modern.py RMSNormFn (op), tinygpt/model/modern.py RMSNorm (module; its parameter is "
      "`scale` in Qwen3, `weight` in Llama 3 as torch.nn.RMSNorm names it)"),
     ("RoPE", "queries and keys rotated pairwise by position * frequency; no position table",
      "tinygpt/ops/modern.py Rope, rope_tables (Llama 3's frequency scaling: _llama3_scaled)"),

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import io
+import pathlib
 import socket
 import threading
 import zipfile
@@ -30,6 +31,7 @@ from tinygpt.train import save_checkpoint
 from tinygpt.data.download import DownloadError
 from reference import torch_gpt
 
+SRC = str(pathlib.Path(__file__).resolve().parent.parent / "src")  # this checkout's package
 TINY = {"vocab_size": 50257, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 3,
         "drop_rate": 0.0, "qkv_bias": True}
 
@@ -215,13 +217,12 @@ def test_offline_recipe_gets_the_books_messages_and_95_percent(tmp_path, tok):
     accuracy on the book's split, and the book's two messages, in the example's output and
     classified again by the reloaded classifier."""
     import os
-    import pathlib
     import subprocess
     import sys
     root = pathlib.Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, str(root / "examples" / "ch06_classify.py"), "--out",
                            str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+                          env={**os.environ, "PYTHONPATH": SRC})
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"    spam: {BOOK_SPAM}" in done.stdout.splitlines()
     assert f"not spam: {BOOK_HAM}" in done.stdout.splitlines()
@@ -286,18 +287,17 @@ def test_cli_finetune_then_classify(tmp_path, monkeypatch, capsys):
     assert cli.main(["finetune-classify", "--epochs", "0", "--out", str(out)]) == 2
 
 
-def test_finetune_command_modules_do_not_import_cli_back():
-    """cli.py imports classify_cmd and instruct_cmd; they must not import cli.py (no circle)."""
+def test_finetune_package_imports_no_command_line_code():
+    """The fine-tuning commands live in tinygpt/cli/finetune.py; tinygpt.finetune (the library)
+    must not import tinygpt.cli (layers import leftwards: finetune -> cli, never back)."""
     import os
-    import pathlib
     import subprocess
     import sys
-    root = str(pathlib.Path(__file__).resolve().parent.parent)
-    code = ("import sys, tinygpt.finetune.classify_cmd, tinygpt.finetune.instruct_cmd; "
-            "print('tinygpt.finetune.cli' in sys.modules)")
+    code = ("import sys, tinygpt.finetune, tinygpt.finetune.dpo_train; "
+            "print(sorted(m for m in sys.modules if m.startswith('tinygpt.cli')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": root})
-    assert done.stdout.strip() == "False"
+                          env={**os.environ, "PYTHONPATH": SRC})
+    assert done.stdout.strip() == "[]"
 
 
 # --- download -----------------------------------------------------------------------------------

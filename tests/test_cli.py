@@ -51,8 +51,33 @@ def test_resume_continues_a_run(pretrained):
     assert out.returncode == 0, out.stderr
 
 
+def test_resume_refuses_a_changed_setting_in_one_line(pretrained):
+    tmp, _ = pretrained
+    ckpt = tmp / "run" / "model.safetensors"
+    out = tinygpt("pretrain", "--text", str(tmp / "story.txt"), "--resume", str(ckpt), "--out",
+                  str(tmp / "run3"), "--lr", "0.001", "--seed", "7", "--quiet")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    for part in ("lr (--lr): checkpoint 0.0004, given 0.001", "seed (--seed): checkpoint 123, given 7",
+                 "leave these out", "start a new run"):
+        assert part in out.stderr
+    assert not (tmp / "run3").exists() or not any((tmp / "run3").iterdir())
+
+
+def test_resume_says_what_it_continues_with(pretrained):
+    tmp, _ = pretrained
+    out = tinygpt("pretrain", "--text", str(tmp / "story.txt"), "--resume",
+                  str(tmp / "run" / "model.safetensors"), "--out", str(tmp / "run4"), "--epochs", "3")
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("resuming "))
+    for part in ("with its settings: lr=0.0004", "weight_decay=0.1", "schedule=False", "seed=123",
+                 "batch_size=4", "eval_freq=4"):
+        assert part in line
+
+
 @pytest.mark.parametrize("args, message", [
     (["pretrain", "--text", "no-such-file.txt"], "text file no-such-file.txt does not exist"),
+    (["pretrain", "--text", "{story}", "--config", "nope.json"], "config file nope.json does not exist"),
     (["pretrain", "--text", "{story}", "--config", "gpt5"], "unknown config 'gpt5'"),
     (["generate", "--checkpoint", "missing.safetensors", "--prompt", "x"],
      "'missing.safetensors' is neither a file, a directory, nor a GPT-2 model name"),
@@ -72,3 +97,17 @@ def test_user_mistakes_give_one_line_errors(pretrained, args, message):
 def test_help_for_each_subcommand(sub):
     out = tinygpt(sub, "--help")
     assert out.returncode == 0 and f"usage: tinygpt {sub}" in out.stdout
+
+
+def test_the_resume_command_is_written_as_the_run_was_started(monkeypatch):
+    import argparse
+    from tinygpt.cli.pretrain import resume_command
+    args = argparse.Namespace(text="my story.txt", out="runs/x", epochs=None, quiet=False,
+                              start_context="Every effort moves you", checkpoint_every=None)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/tinygpt", "pretrain"])
+    assert resume_command(args, "runs/x/model.safetensors") == \
+        "tinygpt pretrain --text 'my story.txt' --resume runs/x/model.safetensors --out runs/x"
+    monkeypatch.setattr(sys, "argv", ["/src/tinygpt/__main__.py", "pretrain"])
+    args.epochs, args.quiet = 4, True
+    assert resume_command(args, "c.safetensors") == ("python -m tinygpt pretrain --text 'my story.txt' "
+                                                     "--resume c.safetensors --out runs/x --epochs 4 --quiet")

@@ -42,7 +42,7 @@ def refused_cheaply(path, **kwargs):
     """Load `path` with load_gpt2 in a fresh process; assert it was refused within SECONDS with
     peak RSS growth under PEAK_MB; return the error line."""
     assert path.stat().st_size < 1 << 20
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout, not the installed copy
     run = subprocess.run([sys.executable, "-c", MEASURE, str(path), repr(kwargs)], env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

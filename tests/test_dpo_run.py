@@ -157,15 +157,11 @@ def test_run_dpo_names_a_missing_model(tmp_path):
 
 
 # ---- the command, in a subprocess ----------------------------------------------------------
-# finetune-dpo is registered here unless the CLI already registers it (tinygpt/finetune/cli.py)
-CLI = ("import sys; from tinygpt import cli; from tinygpt.finetune import dpo_cmd; "
-       "cli._register_commands(); "
-       "'finetune-dpo' in cli.COMMANDS or dpo_cmd.add_cli(cli.command); "
-       "sys.exit(cli.main(sys.argv[1:]))")
+CLI = "import sys; from tinygpt import cli; sys.exit(cli.main(sys.argv[1:]))"
 
 
 def tinygpt_cli(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_modern_llms_example_runs_and_learns():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "modern_llms.py")], env=env,
                          capture_output=True, text=True, check=True, timeout=300).stdout
     for name in ("Qwen3Model", "Llama3Model"):

@@ -12,7 +12,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 def run_example(script, *args, cwd, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TINYGPT_HOME": str(cwd / "home")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TINYGPT_HOME": str(cwd / "home")}
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
 

@@ -178,3 +178,25 @@ def test_a_single_layer_becomes_its_twin_and_a_subclass_is_left_alone():
     holder = tg.nn.Sequential(mine)
     assert for_inference(holder)[0] is mine       # its forward may differ: not swapped
     assert mine.W_query.weight.data.base is None
+
+
+# --- the CLI generates and chats with readied models ----------------------------------------------
+def test_the_cli_loads_every_model_readied_for_inference(tmp_path):
+    from tinygpt.cli.models import load_model, load_text_model
+    from tinygpt.train.checkpoint import save_checkpoint
+    from tinygpt.weights import save_pretrained_hf
+    from tokenizer_files import write_qwen3_tokenizer_json
+    gpt = build("gpt", np.float32, vocab_size=50257)
+    save_checkpoint(tmp_path / "gpt" / "model.safetensors", gpt, config=gpt.cfg)
+    qwen3 = build("qwen3", np.float32, vocab_size=320)
+    save_pretrained_hf(qwen3, tmp_path / "qwen3")
+    write_qwen3_tokenizer_json(tmp_path / "qwen3" / "tokenizer.json")
+    loaded = [(load_model(tmp_path / "gpt")[0], gpt, "gpt"),
+              (load_text_model(tmp_path / "gpt", chat=True).model, gpt, "gpt"),
+              (load_text_model(tmp_path / "qwen3", chat=True).model, qwen3, "qwen3")]
+    for model, original, kind in loaded:
+        assert not model.training
+        assert layer_types(model) == [FAST[kind]] * model.cfg["n_layers"]
+        assert all(block.att.packed for block in model.trf_blocks)
+        ids = tokens(model.cfg, batch=1, length=4)
+        np.testing.assert_array_equal(generate(model, ids, 6, 16), generate(original.eval(), ids, 6, 16))

@@ -209,3 +209,18 @@ def test_cli_download_by_repository_id(hub, tmp_path, sharded_qwen3):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "HF_TOKEN" in out.stderr
+
+
+@pytest.mark.parametrize("shard", ["../../escape.safetensors", "sub/model.safetensors", 7])
+def test_an_index_naming_a_file_outside_the_folder_is_refused_before_any_shard(hub, tmp_path,
+                                                                               sharded_qwen3, shard):
+    files, _ = sharded_qwen3
+    weight_map = json.loads(files["model.safetensors.index.json"])["weight_map"]
+    name = sorted(weight_map)[0]
+    hub.files = {**files, "model.safetensors.index.json":
+                 json.dumps({"weight_map": {**weight_map, name: shard}}).encode()}
+    with pytest.raises(DownloadError, match=rf"weight_map\['{name}'\] must be a \.safetensors file "
+                                            rf"name in the folder, got .*download --force"):
+        get(hub, tmp_path)
+    assert not any(entry[1].endswith(".safetensors") for entry in hub.log), hub.log
+    assert not (tmp_path / "escape.safetensors").exists()

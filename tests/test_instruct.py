@@ -335,11 +335,11 @@ def test_short_finetune_lowers_loss_and_writes_responses(tmp_path, ollama, lora_
 
 
 def test_cli_arguments():
-    from tinygpt.finetune.instruct_cmd import add_cli
-    commands = {}
-    add_cli(lambda name, help: lambda setup: commands.setdefault(name, setup))
+    from tinygpt import cli
+    cli._register_commands()
+    setup, _ = cli.COMMANDS["finetune-instruct"]
     parser = argparse.ArgumentParser()
-    run = commands["finetune-instruct"](parser)
+    run = setup(parser)
     args = parser.parse_args(["--weights", "gpt2-medium (355M)", "--lora-rank", "16",
                               "--mask-prompt", "--ollama-model", "llama3"])
     assert callable(run) and args.weights == "gpt2-medium (355M)" and args.lora_rank == 16

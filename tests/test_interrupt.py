@@ -89,7 +89,7 @@ def run(tmp_path, out, point="-", signame="-", nth=0, resume=None):
     driver.write_text(DRIVER)
     args = [sys.executable, str(driver), str(out), point, signame, str(nth)]
     args += [str(resume)] if resume else []
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -165,6 +165,60 @@ def test_importing_tinygpt_installs_no_signal_handler():
             "import tinygpt, tinygpt.train;"
             "assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+                          env={**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
+
+
+CLI_DRIVER = textwrap.dedent('''
+    import os, signal, sys
+    from tinygpt.cli import main
+    from tinygpt.core.tensor import Tensor
+
+    nth, calls, real_backward = int(sys.argv[1]), [0], Tensor.backward
+
+    def backward(self, *a, **k):  # the signal comes right after the nth backward pass
+        real_backward(self, *a, **k)
+        calls[0] += 1
+        if calls[0] == nth:
+            os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+    Tensor.backward = backward
+    sys.exit(main(sys.argv[3:]))
+''')
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_pretrain_says_where_it_saved_and_the_command_that_resumes(tmp_path, signame):
+    import json
+    import shlex
+
+    from tinygpt.assets import asset_path
+    text = tmp_path / "story.txt"
+    text.write_text(asset_path("the-verdict.txt").read_text(encoding="utf-8")[:2000])
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"vocab_size": 50257, "context_length": 16, "emb_dim": 16,
+                               "n_heads": 2, "n_layers": 1, "drop_rate": 0.0, "qkv_bias": False}))
+    out = tmp_path / "run"
+    driver = tmp_path / "cli_driver.py"
+    driver.write_text(CLI_DRIVER)
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
+    stopped = subprocess.run([sys.executable, str(driver), "5", signame, "pretrain", "--text",
+                              str(text), "--config", str(cfg), "--epochs", "2", "--lr", "1e-3",
+                              "--out", str(out), "--quiet"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    signum = {"SIGINT": 2, "SIGTERM": 15}[signame]
+    assert stopped.returncode == 128 + signum, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    ckpt = out / "model.safetensors"
+    prefix = f"tinygpt pretrain: interrupted; checkpoint after 4 steps saved to {ckpt}; resume with: "
+    assert last.startswith(prefix), last
+    command = shlex.split(last[len(prefix):])
+    assert command == ["python", "-m", "tinygpt", "pretrain", "--text", str(text), "--resume",
+                       str(ckpt), "--out", str(out), "--epochs", "2", "--quiet"]
+    assert read_checkpoint(ckpt)[2]["loop"]["global_step"] == 3
+
+    resumed = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
+                             env=env, timeout=300)  # the lr of 1e-3 comes from the checkpoint
+    assert resumed.returncode == 0, resumed.stderr
+    state = read_checkpoint(ckpt)[2]
+    assert state["loop"]["epoch"] == 2 and state["settings"]["lr"] == 1e-3

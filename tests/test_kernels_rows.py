@@ -10,6 +10,7 @@ from kernel_checks import (DTYPES, LAYOUTS, NB, ODD, REF, SEEDS, check, fast, ma
 import tinygpt.kernels as K
 from tinygpt import ops
 from tinygpt.kernels import _rows
+from tinygpt.errors import InputIndexError
 
 
 def test_exp_row_accuracy():
@@ -216,12 +217,12 @@ def test_cross_entropy(n, v, layout, dtype, ignore_index, p_ignore, grad_scale, 
 
 
 def test_cross_entropy_bad_targets():
-    """The forward checks the targets' range, once per step (the op calls it; the backward is handed
-    the same targets and only checks their shape)."""
+    """The kernels' forward checks the targets' range (the backward is handed the same targets and
+    only checks their shape); the op checks it first and raises tinygpt's InputIndexError."""
     logits = np.zeros((2, 5), np.float32)
     for impl in (NB, REF):
         for bad in ([0, 5], [-1, 0]):
             with pytest.raises(IndexError, match="out of range for 5 classes"):
                 impl["cross_entropy_forward"](logits, np.array(bad), -100)
-    with pytest.raises(IndexError, match="cross_entropy target 5 is out of range"):
+    with pytest.raises(InputIndexError, match="cross_entropy target 5 is out of range for 5 classes"):
         ops.cross_entropy(logits, np.array([0, 5]))

@@ -20,7 +20,7 @@ from modern_models import (TINY_LLAMA, TINY_QWEN3, check_generation, compare_gra
 from tinygpt.model import GPTModel, Llama3Model, Qwen3Model
 from tinygpt.weights import WeightsError, load_pretrained, save_pretrained, save_pretrained_hf
 from tinygpt.weights.hf import expected_shapes
-from tinygpt.weights.safetensors_io import read_header
+from tinygpt.weights.safetensors_io import read_header, save_safetensors
 
 transformers.logging.set_verbosity_error()
 LOGITS = lambda out: out.logits  # noqa: E731
@@ -141,10 +141,20 @@ def test_refusals_name_the_problem(tmp_path):
     hf_model("qwen3").save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 4}))
-    with pytest.raises(WeightsError, match=r"k_proj.weight: shape \(16, 16\).*implies \(32, 16\)"):
+    with pytest.raises(WeightsError, match=r"config\.json: num_key_value_heads is 4 but model\.layers\.0\."
+                                           r"self_attn\.k_proj\.weight has shape \(16, 16\), which "
+                                           r"implies num_key_value_heads 2 of head_dim 8$"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
-    with pytest.raises(WeightsError, match=r"missing model\.layers\.2\.self_attn\.q_proj\.weight"):
+    with pytest.raises(WeightsError, match=r"num_hidden_layers is 3 but the weights hold blocks 0\.\.1"):
+        load_pretrained(tmp_path)
+    header, _, _ = read_header(tmp_path / "model.safetensors")  # a shape the config contradicts
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    tensors = {n: np.zeros(e["shape"], np.float32) for n, e in header.items()}
+    tensors["model.layers.1.mlp.up_proj.weight"] = np.zeros((24, 15), np.float32)
+    save_safetensors(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(WeightsError, match=r"up_proj\.weight: shape \(24, 15\) in model\.safetensors, "
+                                           r"the config implies \(24, 16\)"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
     with pytest.raises(WeightsError, match="attention_bias"):

@@ -9,7 +9,7 @@ from tinygpt.assets import asset_path
 from tinygpt.errors import InputError, TrainingError
 from tinygpt.tokenizer import get_gpt2_tokenizer
 from tinygpt.train import checkpoint_info, read_checkpoint
-from tinygpt.train import loop as loop_module
+from tinygpt.train import trainer as loop_module
 from tinygpt.train import pretrain as pretrain_module
 from tinygpt.train.pretrain import pretrain
 
@@ -89,7 +89,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys
 
 def first_run(tmp_path, **kw):
     out = tmp_path / "first"
-    pretrain(TEXT, CFG, num_epochs=1, out_dir=out, **{**RUN, **kw})
+    pretrain(TEXT, CFG, out_dir=out, **{**RUN, "num_epochs": 1, **kw})
     return out / "model.safetensors"
 
 
@@ -128,8 +128,7 @@ def test_resume_with_nothing_left_says_so_and_leaves_the_checkpoint(tmp_path, ca
 def test_resume_refuses_a_loader_of_another_length(tmp_path):
     ckpt = first_run(tmp_path, max_steps=2)
     with pytest.raises(InputError, match="batches per epoch"):
-        pretrain(TEXT, None, num_epochs=1, resume=ckpt, out_dir=tmp_path / "b",
-                 **{**RUN, "batch_size": 1})
+        pretrain(TEXT * 2, None, num_epochs=1, resume=ckpt, out_dir=tmp_path / "b", **RUN)
 
 
 def test_resume_from_a_checkpoint_whose_config_lies_builds_nothing(tmp_path, monkeypatch):
@@ -144,3 +143,46 @@ def test_resume_from_a_checkpoint_whose_config_lies_builds_nothing(tmp_path, mon
     with pytest.raises(CheckpointError, match=r"tok_emb.weight is \(50257, 16\), the config needs "
                                               r"\(600000, 1024\)"):
         pretrain(TEXT, None, num_epochs=2, resume=ckpt, out_dir=tmp_path / "b", **RUN)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"lr": 1e-3}, r"lr \(--lr\): checkpoint 0.0004, given 0.001"),
+    ({"weight_decay": 0.0}, r"weight_decay \(--weight-decay\): checkpoint 0.1, given 0.0"),
+    ({"seed": 7}, r"seed \(--seed\): checkpoint 123, given 7"),
+    ({"schedule": True}, r"schedule \(--schedule\): checkpoint False, given True"),
+    ({"eval_freq": 4}, r"eval_freq \(--eval-freq\): checkpoint 3, given 4"),
+    ({"train_ratio": 0.8}, r"train_ratio: checkpoint 0.9, given 0.8")])
+def test_resume_refuses_a_changed_setting_naming_it_and_both_values(tmp_path, monkeypatch, change,
+                                                                    message):
+    ckpt = first_run(tmp_path, max_steps=2)
+    no_work(monkeypatch)
+    with pytest.raises(InputError, match=message) as err:
+        pretrain(TEXT, None, num_epochs=2, resume=ckpt, out_dir=tmp_path / "b", **{**RUN, **change})
+    assert "continues with the checkpoint's settings" in str(err.value)
+    assert "start a new run" in str(err.value)
+
+
+def test_resume_continues_with_the_checkpoints_settings(tmp_path):
+    """Settings left out are the checkpoint's, not the defaults: the resumed run trains with
+    lr 1e-3, weight decay 0, seed 5 and the schedule of the first run, up to its 2 epochs."""
+    ckpt = first_run(tmp_path, max_steps=2, lr=1e-3, weight_decay=0.0, seed=5, schedule=True,
+                     num_epochs=2)
+    saved = read_checkpoint(ckpt)[2]["settings"]
+    assert {k: saved[k] for k in ("lr", "weight_decay", "seed", "schedule", "num_epochs",
+                                  "batch_size", "eval_freq")} == \
+        {"lr": 1e-3, "weight_decay": 0.0, "seed": 5, "schedule": True, "num_epochs": 2,
+         "batch_size": 2, "eval_freq": 3}
+    assert saved["warmup_steps"] >= 1 and saved["min_lr"] == 1e-6
+    out = tmp_path / "second"
+    _, result = pretrain(TEXT, None, resume=ckpt, out_dir=out, **RUN)
+    state = read_checkpoint(out / "model.safetensors")[2]
+    assert state["settings"] == saved and state["loop"]["epoch"] == 2
+    assert max(result["lrs"]) <= 1e-3 and result["lrs"][0] < 1e-3  # warm-up to the run's peak
+    with pytest.raises(InputError, match=r"num_epochs \(--epochs\): checkpoint 2, given 3"):
+        pretrain(TEXT, None, num_epochs=3, resume=ckpt, out_dir=out, **RUN)  # the cosine spans 2
+
+
+def test_without_a_schedule_a_resumed_run_may_train_more_epochs(tmp_path):
+    ckpt = first_run(tmp_path)
+    _, result = pretrain(TEXT, None, num_epochs=2, resume=ckpt, out_dir=tmp_path / "b", **RUN)
+    assert result["epoch"] == 2 and not result["nothing_to_do"]

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinygpt
+from tinygpt.errors import InputIndexError
 from tinygpt.assets import ASSETS_DIR, asset_path
 from tinygpt.tokenizer import (
     ENDOFTEXT,
@@ -100,7 +101,7 @@ def test_simple_v1_unknown_word_is_a_keyerror_naming_it(verdict):
     with pytest.raises(KeyError) as info:
         tok.encode("Hello, do you like tea?")
     assert "'Hello' is not in the vocabulary" in str(info.value)
-    with pytest.raises(ValueError, match="token id 5000"):
+    with pytest.raises(InputIndexError, match="token id 5000 is outside the vocabulary of 1130 ids"):
         tok.decode([5000])
 
 
@@ -217,7 +218,7 @@ def test_bpe_rejects_misspelt_special_arguments():
         BPE.encode("x", allowed_special="<|endoftext|>")
     with pytest.raises(ValueError, match="unknown special tokens"):
         BPE.encode("x", allowed_special={"<|endoftxt|>"})
-    with pytest.raises(ValueError, match="token id 50257 is not in the vocabulary"):
+    with pytest.raises(InputIndexError, match="token id 50257 is outside the vocabulary of 50257 ids"):
         BPE.decode([50257])
 
 

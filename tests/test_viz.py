@@ -31,11 +31,11 @@ def test_to_dot_has_one_node_per_op_and_per_leaf():
     dot = viz.to_dot(loss, params=dict(model.named_parameters()))
     labels = [label.split("\\n")[0] for _, label in nodes(dot)]
     assert sorted(labels) == sorted(["input", "0.weight", "0.bias", "2.weight", "2.bias",
-                                     "Linear", "Relu", "Linear", "CrossEntropy"])
-    assert {c.__name__ for c in functions_in_graph(loss)} == {"Linear", "Relu", "CrossEntropy"}
+                                     "LinearFn", "ReluFn", "LinearFn", "CrossEntropy"])
+    assert {c.__name__ for c in functions_in_graph(loss)} == {"LinearFn", "ReluFn", "CrossEntropy"}
     assert len(re.findall(r"->", dot)) == 8  # x, W, b -> Linear -> Relu; Relu, W, b -> Linear -> loss
     number = {label.split("\\n")[0]: n for n, label in nodes(dot)}
-    relu, head = number["Relu"], number["CrossEntropy"]
+    relu, head = number["ReluFn"], number["CrossEntropy"]
     assert f"n{relu} -> " in dot and f"-> n{head};" in dot and f"n{head} -> " not in dot, \
         "edges run the way the data flows"
     loss.backward()
@@ -108,3 +108,27 @@ def test_activation_stats_values_are_the_layer_outputs_and_their_gradients():
     assert_close(np.sort(layers[2].gradients), np.sort(dlogits.reshape(-1)), what="gradient of the logits")
     hidden = np.maximum(x.data @ model[0].weight.data.T + model[0].bias.data, 0)
     assert layers[1].zero_fraction == np.mean(hidden == 0) and layers[1].mean == pytest.approx(hidden.mean())
+
+
+@pytest.mark.parametrize("n_layers", [1, 6])
+def test_both_panels_have_a_whole_legend_that_covers_no_curve(n_layers):
+    """A GPT has dozens of layers: each panel's legend names every layer (activation std on the
+    left, gradient std on the right) and lies inside the figure, below its panel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    tg.manual_seed(0)
+    model = tg.GPTModel({**SMALL, "n_layers": n_layers})
+    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    layers = viz.activation_stats(model, ids, targets=np.roll(ids, -1, axis=1))
+    fig = viz.stats.activation_stats_figure(layers)
+    FigureCanvasAgg(fig).draw()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(legends) == 2 and len(panels) == 2
+    for legend, panel, spread in zip(legends, panels, ("std", "grad_std")):
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert texts == [f"{layer.name} (std {getattr(layer, spread):.2g})" for layer in layers]
+        box, figure_box = legend.get_window_extent(), fig.bbox
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, (box, figure_box)
+        assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, (box, figure_box)
+        assert box.y1 < panel.get_window_extent().y0  # below the panel, not over its curves

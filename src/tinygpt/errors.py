@@ -35,3 +35,20 @@ class CheckpointError(InputError):
 
 class TrainingError(TinyGPTError, RuntimeError):
     """Training cannot go on (a non-finite loss, ...); the last good checkpoint is kept."""
+
+
+class MissingFileError(TinyGPTError, FileNotFoundError):
+    """A file or folder the user named that does not exist; the message names it and its role."""
+
+
+class ServiceError(TinyGPTError, ConnectionError):
+    """A service tinygpt was asked to use (a local Ollama server, ...) cannot be reached."""
+
+
+class MissingDependencyError(TinyGPTError, ImportError):
+    """An optional library a feature needs is not installed; the message says what to install."""
+
+
+class StateError(TinyGPTError, RuntimeError):
+    """A call the object's state does not allow: backward twice through a freed graph, backward
+    on a tensor that needs no gradient, requires_grad_ on a non-leaf, ..."""

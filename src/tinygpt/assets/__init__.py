@@ -4,7 +4,7 @@ tinygpt reads its data from here at run time, never from the network or from a s
 outside the package, so the examples and tests work offline on a fresh install.
 """
 import pathlib
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MissingFileError
 
 ASSETS_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -23,7 +23,7 @@ def asset_path(name: str) -> pathlib.Path:
     path = ASSETS_DIR / name
     if not path.is_file():
         shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if p.is_file() and not p.name.startswith("_"))
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"tinygpt asset {name!r} not found in {ASSETS_DIR} (shipped files: {', '.join(shipped)}); "
             "reinstall tinygpt with its package data"
         )

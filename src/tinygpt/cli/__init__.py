@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         print(f"tinygpt {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM while training (tinygpt.train.Interrupted)
-        print(f"tinygpt {args.command}: interrupted", file=sys.stderr)
+        note = getattr(err, "note", None)  # e.g. pretrain: the checkpoint saved, and how to resume
+        print(f"tinygpt {args.command}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
     print(f"({args.command} took {time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return 0
@@ -75,8 +76,7 @@ def _tune_process() -> None:
 
 
 def _register_commands() -> None:
-    from . import inference, pretrain, show  # noqa: F401  (importing each registers its commands)
+    # importing each registers its commands (once per process: a module is imported once)
+    from . import inference, pretrain, show  # noqa: F401
     from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
-    if "finetune-classify" not in COMMANDS:  # once per process, however often main() runs
-        from ..finetune import cli as finetune_cli
-        finetune_cli.register(command)
+    from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)

@@ -1,5 +1,9 @@
 """`tinygpt pretrain`: the book's chapter-5 run on any text file (tinygpt.train.pretrain)."""
+import argparse
+import os
 import pathlib
+import shlex
+import sys
 
 from ..errors import InputError
 from . import command
@@ -11,37 +15,63 @@ def _pretrain(sub):
     sub.add_argument("--text", required=True, help="UTF-8 text file to train on")
     sub.add_argument("--config", help="preset (book-124M, small, tiny), a gpt2 size name, or a "
                      ".json config file; default book-124M, or the --resume checkpoint's own")
-    sub.add_argument("--epochs", type=positive_int, default=10,
-                     help="total epochs (a resumed run continues up to this count)")
-    sub.add_argument("--batch-size", type=positive_int, default=2)
-    sub.add_argument("--lr", type=positive_float, default=4e-4)
-    sub.add_argument("--weight-decay", type=non_negative_float, default=0.1)
-    sub.add_argument("--eval-freq", type=positive_int, default=5, help="evaluate every N steps")
-    sub.add_argument("--eval-iter", type=positive_int, default=5, help="batches per evaluation")
-    sub.add_argument("--seed", type=int, default=123)
-    sub.add_argument("--schedule", action="store_true",
-                     help="appendix D: warm-up, cosine decay and gradient clipping")
+    # Settings left out take the book's value in a new run and the checkpoint's with --resume;
+    # a resumed run refuses a different value (tinygpt/train/resume.py).
+    sub.add_argument("--epochs", type=positive_int,
+                     help="total epochs (default 10; a resumed run continues up to this count)")
+    sub.add_argument("--batch-size", type=positive_int, help="default 2")
+    sub.add_argument("--lr", type=positive_float, help="default 4e-4")
+    sub.add_argument("--weight-decay", type=non_negative_float, help="default 0.1")
+    sub.add_argument("--eval-freq", type=positive_int, help="evaluate every N steps (default 5)")
+    sub.add_argument("--eval-iter", type=positive_int, help="batches per evaluation (default 5)")
+    sub.add_argument("--seed", type=int, help="default 123")
+    sub.add_argument("--schedule", action=argparse.BooleanOptionalAction,
+                     help="appendix D: warm-up, cosine decay and gradient clipping (default off)")
     sub.add_argument("--start-context", default="Every effort moves you")
     sub.add_argument("--out", default="runs/pretrain", help="directory for checkpoint and plot")
-    sub.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint of an earlier run")
+    sub.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint of an earlier "
+                     "run, with its config and settings")
     sub.add_argument("--checkpoint-every", type=positive_int, help="also save a checkpoint every N steps")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args):
+        from ..train import Interrupted
         from ..train.pretrain import pretrain, resolve_config
         text = read_text(args.text)
         if args.config is not None:
             cfg = resolve_config(args.config)
         else:  # a resumed run keeps the checkpoint's config; a new one is the book's
             cfg = None if args.resume else resolve_config("book-124M")
-        _, result = pretrain(text, cfg, num_epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, weight_decay=args.weight_decay, eval_freq=args.eval_freq,
-                             eval_iter=args.eval_iter, seed=args.seed,
-                             start_context=args.start_context, out_dir=pathlib.Path(args.out),
-                             resume=args.resume, schedule=args.schedule, quiet=args.quiet,
-                             checkpoint_every=args.checkpoint_every)
+        try:
+            _, result = pretrain(text, cfg, num_epochs=args.epochs, batch_size=args.batch_size,
+                                 lr=args.lr, weight_decay=args.weight_decay,
+                                 eval_freq=args.eval_freq, eval_iter=args.eval_iter,
+                                 seed=args.seed, start_context=args.start_context,
+                                 out_dir=pathlib.Path(args.out), resume=args.resume,
+                                 schedule=args.schedule, quiet=args.quiet,
+                                 checkpoint_every=args.checkpoint_every)
+        except Interrupted as err:  # cli/__init__.py prints "interrupted" and this note
+            if getattr(err, "checkpoint", None) is not None:
+                err.note = (f"checkpoint after {err.steps_done} steps saved to {err.checkpoint}; "
+                            "resume with: "
+                            + resume_command(args, err.checkpoint))
+            raise
         print_summary(result)
     return run
+
+
+def resume_command(args, checkpoint) -> str:
+    """The command that continues this run from `checkpoint` (its settings come with it), in
+    the form this one was started: the installed `tinygpt` script or `python -m tinygpt`."""
+    program = ["tinygpt"] if os.path.basename(sys.argv[0]) == "tinygpt" else ["python", "-m", "tinygpt"]
+    words = [*program, "pretrain", "--text", args.text, "--resume", str(checkpoint), "--out", args.out]
+    if args.epochs is not None:
+        words += ["--epochs", str(args.epochs)]
+    if args.start_context != "Every effort moves you":
+        words += ["--start-context", args.start_context]
+    if args.checkpoint_every is not None:
+        words += ["--checkpoint-every", str(args.checkpoint_every)]
+    return shlex.join(words + (["--quiet"] if args.quiet else []))
 
 
 def print_summary(result) -> None:
@@ -60,13 +90,7 @@ def print_summary(result) -> None:
 
 
 def read_text(path) -> str:
-    """A UTF-8 text file's contents, or an InputError naming the file and what is wrong."""
-    p = pathlib.Path(path)
-    if p.is_dir():
-        raise InputError(f"--text {path} is a directory; give a UTF-8 text file")
-    if not p.exists():
-        raise InputError(f"text file {path} does not exist")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"text file {path} is not UTF-8 (byte {err.start}: {err.reason})") from None
+    """A UTF-8 text file's contents, or an InputError naming the file and what is wrong (a folder,
+    a missing file, one over tinygpt.files.MAX_TEXT_BYTES or endless like /dev/zero, not UTF-8)."""
+    from .. import files
+    return files.read_text(path, "--text file")

@@ -1,4 +1,8 @@
-"""`tinygpt show` and `tinygpt export`: look at a checkpoint afterwards, and keep only its model."""
+"""`tinygpt show` and `tinygpt export`: look at a checkpoint afterwards, and keep only its model.
+Both take the checkpoint file or the run folder holding it (`model.safetensors`), as generate and
+chat do."""
+import pathlib
+
 from . import command
 
 
@@ -13,12 +17,25 @@ def _show(sub):
 
     def run(args):
         from ..train import checkpoint_info
-        info = checkpoint_info(args.checkpoint)
+        info = checkpoint_info(checkpoint_file(args.checkpoint))
         for line in describe(info):
             print(line)
         if args.plot:
             print(f"loss plot: {plot_history(info, args.plot)}")
     return run
+
+
+def checkpoint_file(source) -> pathlib.Path:
+    """The checkpoint `source` names: the file itself, or `model.safetensors` in a run folder."""
+    from ..errors import InputError
+    from .models import CHECKPOINT_FILE
+    path = pathlib.Path(source)
+    if path.is_dir():
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise InputError(f"{source} is a folder without a {CHECKPOINT_FILE}; give a checkpoint "
+                             "file or the run folder that holds one")
+        return path / CHECKPOINT_FILE
+    return path
 
 
 def describe(info) -> list:
@@ -59,7 +76,15 @@ def _export(sub):
     sub.add_argument("out", help="the model-only .safetensors file to write")
 
     def run(args):
+        from ..errors import InputError
         from ..train import checkpoint_info, export_model
-        out = export_model(args.checkpoint, args.out)
+        source, out = checkpoint_file(args.checkpoint), pathlib.Path(args.out)
+        if out.is_dir():
+            raise InputError(f"export: {out} is a folder; give the .safetensors file to write")
+        if out.resolve() == source.resolve() or (out.exists() and source.exists()
+                                                 and out.samefile(source)):  # a link to it
+            raise InputError(f"export would overwrite its checkpoint {source} (and drop its "
+                             "optimizer state); give another output file")
+        out = export_model(source, out)
         print(f"{out} ({_mb(checkpoint_info(out)['file_bytes'])}, model only)")
     return run

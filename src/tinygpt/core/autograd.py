@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, StateError, TinyGPTError
 
 _grad_enabled = True
 Tensor = None  # tinygpt.core.tensor.Tensor; tensor.py sets it (it imports this module first)
@@ -31,10 +31,24 @@ def no_grad():
         _grad_enabled = previous
 
 
+class ModifiedInPlaceError(TinyGPTError, RuntimeError):
+    """A tensor an op saved for its backward was changed in place (an optimizer step,
+    load_state_dict) between the forward and the backward: its gradient would be the gradient at
+    the new values. PyTorch raises a RuntimeError here too."""
+
+
 class Function:
     """One differentiable op. Subclasses implement `forward(*arrays, **options)` returning an
     ndarray and `backward(grad)` returning one gradient (or None) per tensor input.
-    `self.needs_input_grad[i]` tells backward which gradients are wanted, so it can skip work."""
+    `self.needs_input_grad[i]` tells backward which gradients are wanted, so it can skip work.
+
+    `saves_inputs`: whether backward reads the inputs' values: True (Log), False (Add), or
+    "others" when an input's values serve only the other inputs' gradients (Mul, MatMul: the
+    gradient of a is g * b), so they matter only if another input needs a gradient. `apply`
+    records the versions of the inputs that matter and backward refuses to run once one has
+    changed in place (`Tensor.bump_version`), as torch does for the tensors an op saved."""
+    saves_inputs = True
+    versions = None  # the inputs' versions at forward, when saves_inputs and the op is recorded
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
@@ -56,7 +70,28 @@ class Function:
             out.requires_grad = True
             out._ctx = fn
             fn.parents = tensors
+            if cls.saves_inputs:
+                fn.versions = _versions(tensors, needs, cls.saves_inputs == "others")
         return out
+
+    def check_versions(self) -> None:
+        """Raise if an input this op saved was changed in place since its forward."""
+        for i, t in enumerate(self.parents):
+            if self.versions[i] is not None and t._version != self.versions[i]:
+                raise ModifiedInPlaceError(
+                    f"one of the tensors needed for the gradient of {type(self).__name__} (input {i}, "
+                    f"shape {t.shape}) has been modified by an in-place operation: it is at version "
+                    f"{t._version}, expected {self.versions[i]} (an optimizer step or "
+                    "load_state_dict between the forward and backward?)")
+
+
+def _versions(tensors, needs, for_others: bool) -> list:
+    """Each input's version, or None where backward will not read it: with `for_others`, an input
+    is read only if some other input needs a gradient."""
+    if not for_others:
+        return [t._version for t in tensors]
+    wanted = sum(needs)
+    return [t._version if wanted - need else None for t, need in zip(tensors, needs)]
 
 
 class RemovableHandle:
@@ -167,9 +202,11 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
                 node.grad = np.asarray(node.grad + g)
             continue
         if getattr(ctx, "freed", False):
-            raise RuntimeError(
+            raise StateError(
                 f"Trying to backward through the graph a second time (op {type(ctx).__name__}): "
                 "its saved arrays were freed; call backward(retain_graph=True) the first time")
+        if getattr(ctx, "versions", None) is not None:  # only ops with saves_inputs record them
+            ctx.check_versions()
         input_grads = ctx.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)

@@ -6,7 +6,7 @@ because a NumPy float64 scalar would silently upcast float32 arrays under NumPy 
 """
 import numpy as np
 
-from ..errors import InputTypeError
+from ..errors import InputError, InputTypeError
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -16,16 +16,42 @@ def is_float(dtype) -> bool:
     return np.dtype(dtype) in FLOAT_DTYPES
 
 
+NUMERIC_KINDS = "fiub"  # float, signed and unsigned integer, bool: what a Tensor may hold
+
+
+def check_kind(arr: np.ndarray) -> np.ndarray:
+    """Refuse arrays a Tensor cannot compute with (strings, Python objects, complex, dates)."""
+    if arr.dtype.kind not in NUMERIC_KINDS:
+        _refuse(arr.dtype)
+    return arr
+
+
+def _refuse(dtype):
+    raise InputTypeError(f"a tensor holds numbers (float, integer or bool), got dtype {dtype} "
+                         f"({_KIND_NAMES.get(dtype.kind, 'not a number')})")
+
+
+_KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+               "M": "dates", "m": "time spans", "V": "raw records"}
+
+
 def as_array(data, dtype=None) -> np.ndarray:
     """Turn user data into an ndarray: Python floats become float32, ndarrays keep their dtype."""
     if dtype is not None:
-        return np.asarray(data, dtype=np.dtype(dtype))
-    if isinstance(data, (np.ndarray, np.generic)):  # NumPy values keep their dtype
-        arr = np.asarray(data)
-    else:
-        arr = np.asarray(data)
-        if arr.dtype == np.float64:  # Python floats and lists of them
-            arr = arr.astype(DEFAULT_FLOAT)
+        dtype = np.dtype(dtype)
+        if dtype.kind not in NUMERIC_KINDS:
+            _refuse(dtype)
+        try:
+            return np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError) as err:
+            raise InputTypeError(f"cannot make a {dtype} tensor from {type(data).__name__} data: "
+                                 f"{err}") from None
+    try:
+        arr = check_kind(np.asarray(data))
+    except ValueError as err:  # ragged nested lists
+        raise InputError(f"cannot make a tensor from this data: {err}") from None
+    if not isinstance(data, (np.ndarray, np.generic)) and arr.dtype == np.float64:
+        arr = arr.astype(DEFAULT_FLOAT)  # Python floats and lists of them; NumPy values keep theirs
     if arr.dtype.kind == "f" and arr.dtype not in FLOAT_DTYPES:
         arr = arr.astype(DEFAULT_FLOAT)  # float16 and friends are not supported
     elif arr.dtype.kind in "iu":

@@ -43,9 +43,7 @@ def load_instruction_data(path) -> list:
     `MalformedEntryError` (a ValueError) naming the first bad entry: its index, its line for
     JSON lines, and what is wrong (not an object, a missing key, a non-string or empty value)."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"instruction data file {path} does not exist")
-    text = read_text(path)
+    text = read_text(path, "instruction data file")  # MissingFileError (a FileNotFoundError) if missing
     if not text.strip():
         raise InputError(f"{path}: the file is empty; expected a JSON list of entries or JSON lines")
     try:

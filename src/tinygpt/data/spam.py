@@ -42,9 +42,19 @@ def read_sms_spam(path=None):
     return _parse_tsv(io.StringIO(read_text(path), newline=""), path)
 
 
+def _records(reader, path):
+    """The rows of a csv reader; a row it cannot parse (a field longer than the csv module's
+    131,072-character limit, ...) is an InputError naming the file and line."""
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise InputError(f"{path}: line {reader.line_num}: {err} (is this a tab-separated or "
+                         "CSV file of messages?)") from None
+
+
 def _parse_tsv(f, path):
     rows = []
-    for line_no, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
+    for line_no, row in enumerate(_records(csv.reader(f, delimiter="\t"), path), start=1):
         if not row:
             continue  # pandas skips blank lines
         if len(row) != 2 or row[0] not in LABELS:
@@ -60,7 +70,7 @@ def read_labeled_csv(path):
     validation.csv, test.csv; other columns are ignored) -> list of (label, text) rows with integer
     labels. Raises ValueError for an empty file, a missing column or a bad label."""
     with io.StringIO(read_text(path), newline="") as f:
-        reader = csv.reader(f)
+        reader = _records(csv.reader(f), path)
         header = next(reader, None)
         if not header:
             raise InputError(f"{path} is empty: expected a header line 'Label,Text' and one row per message")

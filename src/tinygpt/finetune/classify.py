@@ -14,7 +14,6 @@ import pathlib
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..core.autograd import no_grad
 from ..core.random import manual_seed
@@ -27,8 +26,12 @@ from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import loop as train_loop
 from ..train import loss as train_loss
-from ..train.checkpoint import read_checkpoint, save_checkpoint
-from ..errors import InputError
+from ..train.checkpoint import (check_config_fits, read_checkpoint, read_checkpoint_header,
+                                save_checkpoint)
+from ..train.guard import check_finite_loss, check_finite_state, non_finite_names
+from ..train.loop import check_counts
+from ..train.progress import Progress
+from ..errors import CheckpointError, InputError
 
 TRAINABLE = ("last", "all", "head")  # book setup, full fine-tuning, head only
 
@@ -96,15 +99,20 @@ def evaluate_model(model, train_loader, val_loader, eval_iter):
 
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
-                            eval_iter, quiet=False, write=None):
+                            eval_iter, quiet=False, write=None, progress=None):
     """Book 6.7: train for `num_epochs`, evaluating the losses every `eval_freq` steps and the
     accuracies (over `eval_iter` batches) after each epoch. Returns (train_losses, val_losses,
-    train_accs, val_accs, examples_seen). `quiet` hides the progress bar and the messages."""
+    train_accs, val_accs, examples_seen). `progress`: "bar", "lines", "none" or None (a bar on a
+    terminal, a plain line every 1/20 of the run otherwise); `quiet` hides it and the messages.
+    A non-finite loss stops the run with a TrainingError naming the step (nothing is saved)."""
+    check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter)
+    if len(train_loader) == 0:
+        raise InputError("the training loader yields no batch: nothing would train")
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
-    bar = tqdm(total=num_epochs * len(train_loader), disable=quiet, unit="step", desc="finetune",
-               dynamic_ncols=True)
+    bar = Progress(num_epochs * len(train_loader), mode="none" if quiet else progress, desc="finetune")
     write = (lambda s: None) if quiet else (write or bar.write)
+    start = time.perf_counter()
     try:
         for epoch in range(num_epochs):
             model.train()
@@ -113,14 +121,16 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, num_epoc
             for input_batch, target_batch in train_loader:
                 optimizer.zero_grad()
                 loss = calc_loss_batch(input_batch, target_batch, model)
+                loss_value = check_finite_loss(loss, global_step + 1, "classifier fine-tuning")
                 loss.backward()
                 optimizer.step()
                 examples_seen += input_batch.shape[0]
                 global_step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                tokens_per_second = examples_seen * input_batch.shape[1] / (time.perf_counter() - start)
+                bar.step(loss_value, optimizer.param_groups[0]["lr"], tokens_per_second)
                 if global_step % eval_freq == 0:
                     train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                    check_finite_loss(train_loss, global_step, "classifier fine-tuning (evaluated)")
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
                     write(f"Ep {epoch + 1} (Step {global_step:06d}): "
@@ -152,13 +162,19 @@ def classify_review(text, model, tokenizer, max_length=None, pad_token_id=50256,
     with no_grad():
         logits = last_token_logits(model, np.asarray([input_ids], dtype=np.int64))  # (1, classes)
     model.train(was_training)
+    if not np.isfinite(logits.data).all():  # argmax of NaNs is 0: a label with no meaning
+        raise InputError(f"the classifier's logits for this message are not finite "
+                         f"({logits.data[0].tolist()}): its weights overflow or hold NaN; "
+                         "fine-tune it again with a lower learning rate")
     return class_names[int(logits.data.argmax(axis=-1)[0])]
 
 
 # --- saving and reloading ---------------------------------------------------------------------
 def save_classifier(path, model, **state):
     """Save a classifier with its config and head size (plus JSON `state`, e.g. max_length),
-    atomically, as a tinygpt checkpoint (.safetensors). Returns the path."""
+    atomically, as a tinygpt checkpoint (.safetensors); never a non-finite parameter (a
+    TrainingError, the file as it was). Returns the path."""
+    check_finite_state(model.named_parameters(), f"the classifier to be saved as {path}")
     cfg = {**model.cfg, "tie_weights": False}  # the new head is never tied to the embeddings
     num_classes = model.out_head.weight.shape[0]
     return save_checkpoint(path, model, config=cfg, num_classes=num_classes,
@@ -166,16 +182,50 @@ def save_classifier(path, model, **state):
 
 
 def load_classifier(path):
-    """-> (model in eval mode, state) from `save_classifier`'s file."""
-    model_sd, _, state = read_checkpoint(path)
-    if state.get("kind") != "classifier" or "config" not in state or "num_classes" not in state:
-        raise InputError(f"{path} is a tinygpt checkpoint but not a saved classifier "
-                         "(it records no num_classes): fine-tune one with finetune-classify")
+    """-> (model in eval mode, state) from `save_classifier`'s file. What the file claims (the
+    config, num_classes, class_names) is checked against its tensors' header shapes before the
+    model is built, and its weights must be finite; state["class_names"] is always a list of at
+    least num_classes strings."""
+    entries, state = read_checkpoint_header(path)
+    state = check_classifier_claims(path, entries, state)
     model = GPTModel(state["config"])
     replace_head(model, state["num_classes"], trainable="all", seed=None)
+    model_sd, _, state = read_checkpoint(path, optimizer=False)
+    bad = non_finite_names(model_sd.items())
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights ({', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}): it cannot classify anything")
     model.load_state_dict(model_sd)
     model.eval()
+    state.setdefault("class_names", list(CLASS_NAMES))
     return model, state
+
+
+def check_classifier_claims(path, entries, state) -> dict:
+    """Refuse a classifier file whose config, num_classes or class_names the tensors in its
+    header (`entries`, from read_checkpoint_header) do not bear out; returns `state`."""
+    if state.get("kind") != "classifier" or "config" not in state or "num_classes" not in state:
+        raise CheckpointError(f"{path} is a tinygpt checkpoint but not a saved classifier "
+                              "(it records no num_classes): fine-tune one with finetune-classify")
+    cfg = check_config_fits(state["config"], entries, path)
+    n = state["num_classes"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CheckpointError(f"{path}: num_classes={n!r} is not a positive int")
+    for name, want in (("out_head.weight", (n, cfg["emb_dim"])), ("out_head.bias", (n,))):
+        entry = entries.get(f"model.{name}")
+        found = tuple(entry["shape"]) if entry else "absent"
+        if found != want:
+            raise CheckpointError(f"{path}: num_classes={n} needs {name} of shape {want}, the "
+                                  f"file's is {found}")
+    if "class_names" not in state and n != len(CLASS_NAMES):
+        raise CheckpointError(f"{path}: no class_names recorded for num_classes={n}")
+    names = state.get("class_names", list(CLASS_NAMES))  # files saved before they were recorded
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise CheckpointError(f"{path}: class_names must be a list of strings, got "
+                              f"{str(names)[:80]}")
+    if len(names) < n:
+        raise CheckpointError(f"{path}: class_names holds {len(names)} names for num_classes={n}")
+    return state
 
 
 # --- the chapter's run, shared by examples/ch06_classify.py and `tinygpt finetune-classify` ---
@@ -249,6 +299,10 @@ def run_classification(weights=None, out_dir="runs/ch06", num_epochs=None, batch
     train_loader = DataLoader(train_dataset, batch_size, shuffle=True, drop_last=True, seed=seed)
     val_loader = DataLoader(val_dataset, batch_size, shuffle=False, drop_last=False)
     test_loader = DataLoader(test_dataset, batch_size, shuffle=False, drop_last=False)
+    if len(train_loader) == 0:  # zero steps would save an untrained classifier
+        raise InputError(f"{len(train_dataset)} training messages make no full batch of "
+                         f"{batch_size}: nothing would train (give more messages or a smaller "
+                         "--batch-size)")
 
     replace_head(model, num_classes=2, trainable=trainable, seed=seed)
     optimizer = AdamW(trainable_parameters(model), lr=lr, weight_decay=weight_decay)

@@ -24,6 +24,7 @@ The whole run (model, LoRA, loaders, before/after responses, plots) is `dpo_trai
 import copy
 import math
 import pathlib
+import time
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError
 from ..nn import functional as F
 from ..train import generate_and_print_sample, plot_values
+from ..train.guard import check_finite_loss
+from ..train.loop import check_counts
+from ..train.progress import Progress
 from .dpo_data import (PreferenceDataset, check_preference_entries, dpo_collate_fn,
                        load_preference_data, usable_entries)
 
@@ -176,45 +180,65 @@ def check_same_config(policy_model, reference_model) -> None:
 
 def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer,
                            num_epochs, beta, eval_freq, eval_iter, start_context=None,
-                           tokenizer=None, write=print) -> dict:
+                           tokenizer=None, write=None, progress=None) -> dict:
     """The notebook's loop: a DPO step per batch, an evaluation every `eval_freq` steps (first
     at step 0) printed as one line with the reward margins (chosen - rejected reward), and a
-    greedy sample of `start_context` after each epoch. Returns the tracking dict: train/val
-    losses, chosen and rejected rewards, and tokens seen, one entry per evaluation."""
+    greedy sample of `start_context` after each epoch. `progress`: "bar", "lines", "none" or
+    None (a bar on a terminal, else a plain line on stderr every 1/20 of the run: a DPO step
+    takes seconds, evaluations come minutes apart); `write` prints the evaluations (default:
+    through the progress display). A non-finite loss stops the run with a TrainingError naming
+    the step. Returns the tracking dict: train/val losses, chosen and rejected rewards, and
+    tokens seen, one entry per evaluation."""
     beta = check_beta(beta)
     check_same_config(policy_model, reference_model)
+    check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter)
     if len(train_loader) == 0:
-        raise InputError("the DPO training loader yields no batch")
+        raise InputError("the DPO training loader yields no batch: nothing would train")
     tracking = {"train_losses": [], "train_chosen_rewards": [], "train_rejected_rewards": [],
                 "val_losses": [], "val_chosen_rewards": [], "val_rejected_rewards": [],
                 "tokens_seen": []}
     tokens_seen, global_step = 0, -1
-    for epoch in range(num_epochs):
-        policy_model.train()
-        for batch in train_loader:
-            optimizer.zero_grad()
-            loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta)
-            loss.backward()
-            optimizer.step()
-            tokens_seen += batch["chosen"].size
-            global_step += 1
-            if global_step % eval_freq == 0:
-                res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader,
-                                               val_loader, beta, eval_iter)
-                for split in ("train", "val"):
-                    tracking[f"{split}_losses"].append(res[f"{split}_loss"])
-                    tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
-                    tracking[f"{split}_rejected_rewards"].append(res[f"{split}_rejected_reward"])
-                tracking["tokens_seen"].append(tokens_seen)
-                train_reward_margin = res["train_chosen_reward"] - res["train_rejected_reward"]
-                val_reward_margin = res["val_chosen_reward"] - res["val_rejected_reward"]
-                write(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {res['train_loss']:.3f}, Val loss {res['val_loss']:.3f}, "
-                      f"Train reward margins {train_reward_margin:.3f}, "
-                      f"Val reward margins {val_reward_margin:.3f}")
-        if start_context is not None and tokenizer is not None:
-            generate_and_print_sample(policy_model, tokenizer, start_context, write=write)
+    bar = Progress(num_epochs * len(train_loader), mode=progress, desc="dpo")
+    write = write or bar.write
+    start = time.perf_counter()
+    try:
+        for epoch in range(num_epochs):
+            policy_model.train()
+            for batch in train_loader:
+                optimizer.zero_grad()
+                loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta)
+                loss_value = check_finite_loss(loss, global_step + 1, "DPO training")
+                loss.backward()
+                optimizer.step()
+                tokens_seen += batch["chosen"].size
+                global_step += 1
+                bar.step(loss_value, optimizer.param_groups[0]["lr"],
+                         tokens_seen / (time.perf_counter() - start))
+                if global_step % eval_freq == 0:
+                    res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader,
+                                                   val_loader, beta, eval_iter)
+                    check_finite_loss(res["train_loss"], global_step, "DPO training (evaluated)")
+                    track_evaluation(tracking, res, tokens_seen)
+                    train_reward_margin = res["train_chosen_reward"] - res["train_rejected_reward"]
+                    val_reward_margin = res["val_chosen_reward"] - res["val_rejected_reward"]
+                    write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                          f"Train loss {res['train_loss']:.3f}, Val loss {res['val_loss']:.3f}, "
+                          f"Train reward margins {train_reward_margin:.3f}, "
+                          f"Val reward margins {val_reward_margin:.3f}")
+            if start_context is not None and tokenizer is not None:
+                generate_and_print_sample(policy_model, tokenizer, start_context, write=write)
+    finally:
+        bar.close()
     return tracking
+
+
+def track_evaluation(tracking, res, tokens_seen) -> None:
+    """Append one evaluation (`evaluate_dpo_loss_loader`'s dict) to the tracking lists."""
+    for split in ("train", "val"):
+        tracking[f"{split}_losses"].append(res[f"{split}_loss"])
+        tracking[f"{split}_chosen_rewards"].append(res[f"{split}_chosen_reward"])
+        tracking[f"{split}_rejected_rewards"].append(res[f"{split}_rejected_reward"])
+    tracking["tokens_seen"].append(tokens_seen)
 
 
 def reward_margins(tracking, split: str) -> list:

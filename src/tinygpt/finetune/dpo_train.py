@@ -14,7 +14,6 @@ Settings by mode: the notebook's when the chapter-7 model was fine-tuned from GP
 (`book=True`), and offline (the small chapter-7 model) a larger learning rate and sparser
 evaluations, so that one epoch fits in a few minutes on 2 CPU cores.
 """
-import json
 import pathlib
 import time
 from functools import partial
@@ -23,15 +22,15 @@ from ..assets import asset_path
 from ..core.random import manual_seed
 from ..data import DataLoader
 from ..data.instruct import format_input, split_instruction_data
-from ..errors import InputError
-from ..files import atomic_write
+from ..errors import InputError, MissingFileError
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import load_model, save_checkpoint
+from ..train.guard import check_finite_state
 from .dpo import (check_beta, compute_dpo_loss_loader, frozen_copy, plot_dpo,
                   train_model_dpo_simple)
 from .dpo_data import PreferenceDataset, dpo_collate_fn, load_preference_data, usable_entries
-from .instruct import generate_responses
+from .instruct import generate_responses, write_json
 from .lora import merge_lora, replace_linear_with_lora, save_lora
 
 # The notebook's settings (gpt2-medium fine-tuned in chapter 7).
@@ -51,8 +50,8 @@ def resolve_model_path(model) -> pathlib.Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no instruction-tuned model at {path}: run chapter 7 first "
-                                "(examples/ch07_instruct.py or `tinygpt finetune-instruct`)")
+        raise MissingFileError(f"no instruction-tuned model at {path}: run chapter 7 first "
+                               "(examples/ch07_instruct.py or `tinygpt finetune-instruct`)")
     return path
 
 
@@ -77,10 +76,37 @@ def make_loaders(train_data, val_data, tokenizer, batch_size, allowed_max_length
     return loaders
 
 
-def write_json(path, obj) -> pathlib.Path:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, ensure_ascii=False)
-    return pathlib.Path(path)
+def load_preference_splits(data_path, num_train, say):
+    """The preference data (default: the book's) split like chapter 7 into (train, test,
+    validation), the training split cut to its first `num_train` entries; InputError when a
+    split is empty."""
+    data = load_preference_data(data_path or asset_path("instruction-data-with-preference.json"))
+    train_data, test_data, val_data = split_instruction_data(data)
+    if num_train is not None:
+        train_data = train_data[:num_train]
+    say(f"{len(data)} preference entries: {len(train_data)} train, {len(test_data)} test, "
+        f"{len(val_data)} val")
+    for name, split in (("training", train_data), ("validation", val_data), ("test", test_data)):
+        if not split:
+            raise InputError(f"{len(data)} preference entries leave the {name} split empty")
+    return train_data, test_data, val_data
+
+
+def load_policy_and_reference(model, lora_rank, lora_alpha, seed, say):
+    """The chapter-7 model as the policy (with LoRA adapters if `lora_rank`) and its frozen copy,
+    made before any adapter, as the reference."""
+    model_path = resolve_model_path(model)
+    policy_model, _ = load_model(model_path)
+    reference_model = frozen_copy(policy_model)  # before LoRA: the reference is the plain model
+    if lora_rank:
+        manual_seed(seed)
+        replace_linear_with_lora(policy_model, lora_rank,
+                                 lora_alpha if lora_alpha is not None else lora_rank)
+    trainable = sum(p.size for p in policy_model.parameters() if p.requires_grad)
+    say(f"policy {model_path}: {trainable:,} trainable parameters of "
+        f"{sum(p.size for p in policy_model.parameters()):,}"
+        + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
+    return policy_model, reference_model
 
 
 def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", num_epochs=None,
@@ -105,27 +131,10 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = get_gpt2_tokenizer()
-    data = load_preference_data(data_path or asset_path("instruction-data-with-preference.json"))
-    train_data, test_data, val_data = split_instruction_data(data)
-    if num_train is not None:
-        train_data = train_data[:num_train]
-    say(f"{len(data)} preference entries: {len(train_data)} train, {len(test_data)} test, "
-        f"{len(val_data)} val")
-    for name, split in (("training", train_data), ("validation", val_data), ("test", test_data)):
-        if not split:
-            raise InputError(f"{len(data)} preference entries leave the {name} split empty")
-
-    model_path = resolve_model_path(model)
-    policy_model, _ = load_model(model_path)
-    reference_model = frozen_copy(policy_model)  # before LoRA: the reference is the plain model
+    train_data, test_data, val_data = load_preference_splits(data_path, num_train, say)
+    policy_model, reference_model = load_policy_and_reference(model, lora_rank, lora_alpha, seed, say)
     cfg = dict(policy_model.cfg)
-    if lora_rank:
-        manual_seed(seed)
-        replace_linear_with_lora(policy_model, lora_rank, lora_alpha if lora_alpha is not None else lora_rank)
     trainable = [p for p in policy_model.parameters() if p.requires_grad]
-    say(f"policy {model_path}: {sum(p.size for p in trainable):,} trainable parameters of "
-        f"{sum(p.size for p in policy_model.parameters()):,}" + (f" (LoRA rank {lora_rank})" if lora_rank else ""))
-
     train_loader, val_loader = make_loaders(train_data, val_data, tokenizer,
                                             settings["batch_size"], cfg["context_length"], seed, say)
     manual_seed(seed)
@@ -135,7 +144,9 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
     start_context = format_input(val_data[min(2, len(val_data) - 1)])  # the notebook's val_data[2]
     tracking = train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader,
                                       optimizer, settings["num_epochs"], beta, settings["eval_freq"],
-                                      settings["eval_iter"], start_context, tokenizer, write=say)
+                                      settings["eval_iter"], start_context, tokenizer,
+                                      write=say if quiet else None,
+                                      progress="none" if quiet else None)
     result = {"tracking": tracking, "train_seconds": time.perf_counter() - train_start,
               "settings": {**settings, "beta": beta, "lora_rank": lora_rank}}
     policy_model.eval()
@@ -150,9 +161,11 @@ def run_dpo(model="runs/ch07", book=False, data_path=None, out_dir="runs/dpo", n
         except ImportError as err:
             say(f"(no plots: {err})")
 
+    check_finite_state(policy_model.named_parameters(), f"the DPO policy to be saved in {out_dir}")
     if lora_rank:
         result["lora"] = save_lora(out_dir / "lora.safetensors", policy_model)
         merge_lora(policy_model)
+        check_finite_state(policy_model.named_parameters(), "the DPO policy with LoRA merged")
     result["responses"] = show_responses(policy_model, reference_model, test_data, tokenizer,
                                          settings["max_new_tokens"], cfg["context_length"],
                                          out_dir, say)

@@ -31,13 +31,14 @@ from ..data.instruct import (
     load_instruction_data,
     split_instruction_data,
 )
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..files import atomic_write
 from ..model import GPTModel
 from ..model.generate import generate, text_to_token_ids, token_ids_to_text
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
-from ..train import plot_losses, read_checkpoint, save_checkpoint, train_model
+from ..train import load_model, plot_losses, save_checkpoint, train_model
+from ..train.guard import check_finite_state
 from .lora import merge_lora, replace_linear_with_lora, save_lora
 from .scoring import OLLAMA_URL, offline_scores, score_with_ollama
 
@@ -72,7 +73,9 @@ def generate_responses(model, entries, tokenizer=None, max_new_tokens=256, conte
     context_size = context_size or model.cfg["context_length"]
     model.eval()
     out = []
-    for entry in tqdm(entries, desc="responses", unit="entry", disable=quiet, dynamic_ncols=True):
+    # disable=None: no bar when stderr is not a terminal (a log would get its carriage returns)
+    for entry in tqdm(entries, desc="responses", unit="entry", disable=True if quiet else None,
+                      dynamic_ncols=True):
         input_text = format_input(entry)
         token_ids = generate(model, text_to_token_ids(input_text, tokenizer)[:, -context_size:],
                              max_new_tokens, context_size, eos_id=END_OF_TEXT)
@@ -91,19 +94,16 @@ def write_json(path, obj) -> pathlib.Path:
 # --- the model ----------------------------------------------------------------------------------
 
 def load_base_model(weights, drop_rate: float = 0.0):
-    """GPT-2 by name/path (tinygpt.weights.load_gpt2) or a tinygpt checkpoint file."""
+    """GPT-2 by name/path (tinygpt.weights.load_gpt2) or a tinygpt checkpoint file, whose config
+    is checked against its tensors' header shapes before the model is built (train.load_model)."""
     path = pathlib.Path(str(weights))
     if path.is_file() and path.suffix == ".safetensors":
         try:
-            model_sd, _, state = read_checkpoint(path)
-        except ValueError as err:
+            model, _ = load_model(path)
+        except CheckpointError as err:
             if "not a tinygpt checkpoint" not in str(err):
                 raise
         else:
-            if not state.get("config"):
-                raise InputError(f"{path} records no model config")
-            model = GPTModel(state["config"])
-            model.load_state_dict(model_sd)
             return model
     from ..weights import load_gpt2
     return load_gpt2(weights, drop_rate=drop_rate)
@@ -261,10 +261,13 @@ def run_instruction_finetune(weights=None, data_path=None, out_dir="runs/instruc
         result["plot"] = path
 
     # Section 7.7: responses for the test set, saved with the entries; the model saved.
+    check_finite_state(model.named_parameters(), f"the fine-tuned model to be saved in {out_dir}")
     if lora_rank:
         result["lora"] = save_lora(out_dir / "lora.safetensors", model)
         merge_lora(model)  # one matmul per layer again; same outputs
+        check_finite_state(model.named_parameters(), "the fine-tuned model with LoRA merged")
     gen_start = time.perf_counter()
+    say(f"generating responses to the {len(test_data)} test entries")
     responses = generate_responses(model, test_data, tokenizer, settings["max_new_tokens"],
                                    model.cfg["context_length"], quiet=quiet)
     result["generate_seconds"] = time.perf_counter() - gen_start

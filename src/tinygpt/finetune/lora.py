@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.random import generator
 from ..nn import Linear, Module, Parameter
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MissingFileError
 from ..files import atomic_write
 
 
@@ -157,7 +157,7 @@ def load_lora(path, model: Module) -> dict:
     from safetensors.numpy import load_file
     path = pathlib.Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LoRA file {path} does not exist")
+        raise MissingFileError(f"LoRA file {path} does not exist")
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}
     if meta.get("format") != "tinygpt-lora":

@@ -11,7 +11,7 @@ import urllib.request
 from tqdm.auto import tqdm
 
 from ..data.instruct import format_input
-from ..errors import InputError
+from ..errors import InputError, ServiceError
 
 OLLAMA_URL = "http://localhost:11434/api/chat"
 
@@ -77,19 +77,19 @@ def query_ollama(prompt: str, model: str = "llama3", url: str = OLLAMA_URL,
                          + (f" (try `ollama pull {model}`)" if err.code == 404 else "")) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise ConnectionError(f"cannot reach Ollama at {url} ({reason}); start it with `ollama "
-                              f"serve` and `ollama pull {model}`, or run without the judge") from None
+        raise ServiceError(f"cannot reach Ollama at {url} ({reason}); start it with `ollama "
+                           f"serve` and `ollama pull {model}`, or run without the judge") from None
     parts, lineno, done = [], 0, False
     with response:
         while not done:
             try:
                 line = response.readline()
             except (OSError, http.client.HTTPException) as err:  # reset, IncompleteRead, timeout
-                raise ConnectionError(f"Ollama at {url} dropped the connection after {lineno} "
-                                      f"answer lines ({type(err).__name__})") from None
+                raise ServiceError(f"Ollama at {url} dropped the connection after {lineno} "
+                                   f"answer lines ({type(err).__name__})") from None
             if not line:
-                raise ConnectionError(f"Ollama at {url} dropped the connection: the answer ended "
-                                      f"after {lineno} lines without \"done\": true")
+                raise ServiceError(f"Ollama at {url} dropped the connection: the answer ended "
+                                   f"after {lineno} lines without \"done\": true")
             lineno += 1
             if line.strip():
                 content, done = _parse_line(line, lineno, url)
@@ -144,7 +144,8 @@ def score_with_ollama(entries, model: str = "llama3", url: str = OLLAMA_URL,
     entry (None where the answer held no score, as the book skips those). Server problems
     raise (see `query_ollama`)."""
     scores = []
-    for entry in tqdm(entries, desc=f"scoring ({model})", unit="entry", disable=quiet,
-                      dynamic_ncols=True):
+    # disable=None: no bar when stderr is not a terminal (a log would get its carriage returns)
+    for entry in tqdm(entries, desc=f"scoring ({model})", unit="entry",
+                      disable=True if quiet else None, dynamic_ncols=True):
         scores.append(parse_score(query_ollama(judge_prompt(entry, key), model, url, timeout)))
     return scores

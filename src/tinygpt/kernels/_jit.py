@@ -7,6 +7,10 @@ calls ``np.ascontiguousarray`` first); ``cache=True`` keeps the machine code in 
 what it uses. Without Numba, or under ``NUMBA_DISABLE_JIT=1``, kernels run as plain Python.
 Numba's cache does not track callees: after editing a helper (``_rows.py``, ``chunk_bounds``) delete
 ``tinygpt/kernels/__pycache__/*.nb[ic]``, or its callers keep the old machine code.
+The cache is a convenience, never a requirement: where no folder is writable (a read-only install
+and a read-only or missing home, without ``NUMBA_CACHE_DIR``) kernels compile without it, and a
+cache entry that cannot be read (a damaged or foreign ``.nbi``/``.nbc`` file) is compiled afresh
+and overwritten. Each case is said once, as one line on stderr, and only when it happens.
 
 Threading. Kernels are serial Numba functions over a contiguous block of independent output rows
 (``kernel(..., c, nchunks)`` handles rows [c*R//n, (c+1)*R//n)); ``run_chunks`` hands the chunks out
@@ -21,8 +25,10 @@ a lock instead. A hand-off to a pool thread costs tens of microseconds, so kerne
 each chunk gets enough work to pay for it (their ``MIN_ELEMS``). Thread count:
 ``NUMBA_NUM_THREADS`` (default: the CPU count), changeable with ``set_num_threads``.
 """
+import contextlib
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,7 +54,68 @@ def njit(*args, **kwargs):
         if args and callable(args[0]):
             return args[0]
         return lambda f: f
-    return numba.njit(*args, **kwargs)
+    if args and callable(args[0]):
+        return _compile_lazily(args[0], kwargs)
+    return lambda f: _compile_lazily(f, kwargs)
+
+
+_cache_writable = True  # False once Numba found no folder it may write its cache to
+_said = set()
+
+
+def _say_once(topic: str, message: str) -> None:
+    """One line on stderr, the first time `topic` comes up in this process."""
+    if topic not in _said:
+        _said.add(topic)
+        print(f"tinygpt: {message}", file=sys.stderr)
+
+
+def _compile_lazily(f, options):
+    """Numba's dispatcher for `f` (compiled on its first call), with the disk cache if it can have one."""
+    global _cache_writable
+    if options["cache"] and _cache_writable:
+        try:
+            dispatcher = numba.njit(**options)(f)
+        except RuntimeError as err:  # numba: "cannot cache function ...: no locator available"
+            _cache_writable = False  # (any other trouble recurs, uncached, in the call below)
+            reason = ("no writable folder for Numba's compile cache (read-only install and home; "
+                      "set NUMBA_CACHE_DIR to one)" if "no locator" in str(err) else
+                      f"Numba cannot cache the kernels ({' '.join(str(err).split())})")
+            _say_once("no cache", f"{reason}: kernels compile anew in every process")
+        else:
+            if hasattr(dispatcher, "_cache"):  # under NUMBA_DISABLE_JIT it is the plain function
+                dispatcher._cache = _TolerantCache(dispatcher._cache)
+            return dispatcher
+    return numba.njit(**{**options, "cache": False})(f)
+
+
+class _TolerantCache:
+    """Numba's cache of one function, except that an entry it cannot read (a damaged, truncated or
+    unreadable .nbi/.nbc file) is named once on stderr and compiled afresh, and a cache it cannot
+    write is left as it is: the compiled code is the same either way."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def load_overload(self, sig, target_context):
+        try:
+            return self._cache.load_overload(sig, target_context)
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is a cache miss
+            entry = getattr(getattr(self._cache, "_cache_file", None), "_index_path",
+                            self._cache.cache_path)
+            _say_once("damaged cache", f"ignoring an unreadable Numba cache entry {entry} "
+                     f"({type(err).__name__}: {' '.join(str(err).split())}); compiling it (and "
+                     "any other such entry) afresh")
+            with contextlib.suppress(Exception):
+                self._cache.flush()  # an empty index, so the fresh compile is saved over the entry
+            return None
+
+    def save_overload(self, sig, data):
+        with contextlib.suppress(Exception):  # an unwritable cache only costs the next process time
+            self._cache.save_overload(sig, data)
 
 
 _threads = int(numba.config.NUMBA_NUM_THREADS) if HAVE_NUMBA else (os.cpu_count() or 1)

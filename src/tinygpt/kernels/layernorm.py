@@ -1,5 +1,11 @@
 """layernorm over the last axis of a 2-D (N, D) input: forward saves mean and rstd, one-pass backward.
 
+Overflow propagates: a row whose variance overflows (inf input, or values like +-3e38 in float32)
+gets rstd NaN, so its output and gradients are NaN, as torch gives for such rows, instead of
+rstd = 1/sqrt(inf) = 0 and an output of exactly `shift` that looks healthy. (torch gives zeros
+when only the variance overflows and its running deviations do not, e.g. [1e20, -1e20, 0, 5];
+tinygpt gives NaN there too: the true result is finite and 0 would hide that it was lost.)
+
 Numba path: rows in a few chunks (``run_chunks``). Forward per row: mean and biased variance with
 vectorised sums (``REDUCTION_FASTMATH``: reassoc+contract in the two sum helpers only; float64
 agreement with the reference ~1e-15, tested), then y = (x - mean) * rstd * scale + shift. Backward
@@ -17,11 +23,13 @@ from ._rows import REDUCTION_FASTMATH
 
 def layernorm_forward_ref(x, scale, shift, eps):
     # x (N, D), scale/shift (D,) -> y (N, D), mean (N,), rstd (N,)
-    mean = x.mean(axis=-1)
-    xc = x - mean[:, None]
-    var = (xc * xc).mean(axis=-1)  # biased variance
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = xc * rstd[:, None] * scale + shift
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes NaN rows, silently as in torch
+        mean = x.mean(axis=-1)
+        xc = x - mean[:, None]
+        var = (xc * xc).mean(axis=-1)  # biased variance
+        rstd = 1.0 / np.sqrt(var + eps)
+        rstd[np.isinf(var)] = np.nan   # an overflowed variance: NaN, not rstd 0 and y = shift
+        y = xc * rstd[:, None] * scale + shift
     return y, mean, rstd
 
 
@@ -82,7 +90,7 @@ def _ln_fwd(x, w, b, eps, y, mean, rstd, c, nchunks):
     for i in range(lo, hi):
         xi = x[i]; yi = y[i]
         m, v = _mean_var(xi, inv_d)
-        r = one / np.sqrt(v + eps)
+        r = one / np.sqrt(v + eps) if not np.isinf(v) else T(np.nan)  # overflow -> NaN row
         for j in range(D):
             yi[j] = (xi[j] - m) * r * w[j] + b[j]
         mean[i] = m

@@ -49,30 +49,38 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # NumPy ints count
 
 
-def validate_config(cfg) -> dict:
+def validate_config(cfg, where=None) -> dict:
     """Check a GPT config dict and return it with optional keys filled in (a new dict).
-    Raises KeyError for a missing key, ValueError for an unknown key or a bad value; each
-    message names the key."""
+    Raises KeyError for a missing key, ValueError for an unknown key or a bad value (an int
+    that is not a positive int -- a bool, a float or a string is refused --, a drop_rate that
+    is not a finite number in [0, 1), a flag that is not True or False); each message names the
+    key, after `where` (the file the config came from) when given."""
+    at = f"{where}: " if where is not None else ""
     if not isinstance(cfg, dict):
-        raise InputTypeError(f"a GPT config must be a dict, got {type(cfg).__name__}")
+        raise InputTypeError(f"{at}a GPT config must be a dict, got {type(cfg).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
-        raise InputKeyError(f"GPT config is missing key(s) {', '.join(map(repr, missing))} "
-                       f"(needs {', '.join(REQUIRED_KEYS)})")
+        raise InputKeyError(f"{at}GPT config is missing key(s) {', '.join(map(repr, missing))} "
+                            f"(needs {', '.join(REQUIRED_KEYS)})")
     unknown = [k for k in cfg if k not in REQUIRED_KEYS and k not in OPTIONAL_KEYS]
     if unknown:
-        raise InputError(f"GPT config has unknown key(s) {', '.join(map(repr, unknown))}; "
+        raise InputError(f"{at}GPT config has unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known keys: {', '.join(REQUIRED_KEYS + tuple(OPTIONAL_KEYS))}")
     for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
         if not _is_int(cfg[key]) or cfg[key] <= 0:
-            raise InputError(f"GPT config key {key!r} must be a positive int, got {cfg[key]!r}")
+            raise InputError(f"{at}GPT config key {key!r} must be a positive int, got {_shown(cfg[key])}")
     if cfg["emb_dim"] % cfg["n_heads"]:
-        raise InputError(f"GPT config key 'emb_dim' ({cfg['emb_dim']}) must be divisible by "
+        raise InputError(f"{at}GPT config key 'emb_dim' ({cfg['emb_dim']}) must be divisible by "
                          f"'n_heads' ({cfg['n_heads']})")
     rate = cfg["drop_rate"]
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-        raise InputError(f"GPT config key 'drop_rate' must be a number in [0, 1), got {rate!r}")
+        raise InputError(f"{at}GPT config key 'drop_rate' must be a number in [0, 1), got {_shown(rate)}")
     for key in ("qkv_bias", "tie_weights"):
         if key in cfg and not isinstance(cfg[key], bool):
-            raise InputError(f"GPT config key {key!r} must be True or False, got {cfg[key]!r}")
+            raise InputError(f"{at}GPT config key {key!r} must be True or False, got {_shown(cfg[key])}")
     return {**OPTIONAL_KEYS, **cfg}
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

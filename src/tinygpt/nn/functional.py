@@ -3,14 +3,14 @@
 from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_softmax,
                    scaled_causal_softmax, softmax)
 from ..ops.activations import logsigmoid
-from ..ops.elementwise import Relu
+from ..ops.elementwise import ReluFn
 from ..ops.modern import grouped_query_attention, rms_norm, rope, rope_tables, silu
-from ..ops.linear import Linear
+from ..ops.linear import LinearFn
 from ..errors import InputError, InputTypeError
 
 
 def relu(x):
-    return Relu.apply(x)
+    return ReluFn.apply(x)
 
 
 def linear(x, weight, bias=None):
@@ -21,7 +21,7 @@ def linear(x, weight, bias=None):
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise InputError(f"linear: input of shape {x.shape} does not end in in_features = "
                          f"{weight.shape[1]} (weight {weight.shape})")
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+    return LinearFn.apply(x, weight) if bias is None else LinearFn.apply(x, weight, bias)
 
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax", "logsigmoid",

@@ -2,6 +2,7 @@
 import contextlib
 import contextvars
 import math
+import numbers
 
 import numpy as np
 
@@ -9,7 +10,18 @@ from ..core.dtypes import DEFAULT_FLOAT
 from ..core.random import generator
 from . import functional as F
 from .module import Module, Parameter
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
+
+
+def _sizes(owner: str, **sizes) -> tuple:
+    """The layer sizes as ints, each a positive integer (nn.Linear(-1, 3) would fail in the init's
+    math.sqrt with "math domain error", a float size deep inside NumPy)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InputTypeError(f"{owner}: {name} must be an integer, got {value!r}")
+        if value < 1:
+            raise InputError(f"{owner}: {name} must be a positive integer, got {value}")
+    return tuple(int(v) for v in sizes.values())
 
 
 _SKIP_INIT = contextvars.ContextVar("skip_init", default=False)
@@ -57,6 +69,7 @@ class Linear(Module):
     come to U(-1/sqrt(in_features), 1/sqrt(in_features))."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
+        in_features, out_features = _sizes("Linear", in_features=in_features, out_features=out_features)
         super().__init__()
         dtype = dtype or DEFAULT_FLOAT
         self.in_features, self.out_features = in_features, out_features
@@ -78,6 +91,8 @@ class Embedding(Module):
     """A lookup table (book section 2.7); init N(0, 1) like torch.nn.Embedding."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype=None):
+        num_embeddings, embedding_dim = _sizes("Embedding", num_embeddings=num_embeddings,
+                                               embedding_dim=embedding_dim)
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(_draw(lambda rng, n: rng.standard_normal(n),
@@ -94,6 +109,7 @@ class LayerNorm(Module):
     """The book's LayerNorm (section 4.2): parameters named `scale` and `shift`, eps 1e-5."""
 
     def __init__(self, emb_dim: int, eps: float = 1e-5, dtype=None):
+        (emb_dim,) = _sizes("LayerNorm", emb_dim=emb_dim)
         super().__init__()
         self.eps = eps
         self.scale = Parameter(np.ones(emb_dim, dtype or DEFAULT_FLOAT))

@@ -9,7 +9,7 @@ import numpy as np
 from ..core.autograd import RemovableHandle, is_grad_enabled, readonly
 from ..core.dtypes import FLOAT_DTYPES
 from ..core.tensor import Tensor
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, StateError
 
 
 class Parameter(Tensor):
@@ -98,8 +98,8 @@ class Module:
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                               f"before assigning {name!r}")
+            raise StateError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                             f"before assigning {name!r}")
         for registry in (self._parameters, self._modules, self._buffers):
             registry.pop(name, None)
         if isinstance(value, Parameter):
@@ -206,6 +206,7 @@ class Module:
                     np.copyto(param.data, value, casting="unsafe")
                 else:
                     param.data = np.array(value, dtype=param.dtype, copy=True)
+                param.bump_version()  # a graph that saved param refuses its backward (as torch)
         return missing, unexpected
 
     # --- modes ------------------------------------------------------------------------

@@ -1,6 +1,12 @@
 """Differentiable ops. Each is a `Function` (forward and backward side by side) plus a small
-functional wrapper that checks its arguments. Importing this package attaches them to Tensor as
-its methods and operators (ops/methods.py)."""
+functional wrapper that checks its arguments. Tensor's methods and operators (`x + y`,
+`x.sum()`) are written in core/tensor.py's class body, each a one-line call into these modules.
+
+Naming rule: a `Function` is named after its op (`Mul`, `Softmax`, `CrossEntropy`); one whose name,
+ignoring case, is also an nn Module's gets the suffix `Fn` (`LinearFn` is the op, `nn.Linear` the
+layer; likewise `EmbeddingFn`, `LayerNormFn`, `DropoutFn`, `RMSNormFn`, `GeluFn` beside `GELU`,
+`ReluFn` beside `ReLU`), so a traceback or a graph node names one thing. tests/test_function_names.py
+checks it."""
 from .activations import gelu, log_softmax, scaled_causal_softmax, softmax
 from .elementwise import masked_fill, power, tril, triu, where
 from .indexing import embedding, getitem
@@ -11,9 +17,6 @@ from .normalization import dropout, layer_norm
 from .reduce import argmax, max, mean, sum, topk, var
 from .shape import (cat, contiguous, flatten, permute, reshape, squeeze, stack, transpose,
                     unsqueeze)
-from .methods import attach_tensor_methods
-
-attach_tensor_methods()
 
 __all__ = ["gelu", "log_softmax", "scaled_causal_softmax", "softmax", "masked_fill", "power",
            "tril", "triu", "where", "embedding", "getitem", "cross_entropy", "matmul", "dropout",

@@ -19,6 +19,7 @@ def _last_axis_view(a, axis):
 
 
 class Softmax(Function):
+    saves_inputs = False  # backward reads the output
     def forward(self, a, axis):
         self.axis = axis
         self.out = np.moveaxis(kernels.softmax_forward(_last_axis_view(a, axis)), -1, axis)
@@ -30,6 +31,7 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
+    saves_inputs = False  # backward reads the output
     def forward(self, a, axis):
         self.axis = axis
         shifted = a - a.max(axis=axis, keepdims=True)
@@ -60,6 +62,7 @@ class ScaledCausalSoftmax(Function):
     """softmax(scale * scores) where query i may only see keys up to its own position, then
     (when dropout_p > 0) inverted dropout of those attention weights. No (T, T) mask array
     exists: the kernel skips the masked entries, and drops weights while each row is in cache."""
+    saves_inputs = False  # backward reads the output
 
     def forward(self, scores, scale, dropout_p):
         self.scale, self.p = scale, dropout_p
@@ -76,7 +79,7 @@ class ScaledCausalSoftmax(Function):
         return kernels.causal_softmax_dropout_backward(self.out, self.keep, g, self.scale, self.p)
 
 
-class Gelu(Function):
+class GeluFn(Function):
     def forward(self, a):
         self.a = a
         return kernels.gelu_forward(a)
@@ -122,4 +125,4 @@ def gelu(a):
     """GELU, tanh approximation (GPT-2's and the book's), not the exact erf form."""
     a = as_tensor(a)
     require_float(a.dtype, "gelu")
-    return Gelu.apply(a)
+    return GeluFn.apply(a)

@@ -6,7 +6,7 @@ input's shape (`autograd.unbroadcast`).
 import numpy as np
 
 from ..core.autograd import Function
-from ..core.dtypes import DEFAULT_FLOAT, is_float
+from ..core.dtypes import DEFAULT_FLOAT, FLOAT_DTYPES, is_float
 from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError, InputTypeError
 
@@ -49,6 +49,7 @@ def _scalar_dtype(scalar, other):
 
 
 class Add(Function):
+    saves_inputs = False
     def forward(self, a, b):
         return a + b
 
@@ -57,6 +58,7 @@ class Add(Function):
 
 
 class Sub(Function):
+    saves_inputs = False
     def forward(self, a, b):
         return a - b
 
@@ -65,6 +67,7 @@ class Sub(Function):
 
 
 class Mul(Function):
+    saves_inputs = "others"  # a for b's gradient, b for a's
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -86,6 +89,7 @@ class Div(Function):
 
 
 class Neg(Function):
+    saves_inputs = False
     def forward(self, a):
         return -a
 
@@ -126,6 +130,7 @@ class PowScalar(Function):
 
 
 class Exp(Function):
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.exp(a)
         return self.out
@@ -144,6 +149,7 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.sqrt(a)
         return self.out
@@ -153,6 +159,7 @@ class Sqrt(Function):
 
 
 class Tanh(Function):
+    saves_inputs = False  # backward reads the output
     def forward(self, a):
         self.out = np.tanh(a)
         return self.out
@@ -161,7 +168,8 @@ class Tanh(Function):
         return g * (1.0 - self.out * self.out)
 
 
-class Relu(Function):
+class ReluFn(Function):
+    saves_inputs = False  # backward reads a mask it made
     def forward(self, a):
         self.positive = a > 0
         return np.where(self.positive, a, a.dtype.type(0))
@@ -172,6 +180,7 @@ class Relu(Function):
 
 class Where(Function):
     """where(cond, a, b); `cond` is a constant bool array, gradients flow to a and b."""
+    saves_inputs = False
 
     def forward(self, a, b, cond):
         self.cond = cond
@@ -184,6 +193,7 @@ class Where(Function):
 
 
 class MaskedFill(Function):
+    saves_inputs = False
     def forward(self, a, mask, value):
         self.mask = mask
         return np.where(mask, a.dtype.type(value), a)
@@ -194,6 +204,7 @@ class MaskedFill(Function):
 
 class Triangle(Function):
     """tril/triu of the last two dims; the gradient keeps the same triangle."""
+    saves_inputs = False
 
     def forward(self, a, lower, diagonal):
         self.lower, self.diagonal = lower, diagonal
@@ -268,9 +279,23 @@ def float_operand(a: Tensor) -> Tensor:
 
 
 class Cast(Function):
+    saves_inputs = False
     def forward(self, a, dtype):
         self.in_dtype = a.dtype
         return a.astype(dtype)
 
     def backward(self, g):
         return g.astype(self.in_dtype)
+
+
+def cast(a: Tensor, dtype) -> Tensor:
+    """`x.to(dtype)`: the same tensor if already of that dtype; a float result keeps the graph."""
+    dtype = np.dtype(dtype)
+    if dtype == a.dtype:
+        return a
+    if dtype.kind != "f":  # an integer or bool result has no gradient (as in torch): a constant
+        return Tensor(a.data.astype(dtype))
+    if dtype not in FLOAT_DTYPES:
+        raise InputTypeError(f".to({dtype}): tinygpt computes in float32 or float64 (its kernels "
+                             f"and tolerances are written for those two)")
+    return Cast.apply(a, dtype=dtype)

@@ -32,6 +32,7 @@ def _is_basic(index) -> bool:
 
 
 class GetItem(Function):
+    saves_inputs = False
     def forward(self, a, index):
         self.shape, self.dtype, self.index = a.shape, a.dtype, index
         try:
@@ -52,7 +53,8 @@ def getitem(a, index):
     return GetItem.apply(as_tensor(a), index=_normalize_index(index))
 
 
-class Embedding(Function):
+class EmbeddingFn(Function):
+    saves_inputs = False
     def forward(self, weight, idx):
         self.idx, self.num = idx, weight.shape[0]
         return weight[idx]
@@ -69,4 +71,4 @@ def embedding(idx, weight):
     if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
         bad = idx[(idx < 0) | (idx >= weight.shape[0])].flat[0]
         raise InputIndexError(f"embedding id {bad} is out of range for a table of {weight.shape[0]} rows")
-    return Embedding.apply(weight, idx=idx)
+    return EmbeddingFn.apply(weight, idx=idx)

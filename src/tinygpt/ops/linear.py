@@ -11,7 +11,8 @@ from ..core import buffers
 from ..core.autograd import Function
 
 
-class Linear(Function):
+class LinearFn(Function):
+    saves_inputs = "others"  # x for the weight's gradient, the weight for x's
     def forward(self, x, weight, bias=None):
         # x (..., in), weight (out, in), bias (out,) -> (..., out)
         self.lead = x.shape[:-1]

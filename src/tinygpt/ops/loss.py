@@ -7,7 +7,7 @@ from ..core import buffers
 from ..core.autograd import Function
 from ..core.dtypes import check_index_array, require_float
 from ..core.tensor import Tensor, as_tensor
-from ..errors import InputError
+from ..errors import InputError, InputIndexError
 
 
 class CrossEntropy(Function):
@@ -33,6 +33,17 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
         raise InputError(f"cross_entropy needs logits (N, C) and targets (N,), got {logits.shape} "
                          f"and {targets.shape} (flatten batch and tokens first: "
                          "logits.flatten(0, 1), targets.flatten())")
-    # the targets' range is checked once, by the kernel's forward (kernels/cross_entropy.py)
+    _check_range(targets, logits.shape[1], int(ignore_index))
     return CrossEntropy.apply(logits, targets=np.ascontiguousarray(targets),
                               ignore_index=int(ignore_index))
+
+
+def _check_range(targets, n_classes: int, ignore_index: int) -> None:
+    """Each target is a class index in [0, C) or `ignore_index`: name the first that is not (the
+    kernel would fail on it with a bare IndexError, or read past the row)."""
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputIndexError(f"cross_entropy target {int(targets[i])} is out of range for {n_classes} "
+                              f"classes (row {i}): targets must lie in [0, {n_classes - 1}] or equal "
+                              f"ignore_index ({ignore_index})")

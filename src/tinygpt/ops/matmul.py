@@ -13,6 +13,7 @@ from ..errors import InputError, InputTypeError
 
 
 class MatMul(Function):
+    saves_inputs = "others"  # a for b's gradient, b for a's
     def forward(self, a, b):
         self.a, self.b = a, b
         return kernels.matmul(a, b)

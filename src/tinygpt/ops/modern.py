@@ -10,10 +10,11 @@
   position * inv_freq_i, the split-halves ("rotate half") form Hugging Face and the book use.
   `rope_tables` builds cos/sin, with Llama 3's frequency scaling when given `freq_config`.
 * `silu(x)` = x * sigmoid(x); SwiGLU is `silu(fc1(x)) * fc2(x)`, a composition.
-* `grouped_query_attention(queries, keys, values, scale)`: H query heads share G = H / group_size
-  key/value heads. The queries are viewed as (b, G, group_size, T, hd) and the keys as
-  (b, G, 1, L, hd), so one broadcast product serves a whole group: no path (training or the KV
-  cache's decode) materialises the repeated keys and values.
+* `grouped_query_attention(queries, keys, values, dropout_p)`: H query heads share G = H / group_size
+  key/value heads; the scores are scaled by 1 / sqrt(head_dim) and the attention weights dropped
+  with probability `dropout_p` (0 at inference). The queries are viewed as (b, G, group_size, T,
+  hd) and the keys as (b, G, 1, L, hd), so one broadcast product serves a whole group: no path
+  (training or the KV cache's decode) materialises the repeated keys and values.
 """
 import numpy as np
 
@@ -25,7 +26,7 @@ from .activations import scaled_causal_softmax
 from ..errors import InputError, InputTypeError
 
 
-class RMSNorm(Function):
+class RMSNormFn(Function):
     """y = x * rstd * scale, rstd = 1 / sqrt(mean(x^2) + eps) per row of the last dim, in
     `kernels.rmsnorm_forward` (Numba, or the NumPy reference beside it), which saves rstd.
     Backward: with g = dy * scale and x_hat = x * rstd,
@@ -74,6 +75,7 @@ def sigmoid(x):
 class Rope(Function):
     """x * cos + rotate_half(x) * sin, a fixed rotation per position, so its gradient is the
     inverse rotation: g * cos + rotate_half^T(g * sin). cos/sin are constants (T, hd)."""
+    saves_inputs = False
 
     def forward(self, x, cos, sin):
         self.cos, self.sin = cos, sin
@@ -105,7 +107,7 @@ def rms_norm(x, scale, eps: float = 1e-6):
                          f"shape {x.shape}")
     if x.dtype != scale.dtype:
         raise InputTypeError(f"rms_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}")
-    return RMSNorm.apply(x, scale, eps=float(eps))
+    return RMSNormFn.apply(x, scale, eps=float(eps))
 
 
 def rope_tables(head_dim: int, theta_base: float = 10_000.0, context_length: int = 4096,

@@ -9,7 +9,7 @@ from ..core.tensor import as_tensor
 from ..errors import InputError, InputTypeError
 
 
-class LayerNorm(Function):
+class LayerNormFn(Function):
     """Normalise over the last dim with the biased variance, then scale and shift.
     The kernel saves mean and 1/std so backward needs no second pass over statistics."""
 
@@ -35,11 +35,13 @@ def layer_norm(x, scale, shift, eps: float = 1e-5):
                          f"({d},) for input of shape {x.shape}")
     if not (x.dtype == scale.dtype == shift.dtype):
         raise InputTypeError(f"layer_norm: dtypes differ: x {x.dtype}, scale {scale.dtype}, shift {shift.dtype}")
-    return LayerNorm.apply(x, scale, shift, eps=float(eps))
+    return LayerNormFn.apply(x, scale, shift, eps=float(eps))
 
 
-class Dropout(Function):
-    # inverted dropout: kept values are rescaled by 1 / (1 - p) at train time, so eval does nothing
+class DropoutFn(Function):
+    """Inverted dropout: kept values are rescaled by 1 / (1 - p) at train time, so eval does nothing."""
+    saves_inputs = False  # backward needs only the mask
+
     def forward(self, a, p):
         seed = int(generator().integers(0, 2**63))  # the mask is a hash of (seed, position)
         out, self.keep = kernels.dropout_forward(a, p, seed)
@@ -61,4 +63,4 @@ def dropout(a, p: float = 0.5, training: bool = True):
         return a
     if p == 1.0:
         return a * 0.0
-    return Dropout.apply(a, p=float(p))
+    return DropoutFn.apply(a, p=float(p))

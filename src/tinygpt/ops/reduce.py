@@ -31,6 +31,7 @@ def _expand_back(g, in_shape, axes, keepdim):
 
 
 class Sum(Function):
+    saves_inputs = False
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         return np.asarray(a.sum(axis=axes, keepdims=keepdim))
@@ -40,6 +41,7 @@ class Sum(Function):
 
 
 class Mean(Function):
+    saves_inputs = False
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         self.count = int(np.prod([a.shape[i] for i in axes])) if a.ndim else 1
@@ -57,6 +59,7 @@ class Mean(Function):
 
 class Max(Function):
     """Ties share the gradient equally (like torch.amax); PyTorch's max(dim) gives it to one index."""
+    saves_inputs = False  # backward reads a mask it made
 
     def forward(self, a, axes, keepdim):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
@@ -72,6 +75,7 @@ class Max(Function):
 
 class Var(Function):
     """Variance; `unbiased=False` divides by N as the book's LayerNorm does."""
+    saves_inputs = False  # backward reads the centred copy it made
 
     def forward(self, a, axes, keepdim, unbiased):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim

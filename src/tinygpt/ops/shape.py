@@ -8,6 +8,7 @@ from ..errors import InputError
 
 
 class Reshape(Function):
+    saves_inputs = False
     def forward(self, a, shape):
         self.in_shape = a.shape
         try:
@@ -21,6 +22,7 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    saves_inputs = False
     def forward(self, a, dims):
         self.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
         return a.transpose(dims)
@@ -30,6 +32,7 @@ class Permute(Function):
 
 
 class Contiguous(Function):
+    saves_inputs = False
     def forward(self, a):
         return np.ascontiguousarray(a)
 
@@ -38,6 +41,7 @@ class Contiguous(Function):
 
 
 class Cat(Function):
+    saves_inputs = False
     def forward(self, *arrays, axis):
         self.axis = axis
         self.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]

@@ -37,3 +37,4 @@ class AdamW(Optimizer):
                                    state["exp_avg_sq"], state["step"], float(group["lr"]),
                                    float(beta1), float(beta2), float(group["eps"]),
                                    float(group["weight_decay"]))
+                p.bump_version()  # a graph that saved p refuses its backward (as torch)

@@ -34,3 +34,4 @@ class SGD(Optimizer):
                             buf += (1.0 - damp) * d
                         d = d + mom * buf if group["nesterov"] else buf
                     p.data -= lr * d
+                    p.bump_version()  # a graph that saved p refuses its backward (as torch)

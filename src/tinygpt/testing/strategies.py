@@ -23,14 +23,14 @@ import math
 
 import numpy as np
 
+from ..errors import InputError, MissingDependencyError
+
 try:
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 except ImportError as err:  # the optional extra: the rest of tinygpt.testing works without it
-    raise ImportError("tinygpt.testing.strategies needs hypothesis, which is not installed: "
-                      "pip install hypothesis") from err
-
-from ..errors import InputError
+    raise MissingDependencyError("tinygpt.testing.strategies needs hypothesis, which is not installed: "
+                                 "pip install hypothesis") from err
 
 __all__ = ["DTYPES", "LAYOUTS", "shapes", "broadcast_shapes", "dtypes", "reduce_dims", "normalize_dims",
            "reshape_targets", "attention_shapes", "fixed_array", "arrays", "array_and_dtype",

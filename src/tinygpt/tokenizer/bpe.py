@@ -17,8 +17,8 @@ import itertools
 import re
 
 from tinygpt.tokenizer.gpt2 import GPT2_SPECIAL_TOKENS, _gpt2_ranks
-from tinygpt.tokenizer.pretokenize import check_text, split_words
-from ..errors import InputError, InputTypeError
+from tinygpt.tokenizer.pretokenize import check_ids, check_text, split_words
+from ..errors import InputError, InputIndexError, InputTypeError
 
 
 class BPETokenizer:
@@ -149,12 +149,13 @@ class BPETokenizer:
     # ---- decoding --------------------------------------------------------------------------------
 
     def decode_bytes(self, ids) -> bytes:
+        ids = check_ids(ids, self.n_vocab, "BPETokenizer.decode")
         try:
-            return b"".join(self.decoder[int(i)] for i in ids)
-        except KeyError as err:
-            raise InputError(
-                f"token id {err.args[0]} is not in the vocabulary (ids 0..{self.n_vocab - 1})"
-            ) from None
+            return b"".join(self.decoder[i] for i in ids)
+        except KeyError as err:  # ranks whose ids have gaps
+            raise InputIndexError(
+                f"BPETokenizer.decode: token id {err.args[0]} is not in the vocabulary "
+                f"(ids 0..{self.n_vocab - 1})") from None
 
     def decode(self, ids, errors: str = "replace") -> str:
         """Token ids -> text. A cut inside a multi-byte character gives U+FFFD, like tiktoken."""

@@ -14,7 +14,8 @@ import os
 import tiktoken
 
 from tinygpt.assets import asset_path
-from tinygpt.tokenizer.pretokenize import check_text
+from tinygpt.files import read_bytes
+from tinygpt.tokenizer.pretokenize import check_ids, check_text
 from ..errors import InputError
 
 GPT2_RANKS_FILE = "gpt2.tiktoken"
@@ -36,8 +37,7 @@ def load_gpt2_ranks(path: str | os.PathLike | None = None,
     its sha256 is not `expected_sha256`.
     """
     path = asset_path(GPT2_RANKS_FILE) if path is None else path
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path, "BPE ranks file")  # a folder, a missing or endless file: one line
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise InputError(
@@ -63,8 +63,9 @@ class GPT2Encoding(tiktoken.Encoding):
 
     tiktoken quietly replaces lone surrogates ("\\ud800", e.g. from bytes decoded with
     errors="surrogateescape") by U+FFFD, so decode(encode(text)) != text; and for `bytes` it fails
-    deep inside its regex code. Both are caller bugs, so we raise instead. Everything else is
-    tiktoken's unchanged behaviour.
+    deep inside its regex code. Both are caller bugs, so we raise instead. `decode` of an id outside
+    the vocabulary is an InputIndexError naming it (tiktoken raises KeyError or OverflowError).
+    Everything else is tiktoken's unchanged behaviour.
     """
 
     def encode(self, text, *, allowed_special=frozenset(), disallowed_special="all"):
@@ -74,6 +75,12 @@ class GPT2Encoding(tiktoken.Encoding):
     def encode_ordinary(self, text):
         check_text(text)
         return super().encode_ordinary(text)
+
+    def decode_bytes(self, tokens):
+        return super().decode_bytes(check_ids(tokens, self.n_vocab, "GPT-2 tokenizer decode"))
+
+    def decode(self, tokens, errors="replace"):
+        return super().decode(check_ids(tokens, self.n_vocab, "GPT-2 tokenizer decode"), errors=errors)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from pathlib import Path
 import tiktoken
 
 from ..errors import InputError
+from .pretokenize import check_ids, check_text
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -46,6 +47,11 @@ def load_tiktoken_ranks(path) -> dict:
                                  f"ranks file") from None
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise InputError(f"{path}: its ranks are not 0..{len(ranks) - 1}, each once")
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:  # tiktoken's Rust code panics on the first text holding such a byte
+        raise InputError(f"{path}: lacks {len(missing)} of the 256 single-byte tokens (e.g. "
+                         f"{bytes(missing[:3])!r}) every byte-level BPE needs, so it is not "
+                         "Llama 3's tokenizer.model")
     return ranks
 
 
@@ -73,6 +79,7 @@ class Llama3Tokenizer:
         `allowed_special` (or "all"), as tiktoken does."""
         if not isinstance(text, str):
             raise InputError(f"Llama3Tokenizer.encode takes a str, got {type(text).__name__}")
+        check_text(text)  # tiktoken would quietly replace a lone surrogate
         try:
             ids = self.model.encode(text, allowed_special=allowed_special or frozenset(),
                                     disallowed_special=disallowed_special)
@@ -81,7 +88,7 @@ class Llama3Tokenizer:
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids) -> str:
-        return self.model.decode([int(i) for i in ids])
+        return self.model.decode(check_ids(ids, self.n_words, "Llama3Tokenizer.decode"))
 
 
 class ChatFormat:

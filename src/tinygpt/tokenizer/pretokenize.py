@@ -22,7 +22,7 @@ With a `regex` module on Unicode 16.0 or older the exclusion is a no-op.
 import re
 
 import regex
-from ..errors import InputError
+from ..errors import InputError, InputIndexError, InputTypeError
 
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -76,13 +76,14 @@ def split_words(text: str) -> list[str]:
 
 
 def check_text(text) -> None:
-    """Raise TypeError unless `text` is a str, ValueError if it holds surrogates (not valid Unicode)."""
+    """Raise InputTypeError (a TypeError) unless `text` is a str, InputError (a ValueError) if it
+    holds surrogates (not valid Unicode, e.g. bytes decoded with errors='surrogateescape')."""
     if isinstance(text, (bytes, bytearray, memoryview)):
-        raise TypeError(
+        raise InputTypeError(
             f"expected text (str), got {type(text).__name__}; decode it first, e.g. data.decode('utf-8')"
         )
     if not isinstance(text, str):
-        raise TypeError(f"expected text (str), got {type(text).__name__}")
+        raise InputTypeError(f"expected text (str), got {type(text).__name__}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -92,3 +93,21 @@ def check_text(text) -> None:
             "cannot be encoded as UTF-8 (was it decoded with errors='surrogateescape', or built from "
             "UTF-16 halves?)"
         ) from None
+
+
+def check_ids(ids, n_vocab: int, who: str) -> list:
+    """`ids` as a list of ints, each in 0..n_vocab-1; else InputIndexError naming the id and the
+    vocabulary size (or InputTypeError for an id that is not a whole number)."""
+    out = []
+    for i in ids:
+        try:
+            value = int(i)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or value != i:
+            raise InputTypeError(f"{who}: token ids are whole numbers, got {i!r}")
+        if not 0 <= value < n_vocab:
+            raise InputIndexError(f"{who}: token id {value} is outside the vocabulary of "
+                                  f"{n_vocab} ids (0..{n_vocab - 1})")
+        out.append(value)
+    return out

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
+from .pretokenize import check_ids, check_text
 
 ENDOFTEXT, IM_START, IM_END, THINK, END_THINK = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
@@ -80,6 +81,7 @@ class Qwen3Tokenizer:
         `apply_chat_template`). A text that is one special token alone is that token's id."""
         if not isinstance(text, str):
             raise InputError(f"Qwen3Tokenizer.encode takes a str, got {type(text).__name__}")
+        check_text(text)  # the library's TypeError for a lone surrogate would name no cause
         if chat_wrapped is None:
             chat_wrapped = self.apply_chat_template
         stripped = text.strip()
@@ -96,7 +98,8 @@ class Qwen3Tokenizer:
         return ids
 
     def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+        ids = check_ids(ids, self.n_vocab, "Qwen3Tokenizer.decode")  # the library drops unknown ids
+        return self._tok.decode(ids, skip_special_tokens=False)
 
     def chat_prompt(self, user_message: str) -> str:
         """The chat template around one user message, as text (special tokens spelled out)."""

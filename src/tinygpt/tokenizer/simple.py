@@ -5,7 +5,8 @@ V1 fails on a word it has not seen; V2 maps it to `<|unk|>` and knows `<|endofte
 show why GPT-2 uses byte-pair encoding instead (ch. 2.5).
 """
 import re
-from ..errors import InputError, TinyGPTError
+from ..errors import InputError, InputIndexError, InputTypeError, TinyGPTError
+from .pretokenize import check_ids
 
 UNK = "<|unk|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -30,7 +31,7 @@ def simple_split(text: str) -> list[str]:
     ['Hello', ',', 'world', '.', 'Is', 'this', '--', 'a', 'test', '?']
     """
     if not isinstance(text, str):
-        raise TypeError(f"expected text (str), got {type(text).__name__}")
+        raise InputTypeError(f"expected text (str), got {type(text).__name__}")
     return [item.strip() for item in _SPLIT.split(text) if item.strip()]
 
 
@@ -63,10 +64,11 @@ class SimpleTokenizerV1:
         return ids
 
     def decode(self, ids) -> str:
+        ids = check_ids(ids, len(self.int_to_str), type(self).__name__ + ".decode")
         try:
-            text = " ".join(self.int_to_str[int(i)] for i in ids)
-        except KeyError as err:
-            raise InputError(f"token id {err.args[0]} is not in the vocabulary") from None
+            text = " ".join(self.int_to_str[i] for i in ids)
+        except KeyError as err:  # a vocabulary whose ids have gaps
+            raise InputIndexError(f"token id {err.args[0]} is not in the vocabulary") from None
         return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
 

@@ -9,7 +9,11 @@ loading removes the temporaries such killed saves left behind.
 
 Loading checks everything before building or touching a model: the header and the state JSON
 (`read_checkpoint_header`, which reads no tensor data), the recorded config against the shapes
-of the tensors actually present (`check_config_fits`), then names and shapes. Tensors are memory
+of the tensors actually present (`check_config_fits`, on every path: a config claiming a vocabulary
+of millions beside a small file is refused before anything is allocated for it), then names and
+shapes, then the values: a NaN or inf weight or optimizer moment (an inf Adam moment freezes its
+parameter silently) and an optimizer `step` that is not an int >= 0 are refused, naming the
+tensor. No save writes such values either (`guard.check_finite_state`). Tensors are memory
 mapped, so reading only the model (`read_checkpoint(path, optimizer=False)`, `load_model`) never
 reads the optimizer's two moments, twice the model's size."""
 import json
@@ -18,10 +22,11 @@ import tempfile
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MissingFileError
 from ..files import remove_stale_temps
 from ..model.gpt import GPTModel
 from ..weights.safetensors_io import SafetensorsError, load_safetensors, read_header, save_safetensors
+from .guard import check_finite_state, non_finite_names
 
 FORMAT, VERSION = "tinygpt-checkpoint", 1
 CONFIG_COUNTS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
@@ -43,6 +48,7 @@ def save_checkpoint(path, model, optimizer=None, **state) -> pathlib.Path:
             "scalars": {str(i): {k: v for k, v in e.items() if not isinstance(v, np.ndarray)}
                         for i, e in opt_state["state"].items()}}
     state["tied"] = _tied_names(model)
+    check_finite_state(tensors.items(), f"the checkpoint to save as {path}")
     remove_stale_temps(path)
     save_safetensors(tensors, path, metadata=_metadata(state))
     return path
@@ -59,7 +65,8 @@ def read_checkpoint_header(path):
     path = pathlib.Path(path)
     remove_stale_temps(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise (InputError(f"checkpoint {path} is a folder, not a checkpoint file") if path.is_dir()
+               else MissingFileError(f"checkpoint {path} does not exist"))
     try:
         entries, metadata, _ = read_header(path)
     except SafetensorsError as err:
@@ -78,11 +85,13 @@ def _parse_state(path, raw) -> dict:
     """The state JSON, checked for the shape every reader relies on."""
     try:
         state = json.loads(raw)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: the recorded state is not valid JSON ({err})") from None
+    except (TypeError, ValueError, RecursionError) as err:  # RecursionError: nested too deeply
+        raise CheckpointError(f"{path}: the recorded state is not valid JSON "
+                              f"({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the recorded state is a {type(state).__name__}, not a JSON object")
-    kinds = {"config": dict, "loop": dict, "rng": dict, "tied": dict, "optimizer": dict}
+    kinds = {"config": dict, "loop": dict, "rng": dict, "tied": dict, "optimizer": dict,
+             "settings": dict}
     for key, kind in kinds.items():
         if state.get(key) is None and key == "config":
             state.pop(key, None)  # saved without one (train_model's config=None)
@@ -153,7 +162,11 @@ def read_checkpoint(path, optimizer: bool = True):
     corrupt or foreign file, FileNotFoundError for a missing one."""
     path = pathlib.Path(path)
     entries, state = read_checkpoint_header(path)
+    if "config" in state:  # before any tensor is read or anything built for the config
+        check_config_fits(state["config"], entries, path)
     tensors = load_safetensors(path) if entries else {}
+    wanted = ("model.", "optim.") if optimizer else ("model.",)
+    _check_finite(path, ((k, v) for k, v in tensors.items() if k.startswith(wanted)))
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     for alias, source in state.pop("tied", {}).items():
         if source not in model_sd:
@@ -169,7 +182,20 @@ def read_checkpoint(path, optimizer: bool = True):
             if not i.isdigit():
                 raise CheckpointError(f"{path}: optimizer tensor {k} has no parameter index")
             entries.setdefault(int(i), {})[key] = v
+    for i, entry in entries.items():
+        step = entry.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path}: optimizer state {i} has step={repr(step)[:50]}, "
+                                  "not an int >= 0")
     return model_sd, {"state": entries, "param_groups": saved["param_groups"]}, state
+
+
+def _check_finite(path, named_arrays) -> None:
+    bad = non_finite_names(named_arrays)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}: tensor {bad[0]} holds NaN or inf values{more}; a run "
+                              "that diverged cannot be loaded or resumed (use an earlier checkpoint)")
 
 
 def load_checkpoint(path, model, optimizer=None) -> dict:
@@ -209,7 +235,10 @@ def export_model(checkpoint, out_path) -> pathlib.Path:
     """Write the model of `checkpoint` without its optimizer state (a third of the size) to
     `out_path`: `load_model`, `generate` and `checkpoint_info` read it; it cannot be resumed."""
     entries, state = read_checkpoint_header(checkpoint)
+    if "config" in state:
+        check_config_fits(state["config"], entries, checkpoint)
     tensors = {k: v for k, v in load_safetensors(checkpoint).items() if k.startswith("model.")}
+    _check_finite(checkpoint, tensors.items())
     state.pop("optimizer", None)
     out_path = pathlib.Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,29 +1,45 @@
-"""The pretraining loops: `train_model_simple` (book section 5.2) and `train_model` (appendix D:
-linear warm-up, cosine decay, gradient clipping), sharing one loop that adds progress output,
-checkpoints and exact resume.
+"""The book's chapter-5 training loop (section 5.2): `evaluate_model`, `generate_and_print_sample`
+and `train_model_simple`, as the chapter lists them.
 
-The loop's state (`resume.fresh_loop_state`) always describes the last completed step: the
-optimizer step and the bookkeeping of that step (batch position, step number, tokens, learning
-rate history, the RNG state) change together inside `guard.deferred()`, where SIGINT/SIGTERM
-wait (`signals.SignalGuard`). An interrupt anywhere else finds weights, optimizer and state in
-agreement, and that is what is saved; an evaluation it cut short is recorded as pending and done
-first on resume. So `--resume` continues bit-identically to the run that was not interrupted
-(tests/test_interrupt.py)."""
-import math
-import time
-
-import numpy as np
-
-from ..core.random import get_rng_state, set_rng_state
-from ..errors import CheckpointError, InputError, TrainingError
+`train_model_simple` is the plain loop a reader steps through: no schedule, no checkpoints, no
+progress bar. The resumable trainer that `tinygpt pretrain` and examples/ch05_pretrain.py use
+(checkpoints every N steps, signal-safe saving, exact resume, appendix D's warm-up, cosine decay
+and clipping, progress output) is `train_model` in train/trainer.py; with `schedule=False` it
+trains to the same losses as this loop (tests/test_book_loop.py)."""
 from ..model.generate import CACHED_MODELS, generate, text_to_token_ids, token_ids_to_text
-from ..nn.utils import clip_grad_norm_
-from ..optim.schedules import warmup_cosine_lr
-from .checkpoint import check_writable, load_checkpoint, read_checkpoint_header, save_checkpoint
+from .guard import check_finite_loss
 from .loss import calc_loss_batch, calc_loss_loader
-from .progress import Progress, compile_kernels
-from .resume import HISTORY, check_same_config, checked_loop_state, fresh_loop_state
-from .signals import SignalGuard
+
+
+def train_model_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter,
+                       start_context, tokenizer):
+    """The book's loop: returns (train_losses, val_losses, track_tokens_seen). Stops with a
+    TrainingError at the first non-finite loss. `train_loader` is a tinygpt DataLoader
+    (`create_dataloader_v1`); its `set_epoch` keeps epoch e's order a function of (seed, e) alone,
+    although the evaluation iterates the same loader (`train_model` does the same)."""
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        train_loader.set_epoch(epoch)
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model)
+            check_finite_loss(loss, global_step + 1)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.size
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loader.set_epoch(epoch)  # evaluate on this epoch's first batches
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, start_context)
+    return train_losses, val_losses, track_tokens_seen
 
 
 def evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=None):
@@ -39,8 +55,9 @@ def evaluate_model(model, train_loader, val_loader, eval_iter, loss_fn=None):
 
 def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50, write=print,
                               eos_id=None):
-    """Greedy continuation of `start_context`, printed on one line (section 5.1.3); with `eos_id`
-    it stops at that token (chapter 7's samples end at <|endoftext|>).
+    """Greedy continuation of `start_context`, printed on one line with newlines as spaces, as
+    the book prints it (section 5.1.3); with `eos_id` it stops at that token (chapter 7's samples
+    end at <|endoftext|>). Returns the printed text.
 
     The book calls `generate_text_simple`; `generate` at temperature 0 picks the same tokens
     (tests/test_generate.py) and reuses keys and values through the KV cache where the model has
@@ -51,243 +68,7 @@ def generate_and_print_sample(model, tokenizer, start_context, max_new_tokens=50
     encoded = text_to_token_ids(start_context, tokenizer)
     token_ids = generate(model, encoded, max_new_tokens, context_size, eos_id=eos_id,
                          use_cache=isinstance(model, CACHED_MODELS))
-    text = token_ids_to_text(token_ids, tokenizer).replace("\n", " ")
-    write(text.rstrip())  # a sample ending in newlines would end in a run of spaces
+    decoded_text = token_ids_to_text(token_ids, tokenizer)
+    write(decoded_text.replace("\n", " "))  # the book's line, trailing spaces included
     model.train()
-    return text
-
-
-def train_model_simple(model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter,
-                       start_context, tokenizer, **options):
-    """The book's chapter-5 loop: returns (train_losses, val_losses, track_tokens_seen).
-    `options` are those of `train_model` (quiet, checkpoint_path, resume_from, ...)."""
-    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter,
-                         start_context, tokenizer, schedule=False, **options)
-    return result["train_losses"], result["val_losses"], result["tokens_seen"]
-
-
-def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq, eval_iter,
-                start_context, tokenizer, schedule=True, warmup_steps=None, initial_lr=3e-5,
-                min_lr=1e-6, max_grad_norm=1.0, quiet=False, checkpoint_path=None,
-                checkpoint_every=None, resume_from=None, max_steps=None, sample_tokens=50,
-                config=None, progress=None, warm_up_kernels=True, sample_eos_id=None):
-    """Train for `num_epochs`, evaluating every `eval_freq` steps and printing a sample per epoch.
-
-    With `schedule` (appendix D) the learning rate warms up linearly from `initial_lr` to the
-    optimizer's lr over `warmup_steps` (default 20% of all steps) and then decays along a cosine
-    to `min_lr`; gradients are clipped to `max_grad_norm` after warm-up. Without it this is the
-    chapter-5 loop exactly.
-
-    `checkpoint_path` saves model, optimizer, loop state and RNG state every `checkpoint_every`
-    steps, at the end, and on SIGINT/SIGTERM (then `signals.Interrupted` is raised; the handlers
-    are installed only while this call runs, in the main thread, and the previous ones put back);
-    `resume_from` continues such a checkpoint bit-identically. `num_epochs` counts all epochs, those of the
-    checkpoint included. `max_steps` stops early (after saving). A non-finite loss raises
-    TrainingError without saving. `progress`: "bar", "lines", "none" or None (bar on a terminal,
-    plain lines otherwise; `quiet` means "none"). `warm_up_kernels` compiles the Numba kernels
-    before the first step. The per-epoch sample (`sample_tokens` greedy tokens after
-    `start_context`) stops at `sample_eos_id` if given. Returns a dict: train_losses, val_losses, tokens_seen, lrs,
-    global_step, epoch, tokens, seconds, tokens_per_second, nothing_to_do."""
-    check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter)
-    check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
-    if len(train_loader) == 0:
-        raise InputError("the training loader yields no batches (text too short for one batch?)")
-    if checkpoint_path is not None:
-        check_writable(checkpoint_path)
-    total_steps = len(train_loader) * num_epochs
-    if warmup_steps is None:
-        warmup_steps = int(0.2 * total_steps) if schedule else 0
-    trainer = _Trainer(model, train_loader, val_loader, optimizer, dict(
-        num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter, total_steps=total_steps,
-        start_context=start_context, tokenizer=tokenizer, schedule=schedule,
-        warmup_steps=warmup_steps, initial_lr=initial_lr, min_lr=min_lr,
-        max_grad_norm=max_grad_norm, checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every, max_steps=max_steps, sample_tokens=sample_tokens,
-        sample_eos_id=sample_eos_id,
-        config=config, progress="none" if quiet else progress, warm_up_kernels=warm_up_kernels))
-    if resume_from is not None:
-        trainer.resume(resume_from)
-    return trainer.run()
-
-
-def check_counts(optional=False, **counts) -> None:
-    """Raise InputError naming the first argument that is not a positive int (None is allowed
-    when `optional`): a count of 0 or less would train nothing and still overwrite a checkpoint."""
-    for name, value in counts.items():
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
-class _Trainer:
-    """One `train_model` call: the loop state and the steps that advance it."""
-
-    def __init__(self, model, train_loader, val_loader, optimizer, settings: dict):
-        self.model, self.optimizer = model, optimizer
-        self.train_loader, self.val_loader = train_loader, val_loader
-        self.s = settings
-        self.loop = fresh_loop_state(optimizer.param_groups[0]["lr"], len(train_loader))
-        self.rng = get_rng_state()      # the RNG state that goes with self.loop
-        self.resumed_from = None
-        self.saved = None               # (step, path, epoch, evaluations) of the last save
-        self.guard = SignalGuard()
-        self.progress = None
-
-    def resume(self, path):
-        """Load a checkpoint's weights, optimizer and loop state, after checking it fits."""
-        _, state = read_checkpoint_header(path)
-        check_same_config(state.get("config"), self.s["config"], path)
-        loop = checked_loop_state(state.get("loop"), path, len(self.train_loader))
-        if "rng" not in state:
-            raise CheckpointError(f"{path} records no RNG state: it cannot be resumed exactly")
-        state = load_checkpoint(path, self.model, self.optimizer)
-        try:
-            set_rng_state(state["rng"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: bad or missing RNG state ({err})") from None
-        self.loop, self.rng, self.resumed_from = loop, get_rng_state(), path
-        self.saved = self.save_key(path)
-
-    def run(self) -> dict:
-        if self.loop["epoch"] >= self.s["num_epochs"]:
-            print(f"nothing to do: {self.resumed_from} already has {self.loop['epoch']} of "
-                  f"{self.s['num_epochs']} epochs")
-            return self.result(0.0, self.loop["tokens"], nothing_to_do=True)
-        if self.s["warm_up_kernels"]:
-            compile_kernels(next(iter(self.model.parameters())).dtype,
-                            notify=self.s["progress"] != "none")  # --quiet: no notice either
-        self.progress = Progress(self.s["total_steps"], self.loop["global_step"] + 1,
-                                 self.s["progress"])
-        self.start, self.start_tokens = time.perf_counter(), self.loop["tokens"]
-        self.model.train()
-        with self.guard:
-            try:
-                self.train_epochs()
-                self.save()
-            except KeyboardInterrupt:  # SIGINT or SIGTERM: keep the last completed step
-                with self.guard.deferred(raise_pending=False):
-                    self.save()
-                raise
-            finally:
-                self.progress.close()
-        return self.result(time.perf_counter() - self.start, self.start_tokens)
-
-    def train_epochs(self):
-        """The book's loop (section 5.2), entered at the last completed step."""
-        loop, s = self.loop, self.s
-        if loop["pending_eval"]:  # the run stopped during this evaluation: do it now
-            self.evaluate()
-        while loop["epoch"] < s["num_epochs"]:
-            for input_batch, target_batch in self.remaining_batches():
-                if s["max_steps"] is not None and loop["global_step"] + 1 >= s["max_steps"]:
-                    return
-                self.train_step(input_batch, target_batch)
-                if loop["pending_eval"]:
-                    self.evaluate()
-                if s["checkpoint_every"] and (loop["global_step"] + 1) % s["checkpoint_every"] == 0:
-                    self.save()
-            if s["sample_tokens"] and s["tokenizer"] is not None and s["start_context"]:
-                generate_and_print_sample(self.model, s["tokenizer"], s["start_context"],
-                                          s["sample_tokens"], self.progress.write,
-                                          eos_id=s["sample_eos_id"])
-            with self.guard.deferred():
-                loop["epoch"] += 1
-                loop["batch"] = 0
-                self.rng = get_rng_state()
-
-    def remaining_batches(self):
-        """This epoch's batches after the `loop["batch"]` already trained on."""
-        loader = self.train_loader
-        if hasattr(loader, "set_epoch"):  # the order is a function of (seed, epoch) alone
-            loader.set_epoch(self.loop["epoch"], start_batch=self.loop["batch"])
-            return iter(loader)
-        return (b for i, b in enumerate(loader) if i >= self.loop["batch"])
-
-    def train_step(self, input_batch, target_batch):
-        loop, s = self.loop, self.s
-        step = loop["global_step"] + 1
-        lr = self.set_learning_rate(step)
-        self.optimizer.zero_grad()
-        loss = calc_loss_batch(input_batch, target_batch, self.model)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingError(self.divergence(step, f"the training loss is {loss_value}", lr))
-        loss.backward()
-        if s["schedule"] and step >= s["warmup_steps"] and s["max_grad_norm"] is not None:
-            norm = clip_grad_norm_(self.model.parameters(), s["max_grad_norm"])
-            if not math.isfinite(norm):
-                raise TrainingError(self.divergence(step, f"the gradient norm is {norm}", lr))
-        with self.guard.deferred():  # weights, optimizer state and loop state move together
-            self.optimizer.step()
-            loop["global_step"] = step
-            loop["batch"] += 1
-            loop["tokens"] += int(np.asarray(input_batch).size)
-            loop["lrs"].append(lr)
-            loop["pending_eval"] = step % s["eval_freq"] == 0
-            self.rng = get_rng_state()
-        elapsed = time.perf_counter() - self.start
-        self.progress.step(loss_value, lr, (loop["tokens"] - self.start_tokens) / max(elapsed, 1e-9))
-
-    def set_learning_rate(self, step) -> float:
-        s = self.s
-        if s["schedule"]:
-            lr = warmup_cosine_lr(step, s["total_steps"], s["warmup_steps"], self.loop["peak_lr"],
-                                  s["initial_lr"], s["min_lr"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-        return self.optimizer.param_groups[0]["lr"]
-
-    def evaluate(self):
-        loop = self.loop
-        if hasattr(self.train_loader, "set_epoch"):
-            # evaluate on this epoch's first batches: a function of (seed, epoch) only,
-            # so a resumed run evaluates exactly what an uninterrupted one does
-            self.train_loader.set_epoch(loop["epoch"])
-        train_loss, val_loss = evaluate_model(self.model, self.train_loader, self.val_loader,
-                                              self.s["eval_iter"])
-        # (an empty validation loader gives NaN by the book's convention: not a divergence)
-        for name, value in (("training", train_loss), ("validation", val_loss)):
-            if not math.isfinite(value) and (name == "training" or len(self.val_loader)):
-                raise TrainingError(self.divergence(loop["global_step"], f"the evaluated {name} "
-                                                    f"loss is {value}", self.optimizer.param_groups[0]["lr"]))
-        with self.guard.deferred():
-            loop["train_losses"].append(train_loss)
-            loop["val_losses"].append(val_loss)
-            loop["tokens_seen"].append(loop["tokens"])
-            loop["pending_eval"] = False
-            self.rng = get_rng_state()
-            self.progress.write(f"Ep {loop['epoch'] + 1} (Step {loop['global_step']:06d}): "
-                                f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-
-    def save(self):
-        """Checkpoint the last completed step (once per step), never non-finite weights."""
-        path, step = self.s["checkpoint_path"], self.loop["global_step"]
-        if path is None or self.saved == self.save_key(path):
-            return
-        for name, p in self.model.named_parameters():
-            # a float64 sum of float32 values cannot overflow: it is finite iff they all are
-            if not math.isfinite(p.data.sum(dtype=np.float64)):
-                raise TrainingError(self.divergence(step, f"parameter {name} holds non-finite values",
-                                                    self.optimizer.param_groups[0]["lr"]))
-        save_checkpoint(path, self.model, self.optimizer, loop=self.loop, rng=self.rng,
-                        config=self.s["config"])
-        self.saved = self.save_key(path)
-
-    def save_key(self, path):
-        loop = self.loop
-        return (loop["global_step"], str(path), loop["epoch"], len(loop["train_losses"]))
-
-    def divergence(self, step, what, lr) -> str:
-        kept = (f"the last checkpoint, {self.saved[1]} (step {self.saved[0]}), is kept"
-                if self.saved else "no checkpoint was written")
-        return (f"step {step}: {what}; training diverged and stops here ({kept}). Try a lower "
-                f"learning rate (this step used {lr:.3g}) or gradient clipping (schedule=True, "
-                "`--schedule`).")
-
-    def result(self, seconds, tokens_at_start, nothing_to_do=False) -> dict:
-        loop = self.loop
-        tokens = loop["tokens"] - tokens_at_start
-        return {**{k: loop[k] for k in (*HISTORY, "global_step", "epoch", "tokens")},
-                "seconds": seconds, "nothing_to_do": nothing_to_do,
-                "tokens_per_second": tokens / seconds if seconds > 0 else math.nan}
+    return decoded_text.replace("\n", " ")

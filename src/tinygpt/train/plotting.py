@@ -2,6 +2,7 @@
 tinygpt; an install without it gets a clear ImportError)."""
 import pathlib
 
+from ..errors import MissingDependencyError
 from ..files import atomic_write
 
 
@@ -12,7 +13,7 @@ def _figure(**kwargs):
         import matplotlib  # noqa: F401  (first: its submodules may be imported already)
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+        raise MissingDependencyError("plotting needs matplotlib: pip install matplotlib") from None
     return Figure(**kwargs)
 
 

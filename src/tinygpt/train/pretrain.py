@@ -11,9 +11,9 @@ from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..errors import InputError
 from .checkpoint import check_config, check_config_fits, check_writable, read_checkpoint_header
-from .loop import check_counts, train_model
+from .trainer import check_counts, train_model
 from .plotting import plot_losses
-from .resume import check_same_config
+from .resume import check_same_config, resolve_settings
 
 GPT2_VOCAB_SIZE = 50257  # tiktoken's gpt2 encoding, <|endoftext|> included
 
@@ -36,7 +36,10 @@ def resolve_config(name_or_path) -> dict:
     if name_or_path in model_configs:
         return {**GPT_CONFIG_124M, **model_configs[name_or_path], "qkv_bias": False}
     path = pathlib.Path(name_or_path)
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix == ".json" and not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise InputError(f"config file {path} {what}")
+    if path.suffix == ".json":
         try:
             return json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -45,37 +48,51 @@ def resolve_config(name_or_path) -> dict:
     raise InputError(f"unknown config {name_or_path!r}: use one of {names}, or a .json file")
 
 
-def pretrain(text: str, cfg: dict = None, num_epochs=10, batch_size=2, lr=4e-4, weight_decay=0.1,
-             train_ratio=0.9, eval_freq=5, eval_iter=5, seed=123,
+# The book's chapter-5 settings: pretrain's defaults for a new run (`None` arguments).
+DEFAULTS = {"num_epochs": 10, "batch_size": 2, "lr": 4e-4, "weight_decay": 0.1, "train_ratio": 0.9,
+            "eval_freq": 5, "eval_iter": 5, "seed": 123, "schedule": False}
+
+
+def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=None,
+             weight_decay=None, train_ratio=None, eval_freq=None, eval_iter=None, seed=None,
              start_context="Every effort moves you", out_dir="runs/pretrain", resume=None,
-             schedule=False, quiet=False, plot=True, max_steps=None, checkpoint_every=None,
+             schedule=None, quiet=False, plot=True, max_steps=None, checkpoint_every=None,
              progress=None):
     """Train `GPTModel(cfg)` on `text` as the book's section 5.2 does; returns (model, result).
     Writes `model.safetensors` (a resumable checkpoint) and `loss-plot.png` into `out_dir`.
+    A setting left as None is the book's (`DEFAULTS`).
 
-    `resume` continues a checkpoint: `cfg=None` takes the checkpoint's config, a given one must
-    equal it (InputError naming each differing key). `num_epochs` counts all epochs; a
-    checkpoint that already has them is left as it is (result["nothing_to_do"]). Every argument
-    is checked, and `out_dir` made writable, before any work."""
-    check_counts(num_epochs=num_epochs, batch_size=batch_size, eval_freq=eval_freq,
-                 eval_iter=eval_iter)
+    `resume` continues a checkpoint with its config and settings: `cfg=None` and settings left
+    as None take the checkpoint's; a given one must equal it (InputError naming each differing
+    key or setting, both values), except `num_epochs`, which counts all epochs and may grow when
+    `schedule` is off. A checkpoint that already has them is left as it is
+    (result["nothing_to_do"]). Every argument is checked, and `out_dir` made writable, before
+    any work."""
+    given = dict(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                 train_ratio=train_ratio, eval_freq=eval_freq, eval_iter=eval_iter, seed=seed,
+                 schedule=schedule)
+    check_counts(optional=True, **{k: given[k] for k in ("num_epochs", "batch_size", "eval_freq",
+                                                          "eval_iter")})
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
-    if not 0 < train_ratio < 1:
-        raise InputError(f"train_ratio must be between 0 and 1, got {train_ratio!r}")
-    cfg = _run_config(cfg, resume)
+    cfg, saved = _run_config(cfg, resume)
+    run = _run_settings(given, saved, resume)
+    num_epochs, batch_size, seed = run["num_epochs"], run["batch_size"], run["seed"]
     checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
     tokenizer = get_gpt2_tokenizer()
     manual_seed(seed)
-    train_loader, val_loader = _loaders(text, train_ratio, batch_size, cfg["context_length"], seed)
+    train_loader, val_loader = _loaders(text, run["train_ratio"], batch_size, cfg["context_length"],
+                                        seed)
     manual_seed(seed)
     model = GPTModel(cfg)
-    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = AdamW(model.parameters(), lr=run["lr"], weight_decay=run["weight_decay"])
     options = dict(quiet=quiet, checkpoint_path=checkpoint_path, resume_from=resume,
                    max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg,
-                   progress=progress)
-    # schedule=False is exactly train_model_simple (section 5.2); True adds appendix D's extras
-    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_freq,
-                         eval_iter, start_context, tokenizer, schedule=schedule, **options)
+                   progress=progress, settings={k: run[k] for k in ("seed", "batch_size",
+                                                                     "train_ratio")})
+    # schedule=False trains as train_model_simple (section 5.2); True adds appendix D's extras
+    result = train_model(model, train_loader, val_loader, optimizer, num_epochs, run["eval_freq"],
+                         run["eval_iter"], start_context, tokenizer, schedule=run["schedule"],
+                         **options)
     if result["nothing_to_do"]:
         result["checkpoint"] = pathlib.Path(resume)
         return model, result
@@ -91,8 +108,23 @@ def pretrain(text: str, cfg: dict = None, num_epochs=10, batch_size=2, lr=4e-4, 
     return model, result
 
 
-def _run_config(cfg, resume) -> dict:
-    """The model config of this run: `cfg`, or the checkpoint's when resuming without one."""
+def _run_settings(given: dict, saved, resume) -> dict:
+    """The run's settings (see resume.resolve_settings), each checked."""
+    run = resolve_settings(given, saved, DEFAULTS, resume)
+    check_counts(**{k: run[k] for k in ("num_epochs", "batch_size", "eval_freq", "eval_iter")})
+    ratio, seed = run["train_ratio"], run["seed"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise InputError(f"train_ratio must be between 0 and 1, got {ratio!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an int, got {seed!r}")
+    run["schedule"] = bool(run["schedule"])
+    return run
+
+
+def _run_config(cfg, resume):
+    """-> (the model config of this run: `cfg`, or the checkpoint's when resuming without one;
+    the checkpoint's recorded settings or None)."""
+    saved_settings = None
     if resume is not None:
         entries, state = read_checkpoint_header(resume)
         saved = state.get("config")
@@ -102,13 +134,14 @@ def _run_config(cfg, resume) -> dict:
             cfg = saved
         check_same_config(saved, cfg, resume)
         check_config_fits(cfg, entries, resume)  # before building a model of that size
+        saved_settings = state.get("settings")
     if cfg is None:
         raise InputError("pretrain needs a model config (cfg), unless it resumes a checkpoint")
     cfg = check_config(cfg, "the model config", error=InputError)
     if cfg["vocab_size"] < GPT2_VOCAB_SIZE:  # pretrain tokenizes with GPT-2's BPE
         raise InputError(f"the model config's vocab_size {cfg['vocab_size']} is smaller than the "
                          f"GPT-2 tokenizer's {GPT2_VOCAB_SIZE} tokens that pretrain feeds it")
-    return cfg
+    return cfg, saved_settings
 
 
 def _loaders(text, train_ratio, batch_size, ctx, seed):

@@ -4,7 +4,8 @@ A bar redraws itself with carriage returns; written to a file or a CI log that i
 partial lines, so when stderr is not a terminal `Progress` prints a plain status line every
 `total / LINES_PER_RUN` steps instead. Evaluations and samples go to stdout as whole lines.
 
-The first training step of a fresh install also compiles the Numba kernels (a minute or so);
+The first training step of a fresh install also compiles the Numba kernels (7-11 s measured on
+a 2-core machine, up to ~15 s on a slow or busy one; later runs load numba's disk cache);
 `compile_kernels` does that before the bar starts, says so when it takes long, and so keeps the
 bar's time estimate from extrapolating a compile into the whole run."""
 import sys
@@ -12,6 +13,7 @@ import threading
 import time
 
 from .. import kernels
+from ..errors import InputError
 
 LINES_PER_RUN = 20          # plain progress lines over a whole run (non-terminal output)
 COMPILE_NOTICE_SECONDS = 2.0  # a warm-up slower than this is compiling, not loading the cache
@@ -26,7 +28,8 @@ def compile_kernels(dtype, stream=None, notify=True) -> float:
 
     def notice():
         said.append(True)
-        print("compiling Numba kernels (first run only, about a minute)...", file=stream, flush=True)
+        print("compiling Numba kernels (first run only, a few seconds to ~15 s)...", file=stream,
+              flush=True)
 
     timer = threading.Timer(COMPILE_NOTICE_SECONDS, notice)
     timer.daemon = True
@@ -53,7 +56,7 @@ class Progress:
         if mode is None:
             mode = "bar" if _is_terminal(sys.stderr) else "lines"
         if mode not in ("bar", "lines", "none"):
-            raise ValueError(f"progress mode must be 'bar', 'lines' or 'none', got {mode!r}")
+            raise InputError(f"progress mode must be 'bar', 'lines' or 'none', got {mode!r}")
         self.mode, self.total, self.done, self.desc = mode, total, done, desc
         self.every = max(1, total // LINES_PER_RUN)
         self.start, self.start_done = time.perf_counter(), done

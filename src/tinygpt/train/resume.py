@@ -1,5 +1,12 @@
 """The loop state a checkpoint carries, and the checks that make `--resume` continue the run it
-says it continues (same model config, same batches per epoch) or refuse with the reason."""
+says it continues (same model config, same batches per epoch, same settings) or refuse with the
+reason.
+
+The rule for settings (lr, weight decay, seed, batch size, schedule and its parameters, ...): a
+resumed run continues with the checkpoint's. One left out takes the checkpoint's value
+(`resolve_settings`); one given with another value is refused, naming the setting and both values
+(`check_same_settings`): to change it, start a new run. The number of epochs may grow (the run
+continues up to it) unless a schedule is on, whose cosine spans all of them."""
 import numbers
 
 from ..errors import CheckpointError, InputError
@@ -58,6 +65,47 @@ def check_same_config(saved, given, where) -> None:
 
 
 _ABSENT = object()
+
+FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "seed": "--seed", "batch_size": "--batch-size",
+         "schedule": "--schedule", "eval_freq": "--eval-freq", "eval_iter": "--eval-iter",
+         "num_epochs": "--epochs"}
+
+
+def run_settings(s: dict, optimizer, extra=None) -> dict:
+    """The settings of a `train_model` run (its settings dict `s`) that shape its result."""
+    group = optimizer.param_groups[0]
+    settings = {"lr": group["lr"], "weight_decay": group.get("weight_decay"),
+                "schedule": bool(s["schedule"]), "num_epochs": s["num_epochs"],
+                "eval_freq": s["eval_freq"], "eval_iter": s["eval_iter"]}
+    if s["schedule"]:
+        settings.update({k: s[k] for k in ("warmup_steps", "initial_lr", "min_lr", "max_grad_norm")})
+    return {**settings, **(extra or {})}
+
+
+def check_same_settings(saved, given: dict, where) -> None:
+    """Raise InputError naming every setting of `given` that differs from the checkpoint's
+    (`num_epochs` only under a schedule). A checkpoint older than recorded settings passes."""
+    if not isinstance(saved, dict):
+        return
+    diffs = [f"{k}{' (' + FLAGS[k] + ')' if k in FLAGS else ''}: checkpoint {saved[k]!r}, given {v!r}"
+             for k, v in given.items() if k in saved and saved[k] != v
+             and (k != "num_epochs" or saved.get("schedule"))]
+    if diffs:
+        raise InputError(f"{where} was trained with other settings ({'; '.join(diffs)}): a resumed "
+                         "run continues with the checkpoint's settings, so leave these out (or give "
+                         "the checkpoint's values), or start a new run without resuming")
+
+
+def resolve_settings(given: dict, saved, defaults: dict, where) -> dict:
+    """Each setting: the given value (not None), else the checkpoint's, else the default; a given
+    value that differs from the checkpoint's is refused (`check_same_settings`)."""
+    saved = saved if isinstance(saved, dict) else {}
+    check_same_settings(saved, {k: v for k, v in given.items() if v is not None}, where)
+    return {k: v if v is not None else saved.get(k, defaults[k]) for k, v in given.items()}
+
+
+def describe_settings(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _is_int(v) -> bool:

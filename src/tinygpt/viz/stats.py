@@ -86,24 +86,38 @@ def _gradient_recorder(layer, rng):
 
 
 def plot_activation_stats(layers, path) -> Path:
-    """Histograms of each layer's activations (left) and gradients (right), one line per layer,
+    """Histograms of each layer's activations (left) and gradients (right), one line per layer
+    in the same colour in both panels, each panel with its legend (layer and std) below it,
     saved as an image at `path` (atomically). Returns the path."""
+    fig = activation_stats_figure(layers)
+    path = Path(path)
+    with atomic_write(path, "wb") as f:  # bbox "tight": the canvas fits both legends whole
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def activation_stats_figure(layers):
+    """The matplotlib Figure `plot_activation_stats` saves."""
     from matplotlib.figure import Figure  # no pyplot: drawing to a file changes no global backend
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, attr, title in ((axes[0], "activations", "activation"), (axes[1], "gradients", "gradient")):
-        for layer in layers:
+    ncol = 2 if len(layers) > 8 else 1
+    legend_height = 0.3 + 0.19 * -(-len(layers) // ncol)  # inches: 6-pt rows, 0.5 spacing
+    fig = Figure(figsize=(12, 4 + legend_height))
+    grid = fig.add_gridspec(2, 2, height_ratios=[4, legend_height], hspace=0.25)
+    styles = ["-", "--", ":", "-."]  # with 10 colours: 40 layers stay apart
+    for col, attr, title in ((0, "activations", "activation"), (1, "gradients", "gradient")):
+        ax, below = fig.add_subplot(grid[0, col]), fig.add_subplot(grid[1, col])
+        below.axis("off")  # the legend's own space, so it neither covers curves nor squeezes them
+        for i, layer in enumerate(layers):
             values = getattr(layer, attr)
             if values is None or values.size == 0:
                 continue
             counts, edges = np.histogram(values, bins=50, density=True)
             spread = layer.std if attr == "activations" else layer.grad_std
-            ax.plot((edges[:-1] + edges[1:]) / 2, counts, label=f"{layer.name} (std {spread:.2g})")
+            ax.plot((edges[:-1] + edges[1:]) / 2, counts, color=f"C{i % 10}",
+                    linestyle=styles[i // 10 % len(styles)], label=f"{layer.name} (std {spread:.2g})")
         ax.set_title(f"{title} distribution per layer")
         ax.set_xlabel(title)
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
-    return path
+        if ax.lines:
+            below.legend(*ax.get_legend_handles_labels(), fontsize=6, loc="upper center",
+                         ncol=ncol, frameon=False)
+    return fig

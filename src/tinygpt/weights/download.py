@@ -7,10 +7,10 @@
 What enters the cache is checked as the Hub's own client checks it: the sha256 and size of
 model.safetensors are the recorded ones, or else those the Hub announces for the file (a HEAD
 request on its resolve URL, not following the redirect, answers with `X-Linked-Etag: "<sha256>"`
-and `X-Linked-Size`); and before the file is moved into the cache its tensor names and shapes
-must be those of the named size (config.json likewise).
+and `X-Linked-Size`; `hub_head` makes that request, for `hub.py` too); and before the file is
+moved into the cache its tensor names and shapes must be those of the named size (config.json
+likewise).
 """
-import json
 import os
 import re
 import urllib.error
@@ -109,25 +109,37 @@ def download_gpt2(name: str, cache_dir=None, endpoint: str = None, progress: boo
 
 
 def hub_file_info(url: str, timeout: float = 30.0) -> tuple:
-    """(sha256, size) the Hub announces for the LFS file at `url`, each None if not announced:
-    a HEAD request not following the redirect, as `huggingface_hub` makes it, whose answer
-    carries `X-Linked-Etag: "<sha256>"` and `X-Linked-Size: <bytes>`."""
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None  # the 3xx answer itself holds the headers
+    """(sha256, size) the Hub announces for the LFS file at `url`, each None if not announced
+    (or if the server answers with an error: the GET that follows reports it)."""
+    status, headers = hub_head(url, timeout=timeout)
+    return linked_file_info(headers) if status < 400 else (None, None)
 
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "tinygpt",
-                                                                  "Accept-Encoding": "identity"})
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 3xx answer itself holds the headers
+
+
+def hub_head(url: str, headers: dict = None, timeout: float = 30.0, hint: str = "") -> tuple:
+    """(status, headers) of a HEAD request on a Hub resolve URL, not following the redirect, as
+    `huggingface_hub` makes it: the Hub's one HEAD client (`hub.py` uses it for every file). An
+    HTTP error status is returned, not raised; a network failure is a DownloadError naming the
+    URL (plus `hint`)."""
+    request = urllib.request.Request(url, method="HEAD", headers={
+        "User-Agent": "tinygpt", "Accept-Encoding": "identity", **(headers or {})})
     try:
-        with urllib.request.build_opener(NoRedirect).open(request, timeout=timeout) as resp:
-            headers = resp.headers
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as resp:
+            return resp.status, resp.headers
     except urllib.error.HTTPError as e:
-        if not 300 <= e.code < 400:
-            return None, None  # the GET that follows reports the error
-        headers = e.headers
+        return e.code, e.headers
     except (urllib.error.URLError, OSError, HTTPException) as e:
-        raise DownloadError(f"could not download {url}: {getattr(e, 'reason', e)} (offline, or "
-                            f"the server is down?)") from None
+        raise DownloadError(f"could not reach {url}: {getattr(e, 'reason', e)} (offline, or the "
+                            f"server is down?){hint}") from None
+
+
+def linked_file_info(headers) -> tuple:
+    """(sha256, size) of a large (LFS) file from a HEAD answer's `X-Linked-Etag: "<sha256>"` and
+    `X-Linked-Size: <bytes>`, each None when absent or malformed."""
     etag = (headers.get("X-Linked-Etag") or "").removeprefix("W/").strip('"').lower()
     size = headers.get("X-Linked-Size") or ""
     return (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None,
@@ -144,7 +156,7 @@ def _expected_cfg(info: dict) -> dict:
 
 def _check_config(path, info: dict) -> None:
     """A downloaded config.json must describe the named size."""
-    from .gpt2 import read_json_config
+    from .claims import read_json_config
     hf = read_json_config(path)
     keys = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions")
     got, want = tuple(hf.get(k) for k in keys), info["dims"] + (info["vocab_size"], info["n_positions"])
@@ -155,10 +167,11 @@ def _check_config(path, info: dict) -> None:
 def _check_tensors(path, info: dict) -> None:
     """A downloaded model.safetensors must be well formed (its header describes every byte) and
     hold exactly the named size's tensors, by name and shape; read from the header alone."""
-    from .gpt2 import check_shapes, strip_prefix
+    from .gpt2 import BOOK_KEYS, check_shapes, strip_prefix
     from .safetensors_io import read_header
     entries, _, _ = read_header(path)
-    check_shapes(strip_prefix({n: e["shape"] for n, e in entries.items()}), _expected_cfg(info))
+    check_shapes(strip_prefix({n: e["shape"] for n, e in entries.items()}), _expected_cfg(info),
+                 claim=(f"{info['repo']} (the size asked for)", BOOK_KEYS))
 
 
 def _canonical(name: str) -> str:

@@ -10,8 +10,10 @@ the array changes, and its shape in the Hugging Face file. Three things differ f
   * lm_head.weight is optional: GPT-2 ties the output head to wte, so files usually omit it;
            the model is then built with `tie_weights=True` (out_head IS tok_emb).
 
-Loading checks every shape against the config and lists missing and unexpected names in one
-error; a config that disagrees with a tensor's shape names the tensor.
+Loading checks every config value by type and range, then the sizes the config claims against
+the tensors' shapes (the block count against the block numbers in the names, before any table is
+made per claimed block; see `claims`), then every shape, listing missing and unexpected names in
+one error.
 """
 import json
 import os
@@ -23,9 +25,11 @@ import numpy as np
 from ..model.config import model_configs, validate_config
 from ..model.gpt import GPTModel
 from .download import GPT2_MODELS, download_gpt2, gpt2_dir, resolve_model_name
+from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches,  # noqa: F401
+                     count_layers, read_json_config)  # WeightsError, read_json_config: re-exported
 from .safetensors_io import load_safetensors, save_safetensors
 from .torch_pickle import load_torch_state_dict
-from ..errors import InputError
+from ..errors import InputError, MissingFileError
 from ..files import atomic_write
 
 # Shape symbols: V vocab_size, C context_length, E emb_dim (per block: 3E fused qkv, 4E MLP).
@@ -54,40 +58,49 @@ OPTIONAL_HF = {"lm_head.weight"}  # absent when tied to wte
 IGNORED_HF = re.compile(r"h\.\d+\.attn\.(masked_)?bias")        # causal-mask buffers, not weights
 IGNORED_BOOK = re.compile(r"trf_blocks\.\d+\.att\.mask")       # the book's mask buffers
 HEADS_BY_EMB = {c["emb_dim"]: c["n_heads"] for c in model_configs.values()}  # 768 -> 12, ...
-
-
 GPT2_REPOS = {name: info["repo"] for name, info in GPT2_MODELS.items()}  # for the CLI hint
 
 
-class WeightsError(InputError):
-    """Weights that do not fit the model: missing/unexpected names or wrong shapes."""
+# Where a config's sizes show in the weights: {book names?: {cfg key: (tensor, axis)}}.
+SIZE_TENSORS = {book: {"vocab_size": (tok, 0), "context_length": (pos, 0), "emb_dim": (tok, 1)}
+                for book, (tok, pos) in {False: ("wte.weight", "wpe.weight"),
+                                         True: ("tok_emb.weight", "pos_emb.weight")}.items()}
+BLOCKS = {False: "h.", True: "trf_blocks."}  # the prefix of a block's tensor names
+BOOK_KEYS = {k: k for k in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads")}
+HF_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd",
+           "n_layers": "n_layer", "n_heads": "n_head"}
 
 
 # --- config.json <-> the book's cfg dict -------------------------------------------------
-def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0) -> dict:
+def hf_config_to_cfg(hf: dict, drop_rate: float = 0.0, where="GPT-2 config") -> dict:
     """A Hugging Face GPT2Config dict -> the book's cfg (qkv_bias=True: GPT-2 has c_attn biases).
-    Settings the book's model cannot express are refused rather than silently ignored."""
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise WeightsError(f"config model_type is {hf['model_type']!r}, not 'gpt2'")
-    lacking = [k for k in ("vocab_size", "n_embd", "n_head", "n_layer") if k not in hf]
-    if lacking or ("n_positions" not in hf and "n_ctx" not in hf):
-        raise WeightsError(f"GPT-2 config lacks {', '.join(lacking) or 'n_positions'}")
-    emb = hf["n_embd"]
-    unsupported = {"activation_function": (hf.get("activation_function", "gelu_new"),
+    Every value is type- and range-checked (`claims.ConfigValues`, errors name `where` and the
+    key); settings the book's model cannot express are refused rather than silently ignored."""
+    v = ConfigValues(hf, where)
+    if v.name("model_type", "gpt2") != "gpt2":
+        raise WeightsError(f"{where}: model_type is {hf['model_type']!r}, not 'gpt2'")
+    emb, heads = v.int("n_embd"), v.int("n_head")
+    v.divides("n_embd", "n_head", emb, heads)
+    context = v.int("n_positions", None) or v.int("n_ctx")
+    v.dtype()
+    v.int("n_ctx", None)
+    v.token_ids()
+    v.unused(flags=("tie_word_embeddings", "use_cache"), numbers=("initializer_range",),
+             probabilities=("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"))
+    unsupported = {"activation_function": (v.name("activation_function", "gelu_new"),
                                            ("gelu_new", "gelu_pytorch_tanh")),
-                   "n_inner": (hf.get("n_inner"), (None, 4 * emb)),
-                   "layer_norm_epsilon": (hf.get("layer_norm_epsilon", 1e-5), (1e-5,)),
-                   "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
+                   "n_inner": (v.int("n_inner", None), (None, 4 * emb)),
+                   "layer_norm_epsilon": (v.number("layer_norm_epsilon", 1e-5), (1e-5,)),
+                   "scale_attn_weights": (v.flag("scale_attn_weights", True), (True,)),
                    "scale_attn_by_inverse_layer_idx":
-                       (hf.get("scale_attn_by_inverse_layer_idx", False), (False,))}
+                       (v.flag("scale_attn_by_inverse_layer_idx", False), (False,))}
     for key, (value, ok) in unsupported.items():
         if value not in ok:
-            raise WeightsError(f"config {key}={value!r} is not supported by the book's GPTModel "
+            raise WeightsError(f"{where}: {key}={value!r} is not supported by the book's GPTModel "
                                f"(supported: {', '.join(map(repr, ok))})")
-    return validate_config({"vocab_size": hf["vocab_size"],
-                            "context_length": hf.get("n_positions", hf.get("n_ctx")),
-                            "emb_dim": emb, "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
-                            "drop_rate": drop_rate, "qkv_bias": True})
+    return validate_config({"vocab_size": v.int("vocab_size"), "context_length": context,
+                            "emb_dim": emb, "n_heads": heads, "n_layers": v.int("n_layer"),
+                            "drop_rate": drop_rate, "qkv_bias": True}, where=where)
 
 
 def cfg_to_hf_config(cfg: dict, tied: bool) -> dict:
@@ -136,15 +149,24 @@ def _book_shapes(cfg: dict) -> dict:
 
 
 # --- state-dict conversion ---------------------------------------------------------------
-def check_hf_state_dict(hf_sd: dict, cfg: dict) -> None:
-    """Raise one WeightsError listing missing names, unexpected names and shape mismatches."""
-    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg)
+def check_claims(shapes: dict, cfg: dict, book_names: bool = False, claim=None) -> None:
+    """The config's sizes against the tensors' shapes, before any table is made per claimed
+    layer: the block count against the block numbers in the names, vocab_size, context_length
+    and emb_dim against the embeddings. `claim` = (where the config came from, {cfg key: its
+    name there}); the WeightsError names both."""
+    where, keys = claim or ("the config", BOOK_KEYS)
+    check_layer_count(cfg["n_layers"], count_layers(shapes, BLOCKS[book_names]), keys["n_layers"], where)
+    for key, (tensor, axis) in SIZE_TENSORS[book_names].items():
+        shape = tuple(shapes.get(tensor, ()))
+        if len(shape) == 2:
+            claim_matches(keys[key], cfg[key], tensor, shape, shape[axis], where)
 
 
-def check_shapes(shapes: dict, cfg: dict, book_names: bool = False) -> None:
+def check_shapes(shapes: dict, cfg: dict, book_names: bool = False, claim=None) -> None:
     """Check {name: shape} (Hugging Face names, or the book's with `book_names`) against `cfg`
-    before anything is allocated: one WeightsError lists missing names, unexpected names and
-    every shape the config contradicts."""
+    before anything is allocated: first the sizes the config claims (`check_claims`), then one
+    WeightsError lists missing names, unexpected names and every shape the config contradicts."""
+    check_claims(shapes, cfg, book_names, claim)
     expected = _book_shapes(cfg) if book_names else _hf_shapes(cfg)
     optional, ignored = ({"out_head.weight"}, IGNORED_BOOK) if book_names else (OPTIONAL_HF, IGNORED_HF)
     missing = [n for n in expected if n not in shapes and n not in optional]
@@ -164,10 +186,10 @@ def strip_prefix(hf_sd: dict) -> dict:
     return {k.removeprefix("transformer."): v for k, v in hf_sd.items()}
 
 
-def _to_book(hf_sd: dict, cfg: dict) -> dict:
+def _to_book(hf_sd: dict, cfg: dict, claim=None) -> dict:
     """HF GPT-2 state dict (checked) -> book state dict. Transposes are views: the copy into the
     model happens one tensor at a time (see `_build`), so gpt2-xl never exists twice in memory."""
-    check_hf_state_dict(hf_sd, cfg)
+    check_shapes({n: np.shape(v) for n, v in hf_sd.items()}, cfg, claim=claim)
     book = {}
     for hf, ours, how, _ in HF_TO_BOOK:
         for i in _layers(hf, cfg["n_layers"]):
@@ -209,11 +231,11 @@ def _to_hf(book_sd: dict, cfg: dict, tied: bool) -> dict:
 def infer_cfg(book_sd: dict, n_heads: int = None, drop_rate: float = 0.0) -> dict:
     """The book's cfg from a book-named state dict's shapes. n_heads cannot be seen in shapes:
     pass it, or it defaults to GPT-2's for that emb_dim (768: 12, 1024: 16, 1280: 20, 1600: 25)."""
-    return _cfg_from_shapes(book_sd, "tok_emb.weight", "pos_emb.weight", r"trf_blocks\.(\d+)\.",
+    return _cfg_from_shapes(book_sd, "tok_emb.weight", "pos_emb.weight", BLOCKS[True],
                             "trf_blocks.0.att.W_query.bias" in book_sd, n_heads, drop_rate)
 
 
-def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, drop_rate) -> dict:
+def _cfg_from_shapes(sd, tok_name, pos_name, block_prefix, qkv_bias, n_heads, drop_rate) -> dict:
     if tok_name not in sd or pos_name not in sd:
         raise WeightsError(f"cannot infer the config: {tok_name} / {pos_name} are missing")
     for name in (tok_name, pos_name):
@@ -221,7 +243,7 @@ def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, d
             raise WeightsError(f"cannot infer the config: {name} has shape {np.shape(sd[name])}, "
                                f"expected (rows, emb_dim)")
     vocab, emb = sd[tok_name].shape
-    layers = sorted({int(m.group(1)) for k in sd if (m := re.match(block_pattern, k))})
+    layers = count_layers(sd, block_prefix)
     if layers != list(range(len(layers))):
         raise WeightsError(f"cannot infer the config: transformer block numbers {layers} have gaps")
     if n_heads is None:
@@ -234,29 +256,19 @@ def _cfg_from_shapes(sd, tok_name, pos_name, block_pattern, qkv_bias, n_heads, d
                             "drop_rate": drop_rate, "qkv_bias": qkv_bias})
 
 
-def _read_config(config, drop_rate: float) -> dict | None:
-    """`config` option -> book cfg: a path to config.json, a HF config dict or a book cfg dict."""
+def _read_config(config, drop_rate: float) -> tuple:
+    """`config` (a path to config.json, a HF config dict or a book cfg dict, or None) -> (book
+    cfg, (where it came from, {cfg key: its name there}) for `check_claims`), or (None, None)."""
     if config is None:
-        return None
+        return None, None
+    where = "config"
     if isinstance(config, (str, os.PathLike)):
-        config = read_json_config(config)
+        where, config = str(config), read_json_config(config)
     if not isinstance(config, dict):
         raise InputError(f"config must be a path to config.json or a dict, got {type(config).__name__}")
     if "emb_dim" in config:
-        return validate_config({"drop_rate": drop_rate, **config})
-    return hf_config_to_cfg(config, drop_rate)
-
-
-def read_json_config(path) -> dict:
-    """A config.json as a dict; an unreadable one is an InputError naming the file."""
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a huge number, deep nesting
-        raise InputError(f"{path} is not a valid JSON config ({type(e).__name__}: "
-                         f"{str(e)[:200]})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path} holds a JSON {type(config).__name__}, not a config object")
-    return config
+        return validate_config({"drop_rate": drop_rate, **config}, where=where), (where, BOOK_KEYS)
+    return hf_config_to_cfg(config, drop_rate, where), (where, HF_KEYS)
 
 
 def _build(cfg: dict, book_sd: dict, tie_weights, dtype) -> GPTModel:
@@ -300,17 +312,17 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
     Raises WeightsError naming every missing/unexpected tensor and every shape the config
     contradicts."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    cfg = _read_config(config, drop_rate)
+    given = _read_config(config, drop_rate)  # (cfg, claim), or (None, None)
     if path is not None and path.exists():
-        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+        return _load_local(path, given, n_heads, drop_rate, tie_weights, dtype)
     if resolve_model_name(source) is None:
-        raise FileNotFoundError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
-                                f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
+        raise MissingFileError(f"{source!r} is neither a file, a directory, nor a GPT-2 model "
+                               f"name (gpt2-small (124M), gpt2-medium (355M), ...)")
     path = download_gpt2(source, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     try:
-        return _load_local(path, cfg, n_heads, drop_rate, tie_weights, dtype)
+        return _load_local(path, given, n_heads, drop_rate, tie_weights, dtype)
     except InputError as e:
-        if cfg is not None:  # the caller's config may be what does not fit
+        if given[0] is not None:  # the caller's config may be what does not fit
             raise
         # the cached copy was checked when downloaded, so it was damaged since: say how to refetch
         name = resolve_model_name(source)
@@ -319,26 +331,29 @@ def load_gpt2(source, *, config=None, n_heads: int = None, drop_rate: float = 0.
                            f"or download_gpt2({name!r}, force=True)") from None
 
 
-def _load_local(path: Path, cfg, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
-    """load_gpt2 for a directory or file (`cfg`: the caller's config, or None): read, check every
-    name and shape against the config, then build."""
+def _load_local(path: Path, given: tuple, n_heads, drop_rate, tie_weights, dtype) -> GPTModel:
+    """load_gpt2 for a directory or file (`given`: the caller's (cfg, claim), or (None, None)):
+    read, check the config's sizes and then every name and shape against it, then build. The
+    tensors are memory-mapped (safetensors) or read (PyTorch): memory follows the file."""
+    cfg, claim = given
     if path.is_dir():
         files = path / "model.safetensors", path / "config.json"
         for f in files if cfg is None else files[:1]:
             if not f.exists():
-                raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
-                                        f"is missing")
-        cfg = cfg or _read_config(files[1], drop_rate)
+                raise MissingFileError(f"{path} is not a Hugging Face GPT-2 directory: {f.name} "
+                                       f"is missing")
+        if cfg is None:
+            cfg, claim = _read_config(files[1], drop_rate)
         path = files[0]
     state = _read_state(path)
     if "tok_emb.weight" in state:  # the book's names
         cfg = cfg or infer_cfg(state, n_heads, drop_rate)
-        check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True)
+        check_shapes({k: v.shape for k, v in state.items()}, cfg, book_names=True, claim=claim)
         return _build(cfg, state, tie_weights, dtype)
     hf_sd = strip_prefix(state)
-    cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", r"h\.(\d+)\.", True,
+    cfg = cfg or _cfg_from_shapes(hf_sd, "wte.weight", "wpe.weight", BLOCKS[False], True,
                                   n_heads, drop_rate)
-    book_sd = _to_book(hf_sd, cfg)
+    book_sd = _to_book(hf_sd, cfg, claim)
     if "out_head.weight" in book_sd and np.array_equal(book_sd["out_head.weight"],
                                                        book_sd["tok_emb.weight"]):
         del book_sd["out_head.weight"]  # lm_head saved alongside wte but identical: tied

@@ -6,11 +6,13 @@ A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.dow
 book's by one table, HF_TO_BOOK below (their Linear weights are already (out, in): no transpose).
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
-1. config.json -> the book's cfg (unsupported variants, e.g. biases or another RoPE scaling, are
-   refused by name);
-2. every safetensors header (one file, or the shards `model.safetensors.index.json` lists) ->
-   every tensor's name, dtype and shape checked against the shapes the cfg implies, all problems
-   in one WeightsError, before any parameter is allocated;
+1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
+   unsupported variants (biases, another RoPE scaling) refused by name;
+2. every safetensors header (one file, or the shards the index's weight_map names, each a
+   .safetensors file in the folder) -> the sizes the config claims checked against them, each
+   refusal naming its key (`check_claims`: the layer count against the block numbers in the
+   names, before any table is made per claimed layer), then every tensor's name, dtype and shape
+   against the shapes the cfg implies, all problems in one WeightsError;
 3. the model is built, then each tensor is read from its file straight into its parameter (bf16
    widened to float32 a slice at a time). Plain reads rather than a memory map: mapped pages
    stay resident after they are copied, so peak RSS would approach twice the model
@@ -27,9 +29,12 @@ from ..model.llama3 import Llama3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
-from .gpt2 import WeightsError, load_gpt2, read_json_config
+from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
+                     read_json_config, shard_names)
+from .gpt2 import load_gpt2
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
+from ..errors import MissingFileError
 from ..files import atomic_write
 
 # Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
@@ -70,10 +75,10 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
         path = download_model(path, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (config.json is "
-                                f"missing), a GPT-2 model name nor a Hub repository id (owner/name)")
+        raise MissingFileError(f"{path} is not a Hugging Face model directory (config.json is "
+                               f"missing), a GPT-2 model name nor a Hub repository id (owner/name)")
     config = read_json_config(path / "config.json")
-    model_type = config.get("model_type")
+    model_type = ConfigValues(config, path / "config.json").name("model_type", None)
     if model_type == "gpt2":
         return load_gpt2(path, dtype=dtype)
     if model_type not in MODELS:
@@ -82,6 +87,7 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     cls, norm = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
+    check_claims(tensors, cfg, path / "config.json")    # sizes vs headers, before any table
     names = _check_tensors(tensors, cfg, norm, path)    # {HF name: book name}
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
@@ -96,39 +102,55 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
 
 
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
-    """A Qwen3 or Llama config.json -> the book's cfg (+ tie_weights and norm_eps)."""
-    def need(key):
-        if key not in config:
-            raise WeightsError(f"{where}: {key!r} is missing")
-        return config[key]
-
+    """A Qwen3 or Llama config.json -> the book's cfg (+ tie_weights and norm_eps). Every value
+    is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    v = ConfigValues(config, where)
     for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
-        if config.get(flag):
+        if v.flag(flag, False):
             raise WeightsError(f"{where}: {flag}=true is not supported by {model_type} in tinygpt")
-    if config.get("hidden_act", "silu") != "silu":
+    if v.name("hidden_act", "silu") != "silu":
         raise WeightsError(f"{where}: hidden_act {config['hidden_act']!r} is not supported (silu)")
-    rope = dict(config.get("rope_scaling") or {})                    # transformers 4 layout
-    rope.update(config.get("rope_parameters") or {})                 # transformers 5 layout
-    theta = rope.get("rope_theta", config.get("rope_theta"))
-    if theta is None:
-        raise WeightsError(f"{where}: rope_theta is missing")
-    cfg = {"vocab_size": need("vocab_size"), "context_length": need("max_position_embeddings"),
-           "emb_dim": need("hidden_size"), "n_heads": need("num_attention_heads"),
-           "n_layers": need("num_hidden_layers"), "hidden_dim": need("intermediate_size"),
-           "head_dim": config.get("head_dim") or need("hidden_size") // need("num_attention_heads"),
-           "n_kv_groups": config.get("num_key_value_heads") or need("num_attention_heads"),
-           "rope_base": float(theta), "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
-           "tie_weights": bool(config.get("tie_word_embeddings", False))}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    v.dtype()
+    v.unused(flags=("use_cache",), counts=("sliding_window", "max_window_layers"),
+             numbers=("initializer_range",), probabilities=("attention_dropout",))
+    emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
+    head_dim = v.int("head_dim", None)
+    if head_dim is None:
+        v.divides("hidden_size", "num_attention_heads", emb, heads)
+        head_dim = emb // heads
+    kv_heads = v.int("num_key_value_heads", heads)
+    v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
+    v.token_ids()
+    cfg = {"vocab_size": v.int("vocab_size"), "context_length": v.int("max_position_embeddings"),
+           "emb_dim": emb, "n_heads": heads, "n_layers": v.int("num_hidden_layers"),
+           "hidden_dim": v.int("intermediate_size"), "head_dim": head_dim, "n_kv_groups": kv_heads,
+           "norm_eps": v.number("rms_norm_eps", 1e-6), "tie_weights": v.flag("tie_word_embeddings", False)}
+    return {**cfg, **_rope(v, model_type, where)}
+
+
+def _rope(v: ConfigValues, model_type: str, where) -> dict:
+    """rope_base (and Llama 3's rope_freq) from rope_scaling (transformers 4) and rope_parameters
+    (transformers 5, which wins), or a top-level rope_theta."""
+    tables = [t for t in (v.table("rope_scaling"), v.table("rope_parameters")) if t is not None]
+
+    def holder(key):  # the table that gives `key`, the later one first
+        return next((t for t in reversed(tables) if t.config.get(key) is not None), None)
+
+    out = {"rope_base": (holder("rope_theta") or v).number("rope_theta")}
+    kind = holder("rope_type") or holder("type")  # "type": the older spelling
+    rope_type = "default" if kind is None else kind.name(
+        "rope_type" if kind.config.get("rope_type") is not None else "type")
     if rope_type == "llama3" and model_type == "llama":
-        cfg["rope_freq"] = {"factor": float(rope["factor"]),
-                            "low_freq_factor": float(rope["low_freq_factor"]),
-                            "high_freq_factor": float(rope["high_freq_factor"]),
-                            "original_context_length": int(rope["original_max_position_embeddings"])}
+        low, high = kind.number("low_freq_factor"), kind.number("high_freq_factor")
+        if high <= low:
+            raise kind.refuse("high_freq_factor", f"({high}) must be larger than low_freq_factor ({low})")
+        out["rope_freq"] = {"factor": kind.number("factor"), "low_freq_factor": low,
+                            "high_freq_factor": high,
+                            "original_context_length": kind.int("original_max_position_embeddings")}
     elif rope_type != "default":
         raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for {model_type} "
                            f"(default{', llama3' if model_type == 'llama' else ''})")
-    return cfg
+    return out
 
 
 def _tensor_index(path: Path) -> dict:
@@ -136,18 +158,14 @@ def _tensor_index(path: Path) -> dict:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         weight_map = read_json_config(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise WeightsError(f"{index}: no weight_map object")
-        files = sorted(set(weight_map.values()))
+        files = shard_names(weight_map, index, path)
     elif (path / "model.safetensors").is_file():
         weight_map, files = None, ["model.safetensors"]
     else:
-        raise FileNotFoundError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
+        raise MissingFileError(f"{path} holds neither model.safetensors nor model.safetensors.index.json")
     tensors = {}
     for name in files:
         file = path / name
-        if Path(name).name != name or not file.is_file():
-            raise WeightsError(f"{index}: shard {name!r} is not a file in {path}")
         entries, _, start = read_header(file)
         for tensor, entry in entries.items():
             if tensor in tensors:
@@ -159,6 +177,29 @@ def _tensor_index(path: Path) -> dict:
     if weight_map is not None and set(weight_map) - set(tensors):
         raise WeightsError(f"{index}: lists tensors no shard holds: {sorted(set(weight_map) - set(tensors))[:5]}")
     return tensors
+
+
+def check_claims(tensors: dict, cfg: dict, where) -> None:
+    """The config's sizes against the tensor headers, each refusal naming the config key: the
+    layer count against the block numbers in the names (before `expected_shapes` makes a row per
+    claimed layer), vocab_size and hidden_size against the embedding, the heads, head_dim and
+    intermediate_size against layer 0's projections."""
+    check_layer_count(cfg["n_layers"], count_layers(tensors, "model.layers."),
+                      "num_hidden_layers", where)
+    hd = cfg["head_dim"]
+    claims = [("model.embed_tokens.weight", 0, "vocab_size", cfg["vocab_size"], 1),
+              ("model.embed_tokens.weight", 1, "hidden_size", cfg["emb_dim"], 1),
+              ("model.layers.0.self_attn.q_norm.weight", 0, "head_dim", hd, 1),
+              ("model.layers.0.self_attn.q_proj.weight", 1, "hidden_size", cfg["emb_dim"], 1),
+              ("model.layers.0.self_attn.q_proj.weight", 0, "num_attention_heads", cfg["n_heads"], hd),
+              ("model.layers.0.self_attn.k_proj.weight", 0, "num_key_value_heads", cfg["n_kv_groups"], hd),
+              ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size", cfg["hidden_dim"], 1)]
+    for tensor, axis, key, claimed, per in claims:
+        shape = tensors[tensor][1]["shape"] if tensor in tensors else ()
+        if len(shape) > axis:
+            implied = shape[axis] // per if shape[axis] % per == 0 else f"{shape[axis]}/{per}"
+            claim_matches(key, claimed, tensor, shape, implied, where,
+                          f" of head_dim {hd}" if per != 1 else "")
 
 
 def expected_shapes(cfg: dict, norm: str) -> dict:

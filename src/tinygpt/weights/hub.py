@@ -28,7 +28,8 @@ from pathlib import Path
 from ..data.download import ChecksumError, DownloadError, cache_home, download_file
 from ..errors import InputError
 from ..files import atomic_write
-from .download import hf_endpoint
+from .claims import read_json_config, shard_names
+from .download import hf_endpoint, hub_head, linked_file_info
 
 MANIFEST = ".tinygpt-download.json"
 SMALL_FILE_BYTES = 64 << 20  # a small (non-LFS) file in a model repository: configs, tokenizers
@@ -90,15 +91,10 @@ def download_model(repo_id: str, cache_dir=None, endpoint: str = None, revision:
 def _shards(index: Path) -> list:
     """The shard files an index lists, each a plain name beside it."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise DownloadError(f"{index}: not a safetensors index (no weight_map object); delete it "
-                            f"or download again with force=True (tinygpt download --force)") from None
-    for name in names:
-        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
-            raise DownloadError(f"{index}: shard {name!r} is not a .safetensors file name")
-    return names
+        return shard_names(read_json_config(index).get("weight_map"), index)
+    except InputError as e:
+        raise DownloadError(f"{e}; delete it or download again with force=True (tinygpt "
+                            f"download --force)") from None
 
 
 class _Hub:
@@ -128,13 +124,12 @@ class _Hub:
         if status == 404:
             raise DownloadError(f"{url} answered HTTP 404: {self.repo_id} has no {name} (is "
                                 f"{self.repo_id!r} the model's repository?)")
-        etag = (headers.get("X-Linked-Etag") or "").removeprefix("W/").strip('"').lower()
-        size = headers.get("X-Linked-Size") or ""
+        sha256, size = linked_file_info(headers)
         if 300 <= status < 400 and headers.get("Location"):   # a large file: checked download
-            if not re.fullmatch(r"[0-9a-f]{64}", etag) or not size.isdigit():
+            if sha256 is None or size is None:
                 raise DownloadError(f"{url}: the Hub announced no sha256 and size for {name}, "
                                     f"so its download could not be checked")
-            download_file(urllib.parse.urljoin(url, headers["Location"]), dest, etag, int(size),
+            download_file(urllib.parse.urljoin(url, headers["Location"]), dest, sha256, size,
                           progress=progress, force=force, timeout=self.timeout,
                           desc=f"{self.repo_id} {name}", **options)
         elif status == 200:
@@ -155,20 +150,8 @@ class _Hub:
         return url, status, headers
 
     def _head(self, url):
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):
-                return None  # the 3xx answer itself holds the headers
-
-        request = urllib.request.Request(url, method="HEAD", headers=self.headers())
-        try:
-            with urllib.request.build_opener(NoRedirect).open(request, timeout=self.timeout) as r:
-                return r.status, r.headers
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers
-        except (urllib.error.URLError, OSError, HTTPException) as e:
-            raise DownloadError(f"could not reach {url}: {getattr(e, 'reason', e)} (offline, or "
-                                f"the server is down?); a model downloaded before loads offline "
-                                f"from its folder in the cache") from None
+        return hub_head(url, self.headers(), self.timeout, hint="; a model downloaded before "
+                        "loads offline from its folder in the cache")
 
     def _small_file(self, url, dest: Path, etag: str) -> None:
         """GET a small file whole and check it against the git blob id the Hub gives as ETag."""

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from ..files import atomic_write
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's limit
@@ -154,7 +154,7 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
         arr = tensors[name]
         tag = TAGS.get(np.dtype(arr.dtype).newbyteorder("<").str)
         if tag is None:
-            raise TypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
+            raise InputTypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
         nbytes = int(np.prod(arr.shape, dtype=np.int64)) * DTYPES[tag].itemsize
         header[name] = {"dtype": tag, "shape": list(arr.shape),
                         "data_offsets": [offset, offset + nbytes]}
