@@ -21,5 +21,5 @@ def test_modern_generation_bench_smoke():
     for model in ("qwen3-0.6b", "llama3.2-1b"):
         for runner in ("tinygpt", "book-kv-cache", "transformers"):
             assert f"| {model} |" in out and f"{runner} |" in out
-    assert out.count("load_pretrained: peak RSS") == 2
+    assert out.count("load_pretrained + for_inference: peak RSS") == 2
     assert "WARNING" not in out
