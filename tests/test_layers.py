@@ -8,9 +8,14 @@ bench may import anything, plus torch.
     2     core, ops                              base, kernels; ops -> core
     3     nn, optim, data, tokenizer, testing    base, kernels, core, ops; data -> tokenizer
     4     model, viz, the package root           the ranks below; root -> model (it re-exports)
-    5     weights, train, finetune               the ranks below; train -> weights,
+    5     weights, train, finetune, serve        the ranks below; train -> weights,
                                                  finetune -> train, weights
     6     cli, __main__                          everything; __main__ -> cli
+
+`serve` (the web page and the OpenAI-compatible API) sits with weights, train and finetune: it is
+given a loaded model and serves it; `tinygpt serve` (cli/serve.py) loads it.
+`viz/attention.py` runs generation to show what a model attends to, so viz may
+import model (model never imports viz).
 
 `testing` (gradient checks, comparisons, hypothesis strategies) sits with nn: it checks the engine
 and imports only core and ops. `viz` (graph drawing, activation statistics) sits with model: it
@@ -30,9 +35,10 @@ RANK = {"errors": 0, "files": 0, "argtypes": 0, "assets": 0,
         "nn": 3, "optim": 3, "data": 3, "tokenizer": 3, "testing": 3,
         "model": 4, "viz": 4, "<root>": 4,
         "weights": 5, "train": 5, "finetune": 5,
+        "serve": 5,
         "cli": 6, "__main__": 6}
 # imports between two layers of one rank, each one way only (the other way would be a cycle)
-SIDEWAYS = {("ops", "core"), ("data", "tokenizer"), ("<root>", "model"), ("train", "weights"),
+SIDEWAYS = {("ops", "core"), ("viz", "model"), ("data", "tokenizer"), ("<root>", "model"), ("train", "weights"),
             ("finetune", "train"), ("finetune", "weights"),
             ("__main__", "cli"), ("files", "errors"), ("assets", "errors")}
 # one file-level exception: Tensor's operators and methods are one-line calls into their ops
