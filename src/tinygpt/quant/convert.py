@@ -65,7 +65,8 @@ def quantize(model: Module, fmt: str, source=None) -> Module:
             made[id(layer.weight)] = weight
         stand_in = (QuantLinear(weight, layer.bias) if type(layer) is Linear
                     else QuantEmbedding(weight))
-        setattr(parent, attr, stand_in)  # same name, same place in the module order
+        parent._modules[attr] = stand_in   # same name, same place (Sequential runs in this order)
+        object.__setattr__(parent, attr, stand_in)
     model.requires_grad_(False)
     model.to(np.float32)                 # what is left: norms, biases, positions (small)
     return _pack(for_inference(model).eval())
