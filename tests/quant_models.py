@@ -34,11 +34,12 @@ def write_safetensors(path, tensors: dict, metadata=None):
             f.write(np.ascontiguousarray(arr).tobytes())
 
 
-def bf16_folder(tmp_path, kind, seed=0):
-    """A Hugging Face folder of a random tiny `kind` model whose weights are all BF16."""
+def bf16_folder(tmp_path, kind, seed=0, **changes):
+    """A Hugging Face folder of a random tiny `kind` model (cfg `changes` applied) whose weights
+    are all BF16."""
     tg.manual_seed(seed)
     cls, cfg = MODELS[kind]
-    model = cls(cfg)
+    model = cls({**cfg, **changes})
     for name, p in model.named_parameters():
         if p.data.ndim == 1:  # norm scales: not all ones
             p.data[:] = 1.0 + 0.1 * np.random.default_rng(seed).standard_normal(p.shape)

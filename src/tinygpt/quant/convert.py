@@ -67,6 +67,7 @@ def quantize(model: Module, fmt: str, source=None) -> Module:
                     else QuantEmbedding(weight))
         parent._modules[attr] = stand_in   # same name, same place (Sequential runs in this order)
         object.__setattr__(parent, attr, stand_in)
+    del made, targets, layer, weight, stand_in  # else packing below would hold every group's separate arrays till the end
     model.requires_grad_(False)
     model.to(np.float32)                 # what is left: norms, biases, positions (small)
     return _pack(for_inference(model).eval())

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..kernels import quant_gemv as K
 
 FORMATS = ("bf16", "q8")
-CHUNK_ROWS = 4096  # rows quantized at a time from bf16 bits (no float32 copy of a whole matrix)
+CHUNK_ROWS = 1024  # rows quantized at a time from bf16 bits (no float32 copy of a whole matrix)
 
 
 class QuantError(InputError):
