@@ -13,18 +13,19 @@ Layouts (W is (N, K) as Linear stores it, one output row per weight row):
   loop LLVM vectorises (16 int8 -> float32 conversions and FMAs per instruction), reading the
   scale as s[n, k >> 5]. The block structure lives only in the index.
 
-Why flat (bench/quant.py's "q8 kernel" rows): the same product written as nested loops (for each
-block, a 32-long inner dot, times its scale) ran 4-6x slower than float32 in the issue's first
-try, and slower here too: LLVM vectorises the inner loop of a nest only when it can prove the
-trip count and keep the partial sums across iterations; with a 32-long inner loop and a scalar
-accumulator per block it emits a short vector body plus a horizontal reduction and a scalar tail
-per block, every 32 values. The flat loop keeps 16 partial sums in registers across the row.
+Why flat (bench/quant.py --kernels; measured on the output head's shape, 151,936 x 1,024, one
+thread, a busy machine: float32 69 ms, q8 flat 32 ms, q8 nested 401 ms): the same product as
+nested loops (for each block, a 32-long inner dot, then times its scale) reads the same bytes
+~12x slower. Numba's LLVM unrolls the constant 32-long inner loop completely, which leaves the
+loop over blocks innermost, and vectorises that one: each vector lane takes another block, so
+every x and q value is fetched with a stride-32 gather (its machine code has 160 vgather and 483
+vextract instructions; the flat loop's has none: sign-extend 16 int8, convert, one FMA).
 
 Decode GEMV (M <= GEMV_MAX_ROWS rows of x): the kernels below, rows split over the thread pool
 (`run_chunks`) in chunks of at least MIN_ROWS rows. bf16 widens a weight row into a float32
 buffer (shift the 16 bits into a uint32 and view it as float32: a vectorised loop over the whole
 row, per PERF-NOTES a per-element scalar widen was no faster than float32), then dots it while
-it sits in L1. Prefill (more rows): `dequant_rows_*` widen ROW_TILE weight rows at a time into a
+it sits in L1. Prefill (more rows): `_widen_rows_*` widen ROW_TILE weight rows at a time into a
 float32 tile and np.matmul (BLAS) multiplies it: the tile is reused by every row of x.
 """
 import numpy as np
@@ -150,12 +151,14 @@ def _widen_rows_bf16(w, r0, r1, out):
 
 @njit
 def _widen_rows_q8(q, s, r0, r1, out):
-    # out[:r1-r0] (float32) = q[r0:r1] * s[r0:r1] blockwise
+    # out[:r1-r0] (float32) = q[r0:r1] * s[r0:r1] blockwise. LLVM leaves this loop scalar (no
+    # vector code, with or without fastmath, flat or per block); it costs a few % of the BLAS
+    # product of a prompt of 64 rows that follows (bench/quant.py measures the decode path only)
     K = q.shape[1]
     for r in range(r0, r1):
         qr = q[r]
         sr = s[r]
-        o = out[r - r0]                    # row slices: no wraparound checks, a vectorised loop
+        o = out[r - r0]
         for k in range(K):
             o[k] = np.float32(qr[k]) * sr[k >> 5]
 
