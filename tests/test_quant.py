@@ -147,3 +147,13 @@ def test_refusals_name_the_problem():
         quantize(model, "bf16")
     with pytest.raises(QuantError, match="takes a tinygpt model"):
         quantize(np.zeros((2, 2)), "bf16")
+
+
+def test_the_serve_pages_inspection_reads_a_bf16_model_as_its_float_twin(tmp_path):
+    from tinygpt.viz import inspect_position
+    folder = bf16_folder(tmp_path, "qwen3", seed=8)
+    ids = np.array([1, 5, 7, 9, 11, 3])
+    got = inspect_position(load_pretrained(folder, dtype="bf16"), ids, 4, 1)
+    want = inspect_position(float_twin(folder), ids, 4, 1)
+    assert got.top_ids == want.top_ids and got.lens_ids == want.lens_ids
+    assert np.allclose(got.attention, want.attention, atol=1e-6)
