@@ -119,7 +119,7 @@ def run_kernels():
     x = rng.standard_normal((1, k)).astype(np.float32)
     w16, (q, s) = K.float32_to_bf16_ref(w), K.q8_quantize_ref(w)
     cases = [("float32 (gemv_numba)", lambda: gemv_numba(x, w), w.nbytes),
-             ("bf16 (widen a row, dot)", lambda: K.gemv_bf16(x, w16), w16.nbytes),
+             ("bf16 (widened in the register)", lambda: K.gemv_bf16(x, w16), w16.nbytes),
              ("q8 flat loop, s[n, k >> 5]", lambda: K.gemv_q8(x, q, s), q.nbytes + s.nbytes),
              ("q8 nested per-block loops", lambda: K.gemv_q8(x, q, s, nested=True), q.nbytes + s.nbytes)]
     rows = []
