@@ -1,4 +1,5 @@
 """`tinygpt generate`, `tinygpt chat` and `tinygpt download`: using a model once it is trained."""
+import argparse
 import sys
 
 from . import command
@@ -12,6 +13,22 @@ def _sampling_args(sub, max_new_tokens):
     sub.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy")
     sub.add_argument("--top-k", type=positive_int)
     sub.add_argument("--seed", type=int, default=123)
+
+
+def weights_args(sub):
+    """--dtype and --quantize: the weights kept as bf16 or as 8-bit blocks (tinygpt.quant)."""
+    sub.add_argument("--dtype", type=_choice("float32", "bf16"), default="float32",
+                     help="weights in memory: float32 (default) or bf16 (half the bytes)")
+    sub.add_argument("--quantize", type=_choice("q8"),
+                     help="q8: 8-bit weights in blocks of 32 (about a quarter of float32's bytes)")
+
+
+def _choice(*names):
+    def parse(text):
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
+        return text
+    return parse
 
 
 # what a person at a terminal can do, said in --help and the chat banner
@@ -32,6 +49,7 @@ def _generate(sub):
     sub.add_argument("--interactive", action="store_true",
                      help="read prompts from standard input, one per line, until end of input")
     _sampling_args(sub, 50)
+    weights_args(sub)
 
     def run(args):
         from ..errors import InputError
@@ -64,6 +82,7 @@ def _chat(sub):
     sub.add_argument("--thinking", action="store_true",
                      help="Qwen3: let the model think (<think>...</think>) before it answers")
     _sampling_args(sub, 256)
+    weights_args(sub)
 
     def run(args):
         session = Session(args, chat=True, thinking=args.thinking)
@@ -144,7 +163,8 @@ class Session:
     def __init__(self, args, chat: bool, thinking: bool = False):
         from .. import manual_seed
         from .models import load_text_model
-        self.text_model = load_text_model(args.model, chat, thinking)
+        self.text_model = load_text_model(args.model, chat, thinking, dtype=args.dtype,
+                                          quantize=args.quantize)
         self.args = args
         manual_seed(args.seed)
 

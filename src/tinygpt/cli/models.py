@@ -55,18 +55,23 @@ class TextModel:
         self.prompt_ids, self.stop_ids, self.style = prompt_ids, tuple(stop_ids), style
 
 
-def load_text_model(source, chat: bool, thinking: bool = False) -> TextModel:
+def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quantize=None) -> TextModel:
     """`source` as a TextModel: a Qwen3 or Llama 3 model (a Hugging Face folder with its tokenizer
     files, or a Hub name such as Qwen/Qwen3-0.6B, downloaded once) talks through its own
     tokenizer and chat template; a GPT-2 or tinygpt checkpoint (`load_model`) through GPT-2's
     tokenizer and, in a chat, chapter 7's Alpaca prompt. `thinking` lets Qwen3 think first (its
-    template's empty <think></think> block is left out)."""
+    template's empty <think></think> block is left out). dtype="bf16" / quantize="q8": the weights
+    kept as bf16 or 8-bit (tinygpt.quant; Qwen3/Llama read straight into that form, GPT-2 and
+    tinygpt checkpoints quantized once loaded)."""
+    from ..quant import quantize as quantize_model, weights_format
+    fmt = weights_format(dtype, quantize)
     folder = _hf_folder(source)
     if folder is None:
         from ..tokenizer import ENDOFTEXT, get_gpt2_tokenizer
         from ..tokenizer.gpt2 import GPT2_SPECIAL_TOKENS
         from .inference import alpaca_prompt
         model, cfg = load_model(source)
+        model = model if fmt is None else quantize_model(model, fmt)
         tokenizer = get_gpt2_tokenizer()
 
         def gpt2_ids(text):
@@ -75,7 +80,7 @@ def load_text_model(source, chat: bool, thinking: bool = False) -> TextModel:
         return TextModel(model, cfg["context_length"], tokenizer, gpt2_ids,
                          [GPT2_SPECIAL_TOKENS[ENDOFTEXT]], "the Alpaca format of chapter 7")
     from ..weights import load_pretrained
-    model = for_inference(load_pretrained(folder)).eval()
+    model = for_inference(load_pretrained(folder, dtype=dtype or "float32", quantize=quantize)).eval()
     if _model_type(folder) == "qwen3":
         return _qwen3(model, folder, chat, thinking)
     return _llama3(model, folder, chat)

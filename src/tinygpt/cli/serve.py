@@ -6,6 +6,7 @@ import sys
 
 from . import command
 from ..argtypes import positive_int
+from .inference import weights_args
 
 SERVE_HELP = ("serve a model: a local web page to chat and see inside it (token probabilities, "
               "attention, logit lens) and an OpenAI-compatible API")
@@ -62,11 +63,12 @@ def _serve(sub):
                      help="requests that may wait while one generates (default 4; more get 503)")
     sub.add_argument("--max-body", type=positive_int, default=1 << 20,
                      help="the largest request body in bytes (default 1 MiB)")
+    weights_args(sub)
 
     def run(args):
         from ..serve import Engine, make_server
         from .models import load_text_model
-        text_model = load_text_model(args.model, chat=True)
+        text_model = load_text_model(args.model, chat=True, dtype=args.dtype, quantize=args.quantize)
         name = str(args.model).rstrip("/").split("/")[-1] or str(args.model)
         engine = Engine(text_model, name, max_tokens=args.max_tokens, queue_size=args.queue,
                         page_mode=_page_mode(args.model, text_model))

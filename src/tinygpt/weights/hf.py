@@ -34,6 +34,7 @@ from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matche
 from .gpt2 import load_gpt2
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
+from ..quant import SCALES, QuantError, QuantWeight, q8_from_entries, quantize as quantize_model, weights_format
 from ..errors import MissingFileError
 from ..files import atomic_write
 
@@ -59,7 +60,8 @@ READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
 
-def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, progress=True):
+def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, endpoint=None,
+                    progress=True):
     """The model in Hugging Face directory `path` (config.json + model.safetensors, or the sharded
     form with model.safetensors.index.json), in eval mode, parameters in `dtype` (float32 or
     float64; bf16 and f16 weights are widened). A GPT-2 model name ("gpt2-small (124M)", "gpt2",
@@ -67,10 +69,19 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     ("Qwen/Qwen3-0.6B", "meta-llama/Llama-3.2-1B-Instruct") is downloaded once by
     `tinygpt.weights.hub.download_model` (`HF_TOKEN` for gated ones) into `cache_dir`. Raises
     WeightsError naming every missing, unexpected or mis-shaped tensor, or the config entry
-    tinygpt does not support."""
+    tinygpt does not support.
+
+    dtype="bf16" keeps the weights as bf16 and quantize="q8" as 8-bit blocks (tinygpt.quant), for
+    generating: Qwen3/Llama weights go from the file straight into that form, one tensor at a
+    time (no float32 copy of the model); GPT-2 is loaded in float32, then quantized. A folder
+    written by `tinygpt quantize` loads as the q8 it holds, without quantizing again."""
+    fmt = weights_format(dtype, quantize)
+    if fmt is not None:
+        dtype = np.float32
     if not Path(path).exists() and resolve_model_name(path) is not None:
         given = {"cache_dir": cache_dir, "endpoint": endpoint, "progress": None if progress else False}
-        return load_gpt2(path, dtype=dtype, **{k: v for k, v in given.items() if v is not None})
+        model = load_gpt2(path, dtype=dtype, **{k: v for k, v in given.items() if v is not None})
+        return model if fmt is None else quantize_model(model, fmt)
     if not Path(path).exists() and is_repo_id(path):
         path = download_model(path, cache_dir=cache_dir, endpoint=endpoint, progress=progress)
     path = Path(path)
@@ -80,17 +91,22 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     config = read_json_config(path / "config.json")
     model_type = ConfigValues(config, path / "config.json").name("model_type", None)
     if model_type == "gpt2":
-        return load_gpt2(path, dtype=dtype)
+        model = load_gpt2(path, dtype=dtype)
+        return model if fmt is None else quantize_model(model, fmt)
     if model_type not in MODELS:
         raise WeightsError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
                            f"(gpt2, {', '.join(MODELS)})")
     cls, norm = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
+    saved = _saved_format(tensors, fmt, path)           # "q8" for a `tinygpt quantize` folder
+    scales = _q8_scales(tensors, path) if saved else {}
     check_claims(tensors, cfg, path / "config.json")    # sizes vs headers, before any table
-    names = _check_tensors(tensors, cfg, norm, path)    # {HF name: book name}
+    names = _check_tensors(tensors, cfg, norm, path, READABLE | ({"I8"} if saved else set()))
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
+    if fmt or saved:
+        return _load_quantized(model, names, tensors, scales, fmt or saved).eval()
     if np.dtype(dtype) != model.tok_emb.weight.dtype:
         with np.errstate(invalid="ignore"):  # casting the unset values, all read again below
             model.to(dtype)
@@ -99,6 +115,62 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
         file, entry, start = tensors[hf_name]
         _read_into(params[book_name].data, file, entry, start)
     return model.eval()
+
+
+def _saved_format(tensors: dict, fmt, path):
+    """"q8" when the files were written by `tinygpt quantize` (their metadata says so), else None;
+    a QuantError when such a folder is asked for as bf16."""
+    files = {file for file, _, _ in tensors.values()}
+    saved = {read_header(file)[1].get("tinygpt_quantization") for file in files} - {None}
+    if not saved:
+        return None
+    if saved != {"q8"}:
+        raise QuantError(f"{path}: the files say they hold {sorted(saved)} weights; tinygpt reads q8")
+    if fmt == "bf16":
+        raise QuantError(f"{path} holds q8 weights (written by tinygpt quantize): load it without "
+                         f"--dtype bf16")
+    return "q8"
+
+
+def _q8_scales(tensors: dict, path) -> dict:
+    """Take the scale tensors out of `tensors` -> {weight name: scale (file, entry, start)},
+    each weight's int8 data and scales checked (q8_from_entries)."""
+    scales = {n[:-len(SCALES)]: tensors.pop(n) for n in list(tensors) if n.endswith(SCALES)}
+    for name, (file, entry, _) in tensors.items():
+        if entry["tag"] == "I8" or name in scales:
+            q8_from_entries(name, entry, scales[name][1] if name in scales else None, file)
+    orphans = [n for n in scales if n not in tensors]
+    if orphans:
+        raise QuantError(f"{path}: scales for tensors the files do not hold: {orphans[:5]}")
+    return scales
+
+
+def _load_quantized(model, names: dict, tensors: dict, scales: dict, fmt: str):
+    """Read each Linear/Embedding weight straight into its quantized form (bf16 bits kept, q8
+    quantized a chunk of rows at a time or read as saved), then the small float tensors."""
+    hf_of = {book: hf for hf, book in names.items()}
+    if "out_head.weight" not in hf_of:  # tied: the head is the embedding
+        hf_of["out_head.weight"] = "model.embed_tokens.weight"
+
+    def source(book_name):
+        file, entry, start = tensors[hf_of[book_name]]
+        raw = np.empty(entry["shape"], entry["dtype"] if entry["tag"] in ("BF16", "I8") else np.float32)
+        _read_into(raw, file, entry, start)
+        if entry["tag"] == "I8":
+            s_file, s_entry, s_start = scales[hf_of[book_name]]
+            s = np.empty(s_entry["shape"], np.float32)
+            _read_into(s, s_file, s_entry, s_start)
+            return QuantWeight("q8", raw, s)
+        if entry["tag"] == "BF16":
+            return QuantWeight.from_bf16_bits(raw, fmt)
+        return QuantWeight.from_float(raw, fmt)
+
+    quantize_model(model, fmt, source)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for book_name, hf_name in hf_of.items():
+        if book_name in params:                     # norms (the rest are quantized now)
+            _read_into(params[book_name].data, *tensors[hf_name])
+    return model
 
 
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
@@ -224,7 +296,7 @@ def expected_shapes(cfg: dict, norm: str) -> dict:
     return out
 
 
-def _check_tensors(tensors: dict, cfg: dict, norm: str, path) -> dict:
+def _check_tensors(tensors: dict, cfg: dict, norm: str, path, readable=READABLE) -> dict:
     want = expected_shapes(cfg, norm)
     problems = [f"missing {n}" for n in want if n not in tensors]
     for name, (file, entry, _) in tensors.items():
@@ -234,7 +306,7 @@ def _check_tensors(tensors: dict, cfg: dict, norm: str, path) -> dict:
             continue
         if entry["shape"] != want[name][1]:
             problems.append(f"{name}: shape {entry['shape']} in {file.name}, the config implies {want[name][1]}")
-        if entry["tag"] not in READABLE:
+        if entry["tag"] not in readable:
             problems.append(f"{name}: dtype {entry['tag']} is not a float dtype")
     if problems:
         raise WeightsError(f"{path}: the weights do not fit the config: {'; '.join(problems[:20])}"
