@@ -254,14 +254,16 @@ class Gemma3Model(RotaryModel):
     out_head (tied to tok_emb unless cfg["tie_weights"] is False). `forward(in_idx, kv_cache=None,
     last_only=False)` as GPTModel's, so `tinygpt.generate` (with its KV cache) and the training
     loop take it as is. Optional cfg keys: norm_eps (1e-6), rope_linear_factor (1.0),
-    tie_weights (True)."""
+    tie_weights (True); layer_types None means every sliding_window_pattern-th (6th) layer global."""
 
     def __init__(self, cfg):
-        cfg = {"tie_weights": True, **cfg}
-        super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
         missing = [k for k in GEMMA3_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"Gemma3Model config lacks {', '.join(missing)}")
+        cfg = {"tie_weights": True, **cfg}
+        if cfg["layer_types"] is None:            # the default pattern: 5 local, 1 global, ...
+            cfg["layer_types"] = gemma3_layer_types(cfg["n_layers"], cfg.get("sliding_window_pattern", 6))
+        super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
         kinds = cfg["layer_types"]
         if len(kinds) != cfg["n_layers"] or any(kind not in (LOCAL, GLOBAL) for kind in kinds):
             raise InputError(f"Gemma3Model layer_types must list {cfg['n_layers']} (n_layers) of "

@@ -2,8 +2,9 @@
 A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
--> Qwen3Model, "llama" -> Llama3Model. For Qwen3 and Llama the Hugging Face names map to the
-book's by one table, HF_TO_BOOK below (their Linear weights are already (out, in): no transpose).
+-> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model. The Hugging Face names map to
+the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3 and Llama,
+GEMMA3_HF_TO_BOOK); their Linear weights are already (out, in): no transpose.
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
 1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.gemma3 import Gemma3Model
 from ..model.llama3 import Llama3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
@@ -32,29 +34,16 @@ from .download import resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
+from .hf_names import GEMMA3_HF_TO_BOOK, HF_TO_BOOK, expected_shapes, gemma3_config_to_cfg
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..errors import MissingFileError
 from ..files import atomic_write
 
-# Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
-HF_TO_BOOK = [
-    ("model.embed_tokens.weight",                      "tok_emb.weight"),
-    ("model.layers.{i}.self_attn.q_proj.weight",       "trf_blocks.{i}.att.W_query.weight"),
-    ("model.layers.{i}.self_attn.k_proj.weight",       "trf_blocks.{i}.att.W_key.weight"),
-    ("model.layers.{i}.self_attn.v_proj.weight",       "trf_blocks.{i}.att.W_value.weight"),
-    ("model.layers.{i}.self_attn.o_proj.weight",       "trf_blocks.{i}.att.out_proj.weight"),
-    ("model.layers.{i}.self_attn.q_norm.weight",       "trf_blocks.{i}.att.q_norm.scale"),
-    ("model.layers.{i}.self_attn.k_norm.weight",       "trf_blocks.{i}.att.k_norm.scale"),
-    ("model.layers.{i}.mlp.gate_proj.weight",          "trf_blocks.{i}.ff.fc1.weight"),
-    ("model.layers.{i}.mlp.up_proj.weight",            "trf_blocks.{i}.ff.fc2.weight"),
-    ("model.layers.{i}.mlp.down_proj.weight",          "trf_blocks.{i}.ff.fc3.weight"),
-    ("model.layers.{i}.input_layernorm.weight",        "trf_blocks.{i}.norm1.{norm}"),
-    ("model.layers.{i}.post_attention_layernorm.weight", "trf_blocks.{i}.norm2.{norm}"),
-    ("model.norm.weight",                              "final_norm.{norm}"),
-    ("lm_head.weight",                                 "out_head.weight"),
-]
-MODELS = {"qwen3": (Qwen3Model, "scale"), "llama": (Llama3Model, "weight")}
+# model_type -> (class, the name of its norms' parameter, its name table)
+MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "weight", HF_TO_BOOK),
+          "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK)}
+SAVABLE = {Qwen3Model: "qwen3", Llama3Model: "llama"}  # what save_pretrained_hf writes
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
@@ -84,11 +73,11 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     if model_type not in MODELS:
         raise WeightsError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
                            f"(gpt2, {', '.join(MODELS)})")
-    cls, norm = MODELS[model_type]
+    cls, norm, table = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
     check_claims(tensors, cfg, path / "config.json")    # sizes vs headers, before any table
-    names = _check_tensors(tensors, cfg, norm, path)    # {HF name: book name}
+    names = _check_tensors(tensors, cfg, norm, path, table)  # {HF name: book name}
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
     if np.dtype(dtype) != model.tok_emb.weight.dtype:
@@ -102,8 +91,10 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
 
 
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
-    """A Qwen3 or Llama config.json -> the book's cfg (+ tie_weights and norm_eps). Every value
-    is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    """A Qwen3, Llama or Gemma 3 config.json -> the book's cfg (+ tie_weights and norm_eps). Every
+    value is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    if model_type == "gemma3_text":
+        return gemma3_config_to_cfg(config, where)
     v = ConfigValues(config, where)
     for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
         if v.flag(flag, False):
@@ -202,30 +193,8 @@ def check_claims(tensors: dict, cfg: dict, where) -> None:
                           f" of head_dim {hd}" if per != 1 else "")
 
 
-def expected_shapes(cfg: dict, norm: str) -> dict:
-    """{HF name: (book name, shape)} that `cfg` implies (lm_head absent when tied)."""
-    E, V, H, hd = cfg["emb_dim"], cfg["vocab_size"], cfg["n_heads"], cfg["head_dim"]
-    shapes = {"tok_emb.weight": (V, E), "W_query.weight": (H * hd, E),
-              "W_key.weight": (cfg["n_kv_groups"] * hd, E), "W_value.weight": (cfg["n_kv_groups"] * hd, E),
-              "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
-              "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
-              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
-    out = {}
-    for hf, book in HF_TO_BOOK:
-        if "q_norm" in hf or "k_norm" in hf:
-            if not cfg.get("qk_norm", norm == "scale"):
-                continue
-        if hf == "lm_head.weight" and cfg["tie_weights"]:
-            continue
-        for i in range(cfg["n_layers"]) if "{i}" in hf else [None]:
-            name = book.format(i=i, norm=norm)
-            key = ".".join(name.split(".")[-2:])
-            out[hf.format(i=i)] = (name, shapes.get(key, (E,)))
-    return out
-
-
-def _check_tensors(tensors: dict, cfg: dict, norm: str, path) -> dict:
-    want = expected_shapes(cfg, norm)
+def _check_tensors(tensors: dict, cfg: dict, norm: str, path, table=None) -> dict:
+    want = expected_shapes(cfg, norm, table)
     problems = [f"missing {n}" for n in want if n not in tensors]
     for name, (file, entry, _) in tensors.items():
         if name not in want:
@@ -286,13 +255,13 @@ def save_pretrained_hf(model, save_directory) -> Path:
     """Write a Qwen3Model or Llama3Model as a Hugging Face directory (config.json and
     model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
     `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
-    if not isinstance(model, tuple(cls for cls, _ in MODELS.values())):
+    if not isinstance(model, tuple(SAVABLE)):
         raise WeightsError(f"save_pretrained_hf takes a Qwen3Model or Llama3Model, got "
                            f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = cfg_to_hf_config(model)
-    norm = MODELS[config["model_type"]][1]
+    norm = MODELS[config["model_type"]][1]  # the table is HF_TO_BOOK for both
     want = expected_shapes({**model.cfg, "head_dim": config["head_dim"],
                             "tie_weights": model.weights_tied}, norm)
     params = dict(model.named_parameters(remove_duplicate=False))

@@ -1,0 +1,149 @@
+"""The name tables of `load_pretrained` (hf.py): Hugging Face tensor name -> the book's name, one
+table per family, the shapes a cfg implies for them, and Gemma 3's config.json -> the book's cfg.
+
+Qwen3 and Llama share HF_TO_BOOK (their Linear weights are already (out, in): no transpose).
+Gemma 3 (GEMMA3_HF_TO_BOOK) has the same projections, the book's `blocks` for `trf_blocks`, and
+four norms per block under Hugging Face's own names; its RMSNorm weights are zero-centred in both
+(the norm scales by 1 + weight), so they are copied as they are.
+"""
+from ..model.gemma3 import GLOBAL, LOCAL
+from .claims import ConfigValues, WeightsError
+
+# Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
+HF_TO_BOOK = [
+    ("model.embed_tokens.weight",                      "tok_emb.weight"),
+    ("model.layers.{i}.self_attn.q_proj.weight",       "trf_blocks.{i}.att.W_query.weight"),
+    ("model.layers.{i}.self_attn.k_proj.weight",       "trf_blocks.{i}.att.W_key.weight"),
+    ("model.layers.{i}.self_attn.v_proj.weight",       "trf_blocks.{i}.att.W_value.weight"),
+    ("model.layers.{i}.self_attn.o_proj.weight",       "trf_blocks.{i}.att.out_proj.weight"),
+    ("model.layers.{i}.self_attn.q_norm.weight",       "trf_blocks.{i}.att.q_norm.scale"),
+    ("model.layers.{i}.self_attn.k_norm.weight",       "trf_blocks.{i}.att.k_norm.scale"),
+    ("model.layers.{i}.mlp.gate_proj.weight",          "trf_blocks.{i}.ff.fc1.weight"),
+    ("model.layers.{i}.mlp.up_proj.weight",            "trf_blocks.{i}.ff.fc2.weight"),
+    ("model.layers.{i}.mlp.down_proj.weight",          "trf_blocks.{i}.ff.fc3.weight"),
+    ("model.layers.{i}.input_layernorm.weight",        "trf_blocks.{i}.norm1.{norm}"),
+    ("model.layers.{i}.post_attention_layernorm.weight", "trf_blocks.{i}.norm2.{norm}"),
+    ("model.norm.weight",                              "final_norm.{norm}"),
+    ("lm_head.weight",                                 "out_head.weight"),
+]
+
+# Hugging Face name (Gemma 3)                              book name (ch05/12_gemma3)
+GEMMA3_HF_TO_BOOK = [
+    ("model.embed_tokens.weight",                          "tok_emb.weight"),
+    ("model.layers.{i}.self_attn.q_proj.weight",           "blocks.{i}.att.W_query.weight"),
+    ("model.layers.{i}.self_attn.k_proj.weight",           "blocks.{i}.att.W_key.weight"),
+    ("model.layers.{i}.self_attn.v_proj.weight",           "blocks.{i}.att.W_value.weight"),
+    ("model.layers.{i}.self_attn.o_proj.weight",           "blocks.{i}.att.out_proj.weight"),
+    ("model.layers.{i}.self_attn.q_norm.weight",           "blocks.{i}.att.q_norm.scale"),
+    ("model.layers.{i}.self_attn.k_norm.weight",           "blocks.{i}.att.k_norm.scale"),
+    ("model.layers.{i}.mlp.gate_proj.weight",              "blocks.{i}.ff.fc1.weight"),
+    ("model.layers.{i}.mlp.up_proj.weight",                "blocks.{i}.ff.fc2.weight"),
+    ("model.layers.{i}.mlp.down_proj.weight",              "blocks.{i}.ff.fc3.weight"),
+    ("model.layers.{i}.input_layernorm.weight",            "blocks.{i}.input_layernorm.scale"),
+    ("model.layers.{i}.post_attention_layernorm.weight",   "blocks.{i}.post_attention_layernorm.scale"),
+    ("model.layers.{i}.pre_feedforward_layernorm.weight",  "blocks.{i}.pre_feedforward_layernorm.scale"),
+    ("model.layers.{i}.post_feedforward_layernorm.weight", "blocks.{i}.post_feedforward_layernorm.scale"),
+    ("model.norm.weight",                                  "final_norm.scale"),
+    ("lm_head.weight",                                     "out_head.weight"),
+]
+
+
+def expected_shapes(cfg: dict, norm: str, table=None) -> dict:
+    """{HF name: (book name, shape)} that `cfg` implies under `table` (default HF_TO_BOOK;
+    lm_head absent when tied, q_norm/k_norm absent without QK-norm)."""
+    E, V, H, hd = cfg["emb_dim"], cfg["vocab_size"], cfg["n_heads"], cfg["head_dim"]
+    shapes = {"tok_emb.weight": (V, E), "W_query.weight": (H * hd, E),
+              "W_key.weight": (cfg["n_kv_groups"] * hd, E), "W_value.weight": (cfg["n_kv_groups"] * hd, E),
+              "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
+              "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
+              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
+    out = {}
+    for hf, book in HF_TO_BOOK if table is None else table:
+        if "q_norm" in hf or "k_norm" in hf:
+            if not cfg.get("qk_norm", norm == "scale"):
+                continue
+        if hf == "lm_head.weight" and cfg["tie_weights"]:
+            continue
+        for i in range(cfg["n_layers"]) if "{i}" in hf else [None]:
+            name = book.format(i=i, norm=norm)
+            key = ".".join(name.split(".")[-2:])
+            out[hf.format(i=i)] = (name, shapes.get(key, (E,)))
+    return out
+
+
+def gemma3_config_to_cfg(config: dict, where) -> dict:
+    """A Gemma 3 text config.json (model_type gemma3_text) -> Gemma3Model's cfg. Every value is
+    type- and range-checked first (`claims.ConfigValues`); variants tinygpt does not compute
+    (biases, logit soft-capping, bidirectional attention, another activation) are refused."""
+    v = ConfigValues(config, where)
+    for flag in ("attention_bias", "use_bidirectional_attention"):
+        if v.flag(flag, False):
+            raise WeightsError(f"{where}: {flag}=true is not supported by gemma3 in tinygpt")
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if v.number(key, None) is not None:
+            raise WeightsError(f"{where}: {key} is not supported by gemma3 in tinygpt (null)")
+    for key in ("hidden_activation", "hidden_act"):
+        v.name(key, None, choices={"gelu_pytorch_tanh"})
+    v.dtype()
+    v.unused(flags=("use_cache",), numbers=("initializer_range",), probabilities=("attention_dropout",))
+    emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
+    head_dim = v.int("head_dim", None)
+    if head_dim is None:
+        v.divides("hidden_size", "num_attention_heads", emb, heads)
+        head_dim = emb // heads
+    kv_heads = v.int("num_key_value_heads", heads)
+    v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
+    v.token_ids()
+    n_layers = v.int("num_hidden_layers")
+    cfg = {"vocab_size": v.int("vocab_size"), "context_length": v.int("max_position_embeddings"),
+           "emb_dim": emb, "n_heads": heads, "n_layers": n_layers,
+           "hidden_dim": v.int("intermediate_size"), "head_dim": head_dim, "qk_norm": True,
+           "n_kv_groups": kv_heads, "sliding_window": v.int("sliding_window"),
+           "layer_types": _layer_types(v, n_layers),
+           "query_pre_attn_scalar": v.number("query_pre_attn_scalar", 256.0),
+           "norm_eps": v.number("rms_norm_eps", 1e-6),
+           "tie_weights": v.flag("tie_word_embeddings", True)}
+    if cfg["layer_types"] is None:  # built by Gemma3Model once the layer count is checked
+        cfg["sliding_window_pattern"] = v.int("sliding_window_pattern", None) \
+            or v.int("_sliding_window_pattern", 6)
+    return {**cfg, **_gemma3_rope(v, where)}
+
+
+def _layer_types(v: ConfigValues, n_layers: int):
+    """layer_types as given (a list of n_layers layer kinds), or None when absent."""
+    kinds = v.config.get("layer_types")
+    if kinds is None:
+        return None
+    if not isinstance(kinds, list) or len(kinds) != n_layers \
+            or any(kind not in (LOCAL, GLOBAL) for kind in kinds):
+        raise v.refuse("layer_types", f"must be a list of num_hidden_layers ({n_layers}) of "
+                                      f"{LOCAL!r} and {GLOBAL!r}, got {str(kinds)[:60]}")
+    return kinds
+
+
+def _gemma3_rope(v: ConfigValues, where) -> dict:
+    """rope_base, rope_local_base and rope_linear_factor from rope_parameters per layer kind
+    (transformers 5) or rope_theta, rope_local_base_freq and rope_scaling (transformers 4)."""
+    params = v.table("rope_parameters")
+    full = params.table(GLOBAL) if params is not None else None
+    local = params.table(LOCAL) if params is not None else None
+    out = {"rope_base": v.number("rope_theta", 1_000_000.0),
+           "rope_local_base": v.number("rope_local_base_freq", 10_000.0), "rope_linear_factor": 1.0}
+    if full is not None:
+        out["rope_base"] = full.number("rope_theta", out["rope_base"])
+    if local is not None:
+        out["rope_local_base"] = local.number("rope_theta", out["rope_local_base"])
+        if local.name("rope_type", "default") != "default":
+            raise WeightsError(f"{where}: RoPE type {local.config['rope_type']!r} of the sliding "
+                               f"layers is not supported for gemma3 (default)")
+    kind = full if full is not None and full.config.get("rope_type") is not None \
+        else v.table("rope_scaling")
+    if kind is not None:
+        key = "rope_type" if kind.config.get("rope_type") is not None else "type"
+        rope_type = kind.name(key, "default")
+        if rope_type == "linear":
+            out["rope_linear_factor"] = kind.number("factor")
+        elif rope_type != "default":
+            raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for gemma3 "
+                               f"(default, linear)")
+    return out
