@@ -17,7 +17,7 @@ from helpers import check_op, fd_check
 from modern_models import compare_grads, compare_logits, loss_and_grads, tokens, torch_loss_and_grads
 from tinygpt.errors import TinyGPTError
 from tinygpt.model import GEMMA3_CONFIGS, Gemma3Model, for_inference, sliding_window_attention
-from tinygpt.weights import load_pretrained
+from tinygpt.weights import load_pretrained, save_pretrained_hf
 from tinygpt.weights.claims import WeightsError
 from tinygpt.weights.hf_names import GEMMA3_HF_TO_BOOK, expected_shapes
 
@@ -199,6 +199,22 @@ def test_for_inference_leaves_the_gemma_layers_and_the_outputs_as_they_are():
         assert for_inference(model) is model
         assert [type(m) for m in model.modules()] == kinds
         np.testing.assert_array_equal(model(ids).data, before)
+
+
+def test_save_pretrained_hf_writes_what_transformers_reads(tmp_path):
+    tg.manual_seed(2)
+    ours = Gemma3Model(TINY_GEMMA3)
+    for p in ours.parameters():
+        if p.ndim == 1:
+            p.data[...] = np.random.default_rng(p.size).normal(0.0, 0.3, p.shape)
+    save_pretrained_hf(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == "Gemma3ForCausalLM"
+    ids = tokens(TINY_GEMMA3, length=12)
+    with torch.no_grad():
+        their_logits = theirs(torch.from_numpy(ids)).logits.numpy()
+    compare_logits(ours(ids).data, their_logits, np.float32, "gemma3 saved")
+    np.testing.assert_array_equal(load_pretrained(tmp_path)(ids).data, ours(ids).data)
 
 
 def test_transformers_4_config_spelling_gives_the_same_model(hf_folder, tmp_path):

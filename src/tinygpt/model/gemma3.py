@@ -13,7 +13,7 @@ What changed from Qwen3 (qwen3.py; modern.py has the shared pieces):
   x + post_attention_layernorm(att(input_layernorm(x))), then the same around ff.
 * RMSNorm scales by (1 + scale), the scale stored zero-centred (`GemmaRMSNorm`); QK-norm too.
 * The feed-forward gates with GELU (tanh form) instead of SiLU: fc3(gelu(fc1(x)) * fc2(x)).
-* The token embeddings are multiplied by sqrt(emb_dim); the output head is tied to them.
+* The token embeddings are multiplied by sqrt(emb_dim); the released output head is tied to them.
 * Attention scores are scaled by query_pre_attn_scalar ** -0.5 (256 ** -0.5 = 1 / sqrt(head_dim)).
 
 Generation keeps bounded memory on the local layers: their KV cache (`SlidingLayerKVCache`)
@@ -251,16 +251,17 @@ class Gemma3Model(RotaryModel):
     """`model(idx)`: token ids (batch, tokens) -> logits (batch, tokens, vocab_size).
 
     tok_emb (times sqrt(emb_dim)) -> blocks (each local or global, four norms) -> final_norm ->
-    out_head (tied to tok_emb unless cfg["tie_weights"] is False). `forward(in_idx, kv_cache=None,
+    out_head (its own Linear as in the book; tied to tok_emb with cfg["tie_weights"], as the released
+    checkpoints are and load_pretrained builds them). `forward(in_idx, kv_cache=None,
     last_only=False)` as GPTModel's, so `tinygpt.generate` (with its KV cache) and the training
     loop take it as is. Optional cfg keys: norm_eps (1e-6), rope_linear_factor (1.0),
-    tie_weights (True); layer_types None means every sliding_window_pattern-th (6th) layer global."""
+    tie_weights (False); layer_types None means every sliding_window_pattern-th (6th) layer global."""
 
     def __init__(self, cfg):
         missing = [k for k in GEMMA3_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"Gemma3Model config lacks {', '.join(missing)}")
-        cfg = {"tie_weights": True, **cfg}
+        cfg = dict(cfg)
         if cfg["layer_types"] is None:            # the default pattern: 5 local, 1 global, ...
             cfg["layer_types"] = gemma3_layer_types(cfg["n_layers"], cfg.get("sliding_window_pattern", 6))
         super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
@@ -271,7 +272,7 @@ class Gemma3Model(RotaryModel):
         self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.blocks = ModuleList([TransformerBlock(cfg, attn_type) for attn_type in kinds])
         self.final_norm = GemmaRMSNorm(cfg["emb_dim"], eps=cfg.get("norm_eps", 1e-6))
-        self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb by default
+        self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]
 
     @property
     def trf_blocks(self):

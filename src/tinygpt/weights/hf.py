@@ -34,7 +34,8 @@ from .download import resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
-from .hf_names import GEMMA3_HF_TO_BOOK, HF_TO_BOOK, expected_shapes, gemma3_config_to_cfg
+from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, expected_shapes, gemma3_config_to_cfg,
+                       gemma3_hf_config)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..errors import MissingFileError
@@ -43,7 +44,7 @@ from ..files import atomic_write
 # model_type -> (class, the name of its norms' parameter, its name table)
 MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "weight", HF_TO_BOOK),
           "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK)}
-SAVABLE = {Qwen3Model: "qwen3", Llama3Model: "llama"}  # what save_pretrained_hf writes
+SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model)  # what save_pretrained_hf writes
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
@@ -232,7 +233,9 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
 
 
 def cfg_to_hf_config(model) -> dict:
-    """The config.json transformers reads for a Qwen3Model or Llama3Model."""
+    """The config.json transformers reads for a Qwen3Model, Llama3Model or Gemma3Model."""
+    if isinstance(model, Gemma3Model):
+        return gemma3_hf_config(model)
     cfg, att = model.cfg, model.trf_blocks[0].att
     model_type = "qwen3" if isinstance(model, Qwen3Model) else "llama"
     rope = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
@@ -252,18 +255,18 @@ def cfg_to_hf_config(model) -> dict:
 
 
 def save_pretrained_hf(model, save_directory) -> Path:
-    """Write a Qwen3Model or Llama3Model as a Hugging Face directory (config.json and
+    """Write a Qwen3Model, Llama3Model or Gemma3Model as a Hugging Face directory (config.json and
     model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
     `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
-    if not isinstance(model, tuple(SAVABLE)):
-        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model or Llama3Model, got "
+    if not isinstance(model, SAVABLE):
+        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model, Llama3Model or Gemma3Model, got "
                            f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = cfg_to_hf_config(model)
-    norm = MODELS[config["model_type"]][1]  # the table is HF_TO_BOOK for both
+    _, norm, table = MODELS[config["model_type"]]
     want = expected_shapes({**model.cfg, "head_dim": config["head_dim"],
-                            "tie_weights": model.weights_tied}, norm)
+                            "tie_weights": model.weights_tied}, norm, table)
     params = dict(model.named_parameters(remove_duplicate=False))
     save_safetensors({hf: params[book].data.astype(np.float32, copy=False)
                       for hf, (book, _) in want.items()},

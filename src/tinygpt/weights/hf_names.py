@@ -147,3 +147,30 @@ def _gemma3_rope(v: ConfigValues, where) -> dict:
             raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for gemma3 "
                                f"(default, linear)")
     return out
+
+
+def gemma3_hf_config(model) -> dict:
+    """The config.json (transformers 5 spelling) transformers reads for a Gemma3Model."""
+    cfg = model.cfg
+    factor = cfg.get("rope_linear_factor", 1.0)
+    full = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
+    if factor != 1.0:
+        full.update(rope_type="linear", factor=factor)
+    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+            "vocab_size": cfg["vocab_size"], "max_position_embeddings": cfg["context_length"],
+            "hidden_size": cfg["emb_dim"], "num_attention_heads": cfg["n_heads"],
+            "num_hidden_layers": cfg["n_layers"], "intermediate_size": cfg["hidden_dim"],
+            "head_dim": cfg["head_dim"], "num_key_value_heads": cfg["n_kv_groups"],
+            "rms_norm_eps": model.final_norm.eps, "hidden_activation": "gelu_pytorch_tanh",
+            "attention_bias": False, "tie_word_embeddings": model.weights_tied,
+            "sliding_window": cfg["sliding_window"], "layer_types": list(cfg["layer_types"]),
+            "query_pre_attn_scalar": _int_if_whole(cfg["query_pre_attn_scalar"]),
+            "final_logit_softcapping": None, "attn_logit_softcapping": None,
+            "rope_parameters": {GLOBAL: full, LOCAL: {"rope_type": "default",
+                                                      "rope_theta": cfg["rope_local_base"]}},
+            "dtype": "float32"}
+
+
+def _int_if_whole(x):
+    """12.0 -> 12 (transformers' strict config wants an int where the value is whole)."""
+    return int(x) if float(x).is_integer() else x
