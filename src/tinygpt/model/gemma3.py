@@ -224,7 +224,7 @@ class SlidingLayerKVCache:
         return Tensor(k), Tensor(v)
 
 
-class Gemma3KVCache(KVCache):
+class SlidingWindowKVCache(KVCache):
     """One cache per block: a `LayerKVCache` of max_len tokens on full-attention layers, a
     `SlidingLayerKVCache` of the last sliding_window - 1 tokens on local ones."""
 
@@ -294,11 +294,11 @@ class Gemma3Model(RotaryModel):
                 "local": rope_tables_linear(hd, self.cfg["rope_local_base"], n, 1.0, dtype)}
         return self._rope[dtype]
 
-    def new_kv_cache(self, max_len: int | None = None) -> Gemma3KVCache:
+    def new_kv_cache(self, max_len: int | None = None) -> SlidingWindowKVCache:
         """An empty cache for up to `max_len` (default context_length) tokens; the local layers
         keep only their window."""
         max_len = KVCache.for_model(self.cfg, max_len).max_len  # checked: 1..context_length
-        return Gemma3KVCache(self.cfg["layer_types"], self.cfg["sliding_window"], max_len)
+        return SlidingWindowKVCache(self.cfg["layer_types"], self.cfg["sliding_window"], max_len)
 
     def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
         idx, end = self.token_positions(in_idx, kv_cache)  # (b, T); positions .. end-1

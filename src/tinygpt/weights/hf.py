@@ -2,9 +2,9 @@
 A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
--> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model. The Hugging Face names map to
-the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3 and Llama,
-GEMMA3_HF_TO_BOOK); their Linear weights are already (out, in): no transpose.
+-> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "olmo3" -> Olmo3Model. The
+Hugging Face names map to the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3
+and Llama, GEMMA3_HF_TO_BOOK, OLMO3_HF_TO_BOOK); Linear weights are already (out, in).
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
 1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
@@ -28,14 +28,15 @@ import numpy as np
 
 from ..model.gemma3 import Gemma3Model
 from ..model.llama3 import Llama3Model
+from ..model.olmo3 import Olmo3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
-from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, expected_shapes, gemma3_config_to_cfg,
-                       gemma3_hf_config)
+from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, expected_shapes,
+                       gemma3_config_to_cfg, gemma3_hf_config, olmo3_config_to_cfg)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..errors import MissingFileError
@@ -43,7 +44,8 @@ from ..files import atomic_write
 
 # model_type -> (class, the name of its norms' parameter, its name table)
 MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "weight", HF_TO_BOOK),
-          "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK)}
+          "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK),
+          "olmo3": (Olmo3Model, "weight", OLMO3_HF_TO_BOOK)}
 SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model)  # what save_pretrained_hf writes
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
@@ -77,7 +79,7 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     cls, norm, table = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
-    check_claims(tensors, cfg, path / "config.json")    # sizes vs headers, before any table
+    check_claims(tensors, cfg, path / "config.json", per_head_qk_norm=model_type != "olmo3")
     names = _check_tensors(tensors, cfg, norm, path, table)  # {HF name: book name}
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
@@ -94,8 +96,8 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
     """A Qwen3, Llama or Gemma 3 config.json -> the book's cfg (+ tie_weights and norm_eps). Every
     value is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
-    if model_type == "gemma3_text":
-        return gemma3_config_to_cfg(config, where)
+    if model_type in ("gemma3_text", "olmo3"):
+        return (gemma3_config_to_cfg if model_type == "gemma3_text" else olmo3_config_to_cfg)(config, where)
     v = ConfigValues(config, where)
     for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
         if v.flag(flag, False):
@@ -171,7 +173,7 @@ def _tensor_index(path: Path) -> dict:
     return tensors
 
 
-def check_claims(tensors: dict, cfg: dict, where) -> None:
+def check_claims(tensors: dict, cfg: dict, where, per_head_qk_norm: bool = True) -> None:
     """The config's sizes against the tensor headers, each refusal naming the config key: the
     layer count against the block numbers in the names (before `expected_shapes` makes a row per
     claimed layer), vocab_size and hidden_size against the embedding, the heads, head_dim and
@@ -181,7 +183,7 @@ def check_claims(tensors: dict, cfg: dict, where) -> None:
     hd = cfg["head_dim"]
     claims = [("model.embed_tokens.weight", 0, "vocab_size", cfg["vocab_size"], 1),
               ("model.embed_tokens.weight", 1, "hidden_size", cfg["emb_dim"], 1),
-              ("model.layers.0.self_attn.q_norm.weight", 0, "head_dim", hd, 1),
+              ("model.layers.0.self_attn.q_norm.weight" if per_head_qk_norm else "", 0, "head_dim", hd, 1),
               ("model.layers.0.self_attn.q_proj.weight", 1, "hidden_size", cfg["emb_dim"], 1),
               ("model.layers.0.self_attn.q_proj.weight", 0, "num_attention_heads", cfg["n_heads"], hd),
               ("model.layers.0.self_attn.k_proj.weight", 0, "num_key_value_heads", cfg["n_kv_groups"], hd),

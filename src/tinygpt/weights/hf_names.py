@@ -4,7 +4,8 @@ table per family, the shapes a cfg implies for them, and Gemma 3's config.json -
 Qwen3 and Llama share HF_TO_BOOK (their Linear weights are already (out, in): no transpose).
 Gemma 3 (GEMMA3_HF_TO_BOOK) has the same projections, the book's `blocks` for `trf_blocks`, and
 four norms per block under Hugging Face's own names; its RMSNorm weights are zero-centred in both
-(the norm scales by 1 + weight), so they are copied as they are.
+(the norm scales by 1 + weight), so they are copied as they are. Olmo 3 (OLMO3_HF_TO_BOOK) keeps
+two of Gemma's four norms, and its q_norm/k_norm span whole projections.
 """
 from ..model.gemma3 import GLOBAL, LOCAL
 from .claims import ConfigValues, WeightsError
@@ -47,14 +48,20 @@ GEMMA3_HF_TO_BOOK = [
     ("lm_head.weight",                                     "out_head.weight"),
 ]
 
+# Olmo 3: Gemma 3's table with the norms of a post-norm block, QK-norm over whole projections
+OLMO3_HF_TO_BOOK = [(hf, book.replace(".scale", ".weight")) for hf, book in GEMMA3_HF_TO_BOOK
+                    if "input_layernorm" not in hf and "pre_feedforward" not in hf]
+
 
 def expected_shapes(cfg: dict, norm: str, table=None) -> dict:
     """{HF name: (book name, shape)} that `cfg` implies under `table` (default HF_TO_BOOK;
-    lm_head absent when tied, q_norm/k_norm absent without QK-norm)."""
+    lm_head absent when tied, q_norm/k_norm absent without QK-norm; a norm's `.weight` over the
+    head is Llama's, absent, or Olmo 3's over the whole projection)."""
     E, V, H, hd = cfg["emb_dim"], cfg["vocab_size"], cfg["n_heads"], cfg["head_dim"]
     shapes = {"tok_emb.weight": (V, E), "W_query.weight": (H * hd, E),
               "W_key.weight": (cfg["n_kv_groups"] * hd, E), "W_value.weight": (cfg["n_kv_groups"] * hd, E),
               "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
+              "q_norm.weight": (H * hd,), "k_norm.weight": (cfg["n_kv_groups"] * hd,),  # Olmo 3
               "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
               "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
     out = {}
@@ -76,14 +83,38 @@ def gemma3_config_to_cfg(config: dict, where) -> dict:
     type- and range-checked first (`claims.ConfigValues`); variants tinygpt does not compute
     (biases, logit soft-capping, bidirectional attention, another activation) are refused."""
     v = ConfigValues(config, where)
-    for flag in ("attention_bias", "use_bidirectional_attention"):
-        if v.flag(flag, False):
-            raise WeightsError(f"{where}: {flag}=true is not supported by gemma3 in tinygpt")
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         if v.number(key, None) is not None:
             raise WeightsError(f"{where}: {key} is not supported by gemma3 in tinygpt (null)")
     for key in ("hidden_activation", "hidden_act"):
         v.name(key, None, choices={"gelu_pytorch_tanh"})
+    cfg = {**_sizes(v, where, "gemma3", ("attention_bias", "use_bidirectional_attention"), 6),
+           "query_pre_attn_scalar": v.number("query_pre_attn_scalar", 256.0),
+           "norm_eps": v.number("rms_norm_eps", 1e-6),
+           "tie_weights": v.flag("tie_word_embeddings", True)}
+    rope = _hybrid_rope(v, where, "gemma3", v.number("rope_theta", 1_000_000.0),
+                        v.number("rope_local_base_freq", 10_000.0), "linear")
+    return {**cfg, **rope}
+
+
+def olmo3_config_to_cfg(config: dict, where) -> dict:
+    """An Olmo 3 config.json (model_type olmo3) -> Olmo3Model's cfg, checked as Gemma 3's."""
+    v = ConfigValues(config, where)
+    v.name("hidden_act", None, choices={"silu"})
+    cfg = {**_sizes(v, where, "olmo3", ("attention_bias",), 4),
+           "norm_eps": v.number("rms_norm_eps", 1e-5),
+           "tie_weights": v.flag("tie_word_embeddings", False)}
+    theta = v.number("rope_theta", 500_000.0)
+    return {**cfg, **_hybrid_rope(v, where, "olmo3", theta, theta, "yarn")}
+
+
+def _sizes(v: ConfigValues, where, family: str, refused_flags, pattern: int) -> dict:
+    """The sizes, the layer kinds and the window of a config with sliding-window layers; the
+    `refused_flags` must be false. layer_types stays None when absent: the model builds it
+    (every `pattern`-th layer full) once the layer count has been checked against the weights."""
+    for flag in refused_flags:
+        if v.flag(flag, False):
+            raise WeightsError(f"{where}: {flag}=true is not supported by {family} in tinygpt")
     v.dtype()
     v.unused(flags=("use_cache",), numbers=("initializer_range",), probabilities=("attention_dropout",))
     emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
@@ -99,14 +130,11 @@ def gemma3_config_to_cfg(config: dict, where) -> dict:
            "emb_dim": emb, "n_heads": heads, "n_layers": n_layers,
            "hidden_dim": v.int("intermediate_size"), "head_dim": head_dim, "qk_norm": True,
            "n_kv_groups": kv_heads, "sliding_window": v.int("sliding_window"),
-           "layer_types": _layer_types(v, n_layers),
-           "query_pre_attn_scalar": v.number("query_pre_attn_scalar", 256.0),
-           "norm_eps": v.number("rms_norm_eps", 1e-6),
-           "tie_weights": v.flag("tie_word_embeddings", True)}
-    if cfg["layer_types"] is None:  # built by Gemma3Model once the layer count is checked
+           "layer_types": _layer_types(v, n_layers)}
+    if cfg["layer_types"] is None:
         cfg["sliding_window_pattern"] = v.int("sliding_window_pattern", None) \
-            or v.int("_sliding_window_pattern", 6)
-    return {**cfg, **_gemma3_rope(v, where)}
+            or v.int("_sliding_window_pattern", pattern)
+    return cfg
 
 
 def _layer_types(v: ConfigValues, n_layers: int):
@@ -121,32 +149,46 @@ def _layer_types(v: ConfigValues, n_layers: int):
     return kinds
 
 
-def _gemma3_rope(v: ConfigValues, where) -> dict:
-    """rope_base, rope_local_base and rope_linear_factor from rope_parameters per layer kind
-    (transformers 5) or rope_theta, rope_local_base_freq and rope_scaling (transformers 4)."""
+def _hybrid_rope(v: ConfigValues, where, family: str, global_base: float, local_base: float,
+                 scaling: str) -> dict:
+    """rope_base and rope_local_base, and the full layers' scaling (`scaling`: "linear" for Gemma
+    3, "yarn" for Olmo 3), from rope_parameters per layer kind (transformers 5) or, under them,
+    the top-level values and rope_scaling (transformers 4)."""
     params = v.table("rope_parameters")
     full = params.table(GLOBAL) if params is not None else None
     local = params.table(LOCAL) if params is not None else None
-    out = {"rope_base": v.number("rope_theta", 1_000_000.0),
-           "rope_local_base": v.number("rope_local_base_freq", 10_000.0), "rope_linear_factor": 1.0}
+    out = {"rope_base": global_base, "rope_local_base": local_base}
     if full is not None:
         out["rope_base"] = full.number("rope_theta", out["rope_base"])
     if local is not None:
         out["rope_local_base"] = local.number("rope_theta", out["rope_local_base"])
         if local.name("rope_type", "default") != "default":
             raise WeightsError(f"{where}: RoPE type {local.config['rope_type']!r} of the sliding "
-                               f"layers is not supported for gemma3 (default)")
+                               f"layers is not supported for {family} (default)")
     kind = full if full is not None and full.config.get("rope_type") is not None \
         else v.table("rope_scaling")
-    if kind is not None:
-        key = "rope_type" if kind.config.get("rope_type") is not None else "type"
-        rope_type = kind.name(key, "default")
-        if rope_type == "linear":
-            out["rope_linear_factor"] = kind.number("factor")
-        elif rope_type != "default":
-            raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for gemma3 "
-                               f"(default, linear)")
+    rope_type = "default" if kind is None else kind.name(
+        "rope_type" if kind.config.get("rope_type") is not None else "type", "default")
+    if rope_type == scaling == "linear":
+        out["rope_linear_factor"] = kind.number("factor")
+    elif rope_type == scaling == "yarn":
+        out["rope_yarn"] = _yarn(kind)
+    elif rope_type != "default":
+        raise WeightsError(f"{where}: RoPE type {rope_type!r} is not supported for {family} "
+                           f"(default, {scaling})")
     return out
+
+
+def _yarn(kind: ConfigValues) -> dict:
+    for key in ("mscale", "mscale_all_dim"):
+        if kind.number(key, None) is not None:
+            raise kind.refuse(key, "is not supported by tinygpt's YaRN (attention_factor is)")
+    if not kind.flag("truncate", True):
+        raise kind.refuse("truncate", "=false is not supported by tinygpt's YaRN")
+    return {"factor": kind.number("factor"),
+            "original_context_length": kind.int("original_max_position_embeddings"),
+            "beta_fast": kind.number("beta_fast", 32.0), "beta_slow": kind.number("beta_slow", 1.0),
+            "attention_factor": kind.number("attention_factor", None)}
 
 
 def gemma3_hf_config(model) -> dict:
