@@ -217,6 +217,24 @@ def test_save_pretrained_hf_writes_what_transformers_reads(tmp_path):
     np.testing.assert_array_equal(load_pretrained(tmp_path)(ids).data, ours(ids).data)
 
 
+def test_a_multimodal_gemma3_folder_loads_its_text_model(tmp_path):
+    """model_type "gemma3" (Gemma3ForConditionalGeneration, as the 4B and larger ship): the text
+    model is read from its prefixed names, the vision tower left out; text logits as theirs."""
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 28, "patch_size": 14}
+    config = transformers.Gemma3Config(text_config={**HF_TINY, "num_hidden_layers": 2},
+                                       vision_config=vision, mm_tokens_per_image=4)
+    torch.manual_seed(3)
+    theirs = transformers.Gemma3ForConditionalGeneration(config).eval()
+    theirs.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path)
+    assert isinstance(ours, Gemma3Model) and ours.cfg["n_layers"] == 2
+    ids = tokens(TINY_GEMMA3, length=9)
+    with torch.no_grad():
+        their_logits = theirs(input_ids=torch.from_numpy(ids)).logits.numpy()
+    compare_logits(ours(ids).data, their_logits, np.float32, "gemma3 multimodal text logits")
+
+
 def test_transformers_4_config_spelling_gives_the_same_model(hf_folder, tmp_path):
     """rope_theta / rope_local_base_freq / rope_scaling and no layer_types (the pattern of six),
     as the released checkpoints' config.json spell them."""

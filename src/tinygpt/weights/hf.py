@@ -2,8 +2,8 @@
 A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
--> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "olmo3" -> Olmo3Model. The
-Hugging Face names map to the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3
+-> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "olmo3" -> Olmo3Model, and
+"gemma3" (4B and up, with a vision tower) -> the Gemma3Model of its text model. The Hugging Face names map to the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3
 and Llama, GEMMA3_HF_TO_BOOK, OLMO3_HF_TO_BOOK); Linear weights are already (out, in).
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
@@ -36,7 +36,8 @@ from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matche
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
 from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, expected_shapes,
-                       gemma3_config_to_cfg, gemma3_hf_config, olmo3_config_to_cfg)
+                       gemma3_config_to_cfg, gemma3_hf_config, gemma3_text_config,
+                       gemma3_text_tensors, olmo3_config_to_cfg)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..errors import MissingFileError
@@ -73,12 +74,17 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
     model_type = ConfigValues(config, path / "config.json").name("model_type", None)
     if model_type == "gpt2":
         return load_gpt2(path, dtype=dtype)
+    multimodal = model_type == "gemma3"  # the text model of Gemma 3 4B and up, without vision
+    if multimodal:
+        config, model_type = gemma3_text_config(config, path / "config.json"), "gemma3_text"
     if model_type not in MODELS:
         raise WeightsError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
-                           f"(gpt2, {', '.join(MODELS)})")
+                           f"(gpt2, gemma3, {', '.join(MODELS)})")
     cls, norm, table = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
+    if multimodal:
+        tensors = gemma3_text_tensors(tensors)          # the text model's, under its own names
     check_claims(tensors, cfg, path / "config.json", per_head_qk_norm=model_type != "olmo3")
     names = _check_tensors(tensors, cfg, norm, path, table)  # {HF name: book name}
     with skip_init():  # every parameter is read below: drawing them first would waste time

@@ -216,3 +216,40 @@ def gemma3_hf_config(model) -> dict:
 def _int_if_whole(x):
     """12.0 -> 12 (transformers' strict config wants an int where the value is whole)."""
     return int(x) if float(x).is_integer() else x
+
+
+# model_type "gemma3" (4B and up: Gemma3ForConditionalGeneration, the text model beside a vision
+# tower): the text model's names under one of these prefixes; the vision weights are not read.
+GEMMA3_TEXT_PREFIXES = ("language_model.model.", "model.language_model.")
+GEMMA3_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                          "model.multi_modal_projector.")
+# transformers' Gemma3TextConfig defaults, which the released multimodal configs rely on (their
+# text_config names only what differs); check_claims still compares every size with the weights
+GEMMA3_TEXT_DEFAULTS = {"vocab_size": 262_208, "num_attention_heads": 8, "num_key_value_heads": 4,
+                        "head_dim": 256, "max_position_embeddings": 131_072, "sliding_window": 4096,
+                        "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-6}
+
+
+def gemma3_text_config(config: dict, where) -> dict:
+    """The text model's config of a model_type "gemma3" config.json: its text_config over the
+    defaults above (and the outer tie_word_embeddings)."""
+    text = ConfigValues(config, where).table("text_config")
+    if text is None:
+        raise WeightsError(f"{where}: model_type gemma3 needs a text_config")
+    tie = ConfigValues(config, where).flag("tie_word_embeddings", True)
+    return {**GEMMA3_TEXT_DEFAULTS, "tie_word_embeddings": tie, **text.config}
+
+
+def gemma3_text_tensors(tensors: dict) -> dict:
+    """{name: entry} of a multimodal Gemma 3's files -> the text model's, under Gemma3ForCausalLM's
+    names; the vision tower and projector left out (any other name stays, to be reported)."""
+    out = {}
+    for name, entry in tensors.items():
+        prefix = next((p for p in GEMMA3_TEXT_PREFIXES if name.startswith(p)), None)
+        if prefix is not None:
+            out["model." + name[len(prefix):]] = entry
+        elif name in ("language_model.lm_head.weight", "lm_head.weight"):
+            out["lm_head.weight"] = entry
+        elif not name.startswith(GEMMA3_VISION_PREFIXES):
+            out[name] = entry
+    return out
