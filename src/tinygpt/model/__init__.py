@@ -9,6 +9,7 @@ from .inference import for_inference
 from .gemma3 import (GEMMA3_CONFIG_1B, GEMMA3_CONFIG_270M, GEMMA3_CONFIG_4B, GEMMA3_CONFIGS,
                      SlidingWindowKVCache, Gemma3Model, SlidingLayerKVCache, sliding_window_attention)
 from .olmo3 import OLMO3_CONFIG_7B, OLMO3_CONFIGS, Olmo3Model
+from .moe import QWEN3_MOE_CONFIG_30B_A3B, MoEFeedForward, Qwen3MoeModel
 from .gpt import (GELU, FeedForward, GPTModel, KVCache, LayerNorm, TransformerBlock,
                   count_parameters, model_size_mb)
 from .llama3 import LLAMA32_CONFIG_1B, LLAMA32_CONFIG_3B, LLAMA32_CONFIGS, Llama3Model
@@ -27,4 +28,5 @@ __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttentio
            "QWEN3_CONFIG_1_7B", "QWEN3_CONFIG_4B", "QWEN3_CONFIG_8B", "QWEN3_CONFIGS", "Qwen3Model",
            "GEMMA3_CONFIG_270M", "GEMMA3_CONFIG_1B", "GEMMA3_CONFIG_4B", "GEMMA3_CONFIGS",
            "SlidingWindowKVCache", "Gemma3Model", "SlidingLayerKVCache", "sliding_window_attention",
-           "OLMO3_CONFIG_7B", "OLMO3_CONFIGS", "Olmo3Model"]
+           "OLMO3_CONFIG_7B", "OLMO3_CONFIGS", "Olmo3Model",
+           "QWEN3_MOE_CONFIG_30B_A3B", "MoEFeedForward", "Qwen3MoeModel"]

@@ -2,9 +2,11 @@
 A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
--> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "olmo3" -> Olmo3Model, and
-"gemma3" (4B and up, with a vision tower) -> the Gemma3Model of its text model. The Hugging Face names map to the book's by one table per family (hf_names.py: HF_TO_BOOK for Qwen3
-and Llama, GEMMA3_HF_TO_BOOK, OLMO3_HF_TO_BOOK); Linear weights are already (out, in).
+-> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "gemma3" (4B and up, with a
+vision tower) -> the Gemma3Model of its text model, "olmo3" -> Olmo3Model, "qwen3_moe" ->
+Qwen3MoeModel. The Hugging Face names map to the book's by one table per family (hf_names.py:
+HF_TO_BOOK for Qwen3 and Llama, GEMMA3_HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK);
+Linear weights are already (out, in): no transpose.
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
 1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
@@ -28,6 +30,7 @@ import numpy as np
 
 from ..model.gemma3 import Gemma3Model
 from ..model.llama3 import Llama3Model
+from ..model.moe import Qwen3MoeModel
 from ..model.olmo3 import Olmo3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
@@ -35,7 +38,8 @@ from .download import resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
-from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, expected_shapes,
+from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK,
+                       expected_shapes, qwen3_moe_config,
                        gemma3_config_to_cfg, gemma3_hf_config, gemma3_text_config,
                        gemma3_text_tensors, olmo3_config_to_cfg)
 from .hub import download_model, is_repo_id
@@ -46,7 +50,8 @@ from ..files import atomic_write
 # model_type -> (class, the name of its norms' parameter, its name table)
 MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "weight", HF_TO_BOOK),
           "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK),
-          "olmo3": (Olmo3Model, "weight", OLMO3_HF_TO_BOOK)}
+          "olmo3": (Olmo3Model, "weight", OLMO3_HF_TO_BOOK),
+          "qwen3_moe": (Qwen3MoeModel, "scale", QWEN3_MOE_HF_TO_BOOK)}
 SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model)  # what save_pretrained_hf writes
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
@@ -102,6 +107,8 @@ def load_pretrained(path, *, dtype=np.float32, cache_dir=None, endpoint=None, pr
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
     """A Qwen3, Llama or Gemma 3 config.json -> the book's cfg (+ tie_weights and norm_eps). Every
     value is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    if model_type == "qwen3_moe":
+        return {**hf_config_to_cfg(config, "qwen3", where), **qwen3_moe_config(config, where)}
     if model_type in ("gemma3_text", "olmo3"):
         return (gemma3_config_to_cfg if model_type == "gemma3_text" else olmo3_config_to_cfg)(config, where)
     v = ConfigValues(config, where)
@@ -186,6 +193,9 @@ def check_claims(tensors: dict, cfg: dict, where, per_head_qk_norm: bool = True)
     intermediate_size against layer 0's projections."""
     check_layer_count(cfg["n_layers"], count_layers(tensors, "model.layers."),
                       "num_hidden_layers", where)
+    if cfg.get("num_experts"):  # Qwen3 MoE: the experts held, before a table per claimed expert
+        check_layer_count(cfg["num_experts"], count_layers(tensors, "model.layers.0.mlp.experts."),
+                          "num_experts", where)
     hd = cfg["head_dim"]
     claims = [("model.embed_tokens.weight", 0, "vocab_size", cfg["vocab_size"], 1),
               ("model.embed_tokens.weight", 1, "hidden_size", cfg["emb_dim"], 1),
@@ -193,7 +203,9 @@ def check_claims(tensors: dict, cfg: dict, where, per_head_qk_norm: bool = True)
               ("model.layers.0.self_attn.q_proj.weight", 1, "hidden_size", cfg["emb_dim"], 1),
               ("model.layers.0.self_attn.q_proj.weight", 0, "num_attention_heads", cfg["n_heads"], hd),
               ("model.layers.0.self_attn.k_proj.weight", 0, "num_key_value_heads", cfg["n_kv_groups"], hd),
-              ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size", cfg["hidden_dim"], 1)]
+              ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size", cfg["hidden_dim"], 1),
+              ("model.layers.0.mlp.experts.0.gate_proj.weight", 0, "moe_intermediate_size",
+               cfg.get("moe_intermediate_size"), 1)]
     for tensor, axis, key, claimed, per in claims:
         shape = tensors[tensor][1]["shape"] if tensor in tensors else ()
         if len(shape) > axis:

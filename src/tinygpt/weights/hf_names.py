@@ -52,6 +52,14 @@ GEMMA3_HF_TO_BOOK = [
 OLMO3_HF_TO_BOOK = [(hf, book.replace(".scale", ".weight")) for hf, book in GEMMA3_HF_TO_BOOK
                     if "input_layernorm" not in hf and "pre_feedforward" not in hf]
 
+# Qwen3 MoE: Qwen3's table with the router and the experts ({e}) in place of the feed-forward
+QWEN3_MOE_HF_TO_BOOK = [row for row in HF_TO_BOOK if ".mlp." not in row[0]] + [
+    ("model.layers.{i}.mlp.gate.weight",                  "trf_blocks.{i}.ff.gate.weight"),
+    ("model.layers.{i}.mlp.experts.{e}.gate_proj.weight", "trf_blocks.{i}.ff.fc1.{e}.weight"),
+    ("model.layers.{i}.mlp.experts.{e}.up_proj.weight",   "trf_blocks.{i}.ff.fc2.{e}.weight"),
+    ("model.layers.{i}.mlp.experts.{e}.down_proj.weight", "trf_blocks.{i}.ff.fc3.{e}.weight"),
+]
+
 
 def expected_shapes(cfg: dict, norm: str, table=None) -> dict:
     """{HF name: (book name, shape)} that `cfg` implies under `table` (default HF_TO_BOOK;
@@ -63,7 +71,9 @@ def expected_shapes(cfg: dict, norm: str, table=None) -> dict:
               "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
               "q_norm.weight": (H * hd,), "k_norm.weight": (cfg["n_kv_groups"] * hd,),  # Olmo 3
               "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
-              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
+              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E),
+              "gate.weight": (cfg.get("num_experts"), E), "fc1[e]": (cfg.get("moe_intermediate_size"), E),
+              "fc2[e]": (cfg.get("moe_intermediate_size"), E), "fc3[e]": (E, cfg.get("moe_intermediate_size"))}
     out = {}
     for hf, book in HF_TO_BOOK if table is None else table:
         if "q_norm" in hf or "k_norm" in hf:
@@ -71,10 +81,12 @@ def expected_shapes(cfg: dict, norm: str, table=None) -> dict:
                 continue
         if hf == "lm_head.weight" and cfg["tie_weights"]:
             continue
+        experts = range(cfg["num_experts"]) if "{e}" in hf else [None]  # Qwen3 MoE's experts
         for i in range(cfg["n_layers"]) if "{i}" in hf else [None]:
-            name = book.format(i=i, norm=norm)
-            key = ".".join(name.split(".")[-2:])
-            out[hf.format(i=i)] = (name, shapes.get(key, (E,)))
+            for e in experts:
+                name = book.format(i=i, e=e, norm=norm)
+                key = book.split(".")[-3] + "[e]" if e is not None else ".".join(name.split(".")[-2:])
+                out[hf.format(i=i, e=e)] = (name, shapes.get(key, (E,)))
     return out
 
 
@@ -253,3 +265,21 @@ def gemma3_text_tensors(tensors: dict) -> dict:
         elif not name.startswith(GEMMA3_VISION_PREFIXES):
             out[name] = entry
     return out
+
+
+def qwen3_moe_config(config: dict, where) -> dict:
+    """The MoE keys of a Qwen3 MoE config.json (model_type qwen3_moe), beside Qwen3's: every
+    block must be a MoE block (decoder_sparse_step 1, no mlp_only_layers)."""
+    v = ConfigValues(config, where)
+    if v.int("decoder_sparse_step", 1) != 1:
+        raise v.refuse("decoder_sparse_step", "must be 1 (every block a MoE block) in tinygpt")
+    if config.get("mlp_only_layers") not in (None, []):
+        raise v.refuse("mlp_only_layers", "must be empty (every block a MoE block) in tinygpt")
+    v.unused(flags=("output_router_logits",), numbers=("router_aux_loss_coef",))
+    experts = v.int("num_experts", None) or v.int("num_local_experts")
+    per_token = v.int("num_experts_per_tok")
+    if per_token > experts:
+        raise v.refuse("num_experts_per_tok", f"({per_token}) must be at most num_experts ({experts})")
+    return {"num_experts": experts, "num_experts_per_tok": per_token,
+            "moe_intermediate_size": v.int("moe_intermediate_size"),
+            "norm_topk_prob": v.flag("norm_topk_prob", False)}
