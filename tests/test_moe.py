@@ -13,7 +13,7 @@ import tinygpt as tg
 from helpers import fd_check
 from modern_models import compare_logits, tokens
 from tinygpt.model import MoEFeedForward, Qwen3MoeModel
-from tinygpt.weights import load_pretrained
+from tinygpt.weights import load_pretrained, save_pretrained_hf
 from tinygpt.weights.claims import WeightsError
 
 transformers = pytest.importorskip("transformers")
@@ -114,6 +114,18 @@ def test_load_pretrained_of_sharded_files_matches_transformers(sharded_folder):
                                eos_token_id=None, pad_token_id=0).numpy()
     for use_cache in (True, False):
         np.testing.assert_array_equal(tg.generate(ours, prompt, 15, 64, use_cache=use_cache), want)
+
+
+def test_save_pretrained_hf_writes_what_transformers_reads(tmp_path):
+    tg.manual_seed(5)
+    ours = Qwen3MoeModel(TINY_MOE)
+    save_pretrained_hf(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == "Qwen3MoeForCausalLM"
+    ids = tokens(TINY_MOE, length=10)
+    with torch.no_grad():
+        their_logits = theirs(torch.from_numpy(ids)).logits.numpy()
+    compare_logits(ours(ids).data, their_logits, np.float32, "qwen3 moe saved")
 
 
 def test_training_steps_with_the_aux_loss_lower_the_loss():

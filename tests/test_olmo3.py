@@ -15,7 +15,7 @@ import tinygpt as tg
 from modern_models import compare_grads, compare_logits, loss_and_grads, tokens, torch_loss_and_grads
 from tinygpt.model import OLMO3_CONFIGS, Olmo3Model
 from tinygpt.model.olmo3 import yarn_inv_freq
-from tinygpt.weights import load_pretrained
+from tinygpt.weights import load_pretrained, save_pretrained_hf
 from tinygpt.weights.claims import WeightsError
 from tinygpt.weights.hf_names import OLMO3_HF_TO_BOOK, expected_shapes
 
@@ -111,6 +111,20 @@ def test_every_parameter_gradient_matches_transformers_in_float64(tmp_path):
     compare_logits(logits, t_logits, np.float64, "olmo3 logits")
     names = {book: hf for hf, (book, _) in expected_shapes(ours.cfg, "weight", OLMO3_HF_TO_BOOK).items()}
     compare_grads(grads, t_grads, names, np.float64, "olmo3")
+
+
+def test_save_pretrained_hf_writes_what_transformers_reads(tmp_path):
+    tg.manual_seed(2)
+    cfg = {**TINY_OLMO3, "rope_yarn": {"factor": 4.0, "original_context_length": 16}}
+    ours = Olmo3Model(cfg)
+    save_pretrained_hf(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == "Olmo3ForCausalLM"
+    ids = tokens(TINY_OLMO3, length=30)
+    with torch.no_grad():
+        their_logits = theirs(torch.from_numpy(ids)).logits.numpy()
+    compare_logits(ours(ids).data, their_logits, np.float32, "olmo3 saved")
+    assert load_pretrained(tmp_path).cfg["rope_yarn"]["factor"] == 4.0
 
 
 def test_kv_cache_decode_equals_the_full_forward_and_keeps_only_the_window():

@@ -161,7 +161,7 @@ class Olmo3Model(RotaryModel):
         missing = [k for k in OLMO3_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"Olmo3Model config lacks {', '.join(missing)}")
-        cfg = dict(cfg)
+        cfg = {**cfg, "qk_norm": True}           # always (over whole projections)
         if cfg["layer_types"] is None:
             cfg["layer_types"] = olmo3_layer_types(cfg["n_layers"], cfg.get("sliding_window_pattern", 4))
         super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)

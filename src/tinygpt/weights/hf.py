@@ -40,7 +40,7 @@ from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matche
 from .gpt2 import load_gpt2
 from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK,
                        expected_shapes, qwen3_moe_config,
-                       gemma3_config_to_cfg, gemma3_hf_config, gemma3_text_config,
+                       gemma3_config_to_cfg, gemma3_text_config, hybrid_hf_config, qwen3_moe_hf_keys,
                        gemma3_text_tensors, olmo3_config_to_cfg)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
@@ -52,7 +52,7 @@ MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "we
           "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK),
           "olmo3": (Olmo3Model, "weight", OLMO3_HF_TO_BOOK),
           "qwen3_moe": (Qwen3MoeModel, "scale", QWEN3_MOE_HF_TO_BOOK)}
-SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model)  # what save_pretrained_hf writes
+SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model, Olmo3Model, Qwen3MoeModel)  # save_pretrained_hf
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
@@ -253,11 +253,18 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
 
 
 def cfg_to_hf_config(model) -> dict:
-    """The config.json transformers reads for a Qwen3Model, Llama3Model or Gemma3Model."""
-    if isinstance(model, Gemma3Model):
-        return gemma3_hf_config(model)
+    """The config.json transformers reads for a model `save_pretrained_hf` takes."""
+    if isinstance(model, (Gemma3Model, Olmo3Model)):
+        return hybrid_hf_config(model, "gemma3_text" if isinstance(model, Gemma3Model) else "olmo3")
+    if isinstance(model, Qwen3MoeModel):
+        return {**_qwen3_config(model), **qwen3_moe_hf_keys(model.cfg)}
+    return _qwen3_config(model)
+
+
+def _qwen3_config(model) -> dict:
+    """Qwen3's or Llama's config.json keys (a Qwen3MoeModel: Qwen3's)."""
     cfg, att = model.cfg, model.trf_blocks[0].att
-    model_type = "qwen3" if isinstance(model, Qwen3Model) else "llama"
+    model_type = "qwen3" if isinstance(model, (Qwen3Model, Qwen3MoeModel)) else "llama"
     rope = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
     if cfg.get("rope_freq"):
         freq = cfg["rope_freq"]
@@ -275,11 +282,11 @@ def cfg_to_hf_config(model) -> dict:
 
 
 def save_pretrained_hf(model, save_directory) -> Path:
-    """Write a Qwen3Model, Llama3Model or Gemma3Model as a Hugging Face directory (config.json and
+    """Write a Qwen3Model, Llama3Model, Gemma3Model, Olmo3Model or Qwen3MoeModel as a Hugging Face directory (config.json and
     model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
     `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
     if not isinstance(model, SAVABLE):
-        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model, Llama3Model or Gemma3Model, got "
+        raise WeightsError(f"save_pretrained_hf takes a {', '.join(c.__name__ for c in SAVABLE)}, got "
                            f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)

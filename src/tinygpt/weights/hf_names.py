@@ -203,26 +203,44 @@ def _yarn(kind: ConfigValues) -> dict:
             "attention_factor": kind.number("attention_factor", None)}
 
 
-def gemma3_hf_config(model) -> dict:
-    """The config.json (transformers 5 spelling) transformers reads for a Gemma3Model."""
-    cfg = model.cfg
-    factor = cfg.get("rope_linear_factor", 1.0)
+def hybrid_hf_config(model, model_type: str) -> dict:
+    """The config.json (transformers 5 spelling) transformers reads for a Gemma3Model
+    ("gemma3_text") or an Olmo3Model ("olmo3")."""
+    cfg, gemma = model.cfg, model_type == "gemma3_text"
     full = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
-    if factor != 1.0:
-        full.update(rope_type="linear", factor=factor)
-    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
-            "vocab_size": cfg["vocab_size"], "max_position_embeddings": cfg["context_length"],
-            "hidden_size": cfg["emb_dim"], "num_attention_heads": cfg["n_heads"],
-            "num_hidden_layers": cfg["n_layers"], "intermediate_size": cfg["hidden_dim"],
-            "head_dim": cfg["head_dim"], "num_key_value_heads": cfg["n_kv_groups"],
-            "rms_norm_eps": model.final_norm.eps, "hidden_activation": "gelu_pytorch_tanh",
-            "attention_bias": False, "tie_word_embeddings": model.weights_tied,
-            "sliding_window": cfg["sliding_window"], "layer_types": list(cfg["layer_types"]),
-            "query_pre_attn_scalar": _int_if_whole(cfg["query_pre_attn_scalar"]),
-            "final_logit_softcapping": None, "attn_logit_softcapping": None,
-            "rope_parameters": {GLOBAL: full, LOCAL: {"rope_type": "default",
-                                                      "rope_theta": cfg["rope_local_base"]}},
-            "dtype": "float32"}
+    if cfg.get("rope_linear_factor", 1.0) != 1.0:
+        full.update(rope_type="linear", factor=cfg["rope_linear_factor"])
+    if cfg.get("rope_yarn"):
+        yarn = cfg["rope_yarn"]
+        full.update(rope_type="yarn", factor=yarn["factor"], beta_fast=yarn.get("beta_fast", 32.0),
+                    beta_slow=yarn.get("beta_slow", 1.0), attention_factor=yarn.get("attention_factor"),
+                    original_max_position_embeddings=yarn["original_context_length"])
+    local = {"rope_type": "default", "rope_theta": cfg.get("rope_local_base", cfg["rope_base"])}
+    config = {"architectures": ["Gemma3ForCausalLM" if gemma else "Olmo3ForCausalLM"],
+              "model_type": model_type, "vocab_size": cfg["vocab_size"],
+              "max_position_embeddings": cfg["context_length"], "hidden_size": cfg["emb_dim"],
+              "num_attention_heads": cfg["n_heads"], "num_hidden_layers": cfg["n_layers"],
+              "intermediate_size": cfg["hidden_dim"], "head_dim": cfg["head_dim"],
+              "num_key_value_heads": cfg["n_kv_groups"], "rms_norm_eps": model.final_norm.eps,
+              "attention_bias": False, "tie_word_embeddings": model.weights_tied,
+              "sliding_window": cfg["sliding_window"], "layer_types": list(cfg["layer_types"]),
+              "rope_parameters": {GLOBAL: full, LOCAL: local}, "dtype": "float32"}
+    if gemma:
+        config.update(hidden_activation="gelu_pytorch_tanh", final_logit_softcapping=None,
+                      attn_logit_softcapping=None,
+                      query_pre_attn_scalar=_int_if_whole(cfg["query_pre_attn_scalar"]))
+    else:
+        config["hidden_act"] = "silu"
+    return config
+
+
+def qwen3_moe_hf_keys(cfg: dict) -> dict:
+    """What a Qwen3 MoE config.json adds to Qwen3's."""
+    return {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+            "num_experts": cfg["num_experts"], "num_experts_per_tok": cfg["num_experts_per_tok"],
+            "moe_intermediate_size": cfg["moe_intermediate_size"],
+            "norm_topk_prob": cfg.get("norm_topk_prob", True), "decoder_sparse_step": 1,
+            "mlp_only_layers": []}
 
 
 def _int_if_whole(x):
