@@ -173,6 +173,15 @@ def test_sliding_window_attention_finite_differences():
              name="sliding_window_attention")
 
 
+def test_sliding_window_attention_refuses_bad_shapes_and_windows():
+    q, k = np.zeros((1, 4, 3, 8)), np.zeros((1, 2, 5, 8))
+    for args, named in [((q, np.zeros((1, 3, 5, 8)), np.zeros((1, 3, 5, 8)), 0.5, 2), "G dividing H"),
+                        ((np.zeros((1, 4, 6, 8)), k, k, 0.5, 2), "L >= T"),
+                        ((q, k, k, 0.5, 0), "window"), ((q, k, k, 0.5, 2.0), "window")]:
+        with pytest.raises(TinyGPTError, match=named):
+            sliding_window_attention(*args)
+
+
 def test_training_steps_lower_the_loss():
     tg.manual_seed(0)
     model = Gemma3Model(TINY_GEMMA3)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.autograd import is_grad_enabled
 from ..core.dtypes import DEFAULT_FLOAT
-from ..core.tensor import Tensor
+from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError, InputKeyError
 from ..nn import Embedding, Linear, Module, ModuleList, Parameter
 from ..ops import gelu, masked_fill, rms_norm, rope, scaled_causal_softmax
@@ -100,6 +100,15 @@ def sliding_window_attention(queries, keys, values, scale: float, window: int | 
     """Causal grouped-query attention of queries (b, H, T, hd) over keys/values (b, G, L, hd),
     query i at position L - T + i, scores scaled by `scale`; with `window`, each query sees only
     its last `window` keys (itself included). Returns (b, H, T, hd)."""
+    queries, keys, values = as_tensor(queries), as_tensor(keys), as_tensor(values)
+    if queries.ndim != 4 or keys.ndim != 4 or keys.shape != values.shape or keys.shape[1] == 0 \
+            or queries.shape[1] % keys.shape[1] or keys.shape[::3] != queries.shape[::3] \
+            or keys.shape[2] < queries.shape[2]:
+        raise InputError(f"sliding_window_attention needs queries (b, H, T, hd) and keys/values "
+                         f"(b, G, L, hd) with G dividing H and L >= T, got {queries.shape}, "
+                         f"{keys.shape} and {values.shape}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise InputError(f"sliding_window_attention: window must be an int >= 1 or None, got {window!r}")
     b, n_heads, t, hd = queries.shape
     n_kv, length = keys.shape[1], keys.shape[2]
     q = queries.reshape(b, n_kv, n_heads // n_kv, t, hd)  # (b, G, gs, T, hd)
