@@ -1,6 +1,6 @@
-"""Beyond the book: Qwen3 and Llama 3.2 on the tinygpt engine, offline and in seconds.
+"""Beyond the book: Qwen3, Llama 3.2, Gemma 3, Olmo 3 and Qwen3 MoE on the tinygpt engine, offline.
 
-A tiny random Qwen3 and a tiny random Llama 3.2 are written in the Hugging Face format (config.json
+A tiny random model of each family is written in the Hugging Face format (config.json
 + model.safetensors, the layout of the real checkpoints), loaded back with `load_pretrained`,
 asked to generate (greedy, with the KV cache, and sampled with top-p), and trained for a few
 steps. On the way it prints what each architectural piece is and where it lives in the code.
@@ -16,7 +16,8 @@ import numpy as np
 
 import tinygpt as tg
 from tinygpt import tune_malloc
-from tinygpt.model import Llama3Model, Qwen3Model, for_inference
+from tinygpt.model import (Gemma3Model, Llama3Model, Olmo3Model, Qwen3Model, Qwen3MoeModel,
+                           for_inference)
 from tinygpt.weights import load_pretrained, save_pretrained_hf
 
 TINY_QWEN3 = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
@@ -26,6 +27,20 @@ TINY_LLAMA = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 
               "hidden_dim": 64, "n_kv_groups": 1, "rope_base": 500_000.0, "tie_weights": False,
               "rope_freq": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                             "original_context_length": 16}}
+# five local layers with a window of 8 tokens, then a global one (layer_types None: Gemma's pattern)
+TINY_GEMMA3 = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 6,
+               "hidden_dim": 64, "head_dim": 16, "n_kv_groups": 1, "rope_base": 1_000_000.0,
+               "rope_local_base": 10_000.0, "sliding_window": 8, "layer_types": None,
+               "query_pre_attn_scalar": 16}
+# three sliding-window layers (window 8), then a full one stretched by YaRN
+TINY_OLMO3 = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 4,
+              "hidden_dim": 64, "head_dim": 8, "n_kv_groups": 2, "rope_base": 500_000.0,
+              "sliding_window": 8, "layer_types": None,
+              "rope_yarn": {"factor": 4.0, "original_context_length": 16}}
+# 8 experts of width 32 per block, 2 chosen per token
+TINY_MOE = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+            "head_dim": 8, "n_kv_groups": 2, "rope_base": 1_000_000.0, "num_experts": 8,
+            "num_experts_per_tok": 2, "moe_intermediate_size": 32}
 
 PIECES = [
     ("RMSNorm", "x / sqrt(mean(x^2) + eps) * scale: LayerNorm without the mean and the shift",
@@ -40,8 +55,23 @@ PIECES = [
      "GroupedQueryAttention.q_norm / k_norm"),
     ("SwiGLU", "fc3(silu(fc1(x)) * fc2(x)) in place of Linear-GELU-Linear",
      "tinygpt/ops/modern.py Silu, tinygpt/model/modern.py FeedForward"),
+    ("Sliding-window attention (Gemma 3)", "on local layers a query sees only its last "
+     "sliding_window tokens; every sixth layer is global; the local layers' KV cache keeps only "
+     "the window, so its memory stays bounded", "tinygpt/model/gemma3.py sliding_window_attention, "
+     "Gemma3Attention, SlidingLayerKVCache"),
+    ("Gemma 3's other changes", "two RoPE bases (local 10k, global 1M), RMSNorm before and after "
+     "attention and feed-forward with (1 + scale), GELU-gated feed-forward (GeGLU), embeddings "
+     "times sqrt(emb_dim), tied head", "tinygpt/model/gemma3.py GemmaRMSNorm, GemmaFeedForward, "
+     "TransformerBlock, Gemma3Model"),
+    ("Post-norm and whole-projection QK-norm (Olmo 3)", "x + norm(att(x)) and x + norm(ff(x)); "
+     "q_norm over all H * head_dim query values; three sliding-window layers per full one, YaRN "
+     "on the full ones", "tinygpt/model/olmo3.py Olmo3Attention, TransformerBlock, yarn_inv_freq"),
+    ("Mixture of experts (Qwen3 MoE)", "a router picks num_experts_per_tok of num_experts SwiGLU "
+     "experts per token; only those run, on the tokens gathered for them; the weighted outputs "
+     "are put back by one inverse permutation; router_stats holds the load-balancing loss",
+     "tinygpt/model/moe.py MoEFeedForward, load_balancing, Qwen3MoeModel"),
     ("Hugging Face weights", "config.json + safetensors (bf16 widened), names mapped to the book's",
-     "tinygpt/weights/hf.py load_pretrained, HF_TO_BOOK"),
+     "tinygpt/weights/hf.py load_pretrained, hf_names.py (one name table per family)"),
     ("Fast generation", "one explicit step swaps the attention and feed-forward layers for twins "
      "that pack Q/K/V and fc1/fc2 into one product each and decode with one kernel call per layer",
      "tinygpt/model/inference.py for_inference (fast_modern.py, packing.py)"),
@@ -82,7 +112,9 @@ def main(argv=None):
         print(f"- {name}: {what}\n    {where}")
     tg.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        for cls, cfg in ((Qwen3Model, TINY_QWEN3), (Llama3Model, TINY_LLAMA)):
+        for cls, cfg in ((Qwen3Model, TINY_QWEN3), (Llama3Model, TINY_LLAMA),
+                         (Gemma3Model, TINY_GEMMA3), (Olmo3Model, TINY_OLMO3),
+                         (Qwen3MoeModel, TINY_MOE)):
             directory = save_pretrained_hf(cls(cfg), Path(tmp) / cls.__name__)
             print(f"\n{cls.__name__}: wrote {', '.join(sorted(p.name for p in directory.iterdir()))}")
             model = load_pretrained(directory)                # the class comes from model_type

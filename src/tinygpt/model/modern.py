@@ -194,7 +194,9 @@ class RotaryModel(Module):
         """An empty cache for up to `max_len` (default context_length) tokens."""
         return KVCache.for_model(self.cfg, max_len)
 
-    def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
+    def token_positions(self, in_idx, kv_cache=None):
+        """(idx, end): the checked token ids (b, T) int64, and one past the last position they
+        take (positions kv_cache.length .. end-1), refused beyond context_length."""
         idx = np.asarray(in_idx.data if isinstance(in_idx, Tensor) else in_idx)
         idx = check_index_array(idx, f"{self.name} input token ids")  # (b, T) int64
         if idx.ndim != 2 or idx.shape[1] == 0:
@@ -205,6 +207,10 @@ class RotaryModel(Module):
         if end > self.cfg["context_length"]:
             raise InputError(f"{self.name} got {end} tokens but context_length "
                              f"is {self.cfg['context_length']}")
+        return idx, end
+
+    def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
+        idx, end = self.token_positions(in_idx, kv_cache)  # (b, T); positions .. end-1
         x = self.tok_emb(idx)                     # (b, T, emb); positions enter through RoPE
         cos, sin = self.rope_params(x.dtype, end)  # (>= end, hd) each
         for i, block in enumerate(self.trf_blocks):

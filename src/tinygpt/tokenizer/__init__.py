@@ -1,5 +1,5 @@
 """Tokenizers of book chapter 2: the simple regex tokenizers (2.3-2.4), GPT-2's byte-pair tokenizer
-through tiktoken, offline (2.5), Qwen3's and Llama 3's (with their chat templates), and a readable from-scratch byte-pair encoder with training."""
+through tiktoken, offline (2.5), Qwen3's, Llama 3's and Gemma 3's (with their chat templates), and a readable from-scratch byte-pair encoder with training."""
 from tinygpt.tokenizer.bpe import BPETokenizer
 from tinygpt.tokenizer.gpt2 import (
     ENDOFTEXT,
@@ -7,6 +7,7 @@ from tinygpt.tokenizer.gpt2 import (
     get_gpt2_tokenizer,
     load_gpt2_ranks,
 )
+from tinygpt.tokenizer.gemma3 import Gemma3Tokenizer
 from tinygpt.tokenizer.llama3 import ChatFormat, Llama3Tokenizer
 from tinygpt.tokenizer.pretokenize import split_words
 from tinygpt.tokenizer.qwen3 import Qwen3Tokenizer
@@ -22,6 +23,7 @@ __all__ = [
     "ENDOFTEXT",
     "BPETokenizer",
     "ChatFormat",
+    "Gemma3Tokenizer",
     "GPT2Encoding",
     "Llama3Tokenizer",
     "Qwen3Tokenizer",

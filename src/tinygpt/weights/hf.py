@@ -2,8 +2,11 @@
 A Hub name ("Qwen/Qwen3-0.6B") is first downloaded once into the cache (`hub.download_model`).
 
 `model_type` picks the class: "gpt2" -> GPTModel (through `load_gpt2`, its checks kept), "qwen3"
--> Qwen3Model, "llama" -> Llama3Model. For Qwen3 and Llama the Hugging Face names map to the
-book's by one table, HF_TO_BOOK below (their Linear weights are already (out, in): no transpose).
+-> Qwen3Model, "llama" -> Llama3Model, "gemma3_text" -> Gemma3Model, "gemma3" (4B and up, with a
+vision tower) -> the Gemma3Model of its text model, "olmo3" -> Olmo3Model, "qwen3_moe" ->
+Qwen3MoeModel. The Hugging Face names map to the book's by one table per family (hf_names.py:
+HF_TO_BOOK for Qwen3 and Llama, GEMMA3_HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK);
+Linear weights are already (out, in): no transpose.
 
 Order of work, so that a bad directory costs nothing and a good one little memory:
 1. config.json -> the book's cfg: every value type- and range-checked (`claims.ConfigValues`),
@@ -25,37 +28,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.gemma3 import Gemma3Model
 from ..model.llama3 import Llama3Model
+from ..model.moe import Qwen3MoeModel
+from ..model.olmo3 import Olmo3Model
 from ..nn import skip_init
 from ..model.qwen3 import Qwen3Model
 from .download import resolve_model_name
 from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matches, count_layers,
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
+from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK,
+                       expected_shapes, qwen3_moe_config,
+                       gemma3_config_to_cfg, gemma3_text_config, hybrid_hf_config, qwen3_moe_hf_keys,
+                       gemma3_text_tensors, olmo3_config_to_cfg)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..quant import SCALES, QuantError, QuantWeight, q8_from_entries, quantize as quantize_model, weights_format
 from ..errors import MissingFileError
 from ..files import atomic_write
 
-# Hugging Face name (Qwen3 and Llama)            book name ({norm}: scale for Qwen3, weight for Llama)
-HF_TO_BOOK = [
-    ("model.embed_tokens.weight",                      "tok_emb.weight"),
-    ("model.layers.{i}.self_attn.q_proj.weight",       "trf_blocks.{i}.att.W_query.weight"),
-    ("model.layers.{i}.self_attn.k_proj.weight",       "trf_blocks.{i}.att.W_key.weight"),
-    ("model.layers.{i}.self_attn.v_proj.weight",       "trf_blocks.{i}.att.W_value.weight"),
-    ("model.layers.{i}.self_attn.o_proj.weight",       "trf_blocks.{i}.att.out_proj.weight"),
-    ("model.layers.{i}.self_attn.q_norm.weight",       "trf_blocks.{i}.att.q_norm.scale"),
-    ("model.layers.{i}.self_attn.k_norm.weight",       "trf_blocks.{i}.att.k_norm.scale"),
-    ("model.layers.{i}.mlp.gate_proj.weight",          "trf_blocks.{i}.ff.fc1.weight"),
-    ("model.layers.{i}.mlp.up_proj.weight",            "trf_blocks.{i}.ff.fc2.weight"),
-    ("model.layers.{i}.mlp.down_proj.weight",          "trf_blocks.{i}.ff.fc3.weight"),
-    ("model.layers.{i}.input_layernorm.weight",        "trf_blocks.{i}.norm1.{norm}"),
-    ("model.layers.{i}.post_attention_layernorm.weight", "trf_blocks.{i}.norm2.{norm}"),
-    ("model.norm.weight",                              "final_norm.{norm}"),
-    ("lm_head.weight",                                 "out_head.weight"),
-]
-MODELS = {"qwen3": (Qwen3Model, "scale"), "llama": (Llama3Model, "weight")}
+# model_type -> (class, the name of its norms' parameter, its name table)
+MODELS = {"qwen3": (Qwen3Model, "scale", HF_TO_BOOK), "llama": (Llama3Model, "weight", HF_TO_BOOK),
+          "gemma3_text": (Gemma3Model, "scale", GEMMA3_HF_TO_BOOK),
+          "olmo3": (Olmo3Model, "weight", OLMO3_HF_TO_BOOK),
+          "qwen3_moe": (Qwen3MoeModel, "scale", QWEN3_MOE_HF_TO_BOOK)}
+SAVABLE = (Qwen3Model, Llama3Model, Gemma3Model, Olmo3Model, Qwen3MoeModel)  # save_pretrained_hf
 READABLE = {"F32", "F64", "F16", "BF16"}
 CHUNK_ELEMENTS = 1 << 22  # bf16/f16 are widened this many values at a time
 
@@ -93,16 +91,22 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
     if model_type == "gpt2":
         model = load_gpt2(path, dtype=dtype)
         return model if fmt is None else quantize_model(model, fmt)
+    multimodal = model_type == "gemma3"  # the text model of Gemma 3 4B and up, without vision
+    if multimodal:
+        config, model_type = gemma3_text_config(config, path / "config.json"), "gemma3_text"
     if model_type not in MODELS:
         raise WeightsError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
-                           f"(gpt2, {', '.join(MODELS)})")
-    cls, norm = MODELS[model_type]
+                           f"(gpt2, gemma3, {', '.join(MODELS)})")
+    cls, norm, table = MODELS[model_type]
     cfg = hf_config_to_cfg(config, model_type, path / "config.json")
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
+    if multimodal:
+        tensors = gemma3_text_tensors(tensors)          # the text model's, under its own names
     saved = _saved_format(tensors, fmt, path)           # "q8" for a `tinygpt quantize` folder
     scales = _q8_scales(tensors, path) if saved else {}
-    check_claims(tensors, cfg, path / "config.json")    # sizes vs headers, before any table
-    names = _check_tensors(tensors, cfg, norm, path, READABLE | ({"I8"} if saved else set()))
+    check_claims(tensors, cfg, path / "config.json", per_head_qk_norm=model_type != "olmo3")
+    names = _check_tensors(tensors, cfg, norm, path, table,  # {HF name: book name}
+                           READABLE | ({"I8"} if saved else set()))
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
     if fmt or saved:
@@ -174,8 +178,12 @@ def _load_quantized(model, names: dict, tensors: dict, scales: dict, fmt: str):
 
 
 def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
-    """A Qwen3 or Llama config.json -> the book's cfg (+ tie_weights and norm_eps). Every value
-    is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    """A Qwen3, Llama or Gemma 3 config.json -> the book's cfg (+ tie_weights and norm_eps). Every
+    value is type- and range-checked first (`claims.ConfigValues`): a WeightsError names the key."""
+    if model_type == "qwen3_moe":
+        return {**hf_config_to_cfg(config, "qwen3", where), **qwen3_moe_config(config, where)}
+    if model_type in ("gemma3_text", "olmo3"):
+        return (gemma3_config_to_cfg if model_type == "gemma3_text" else olmo3_config_to_cfg)(config, where)
     v = ConfigValues(config, where)
     for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
         if v.flag(flag, False):
@@ -251,21 +259,26 @@ def _tensor_index(path: Path) -> dict:
     return tensors
 
 
-def check_claims(tensors: dict, cfg: dict, where) -> None:
+def check_claims(tensors: dict, cfg: dict, where, per_head_qk_norm: bool = True) -> None:
     """The config's sizes against the tensor headers, each refusal naming the config key: the
     layer count against the block numbers in the names (before `expected_shapes` makes a row per
     claimed layer), vocab_size and hidden_size against the embedding, the heads, head_dim and
     intermediate_size against layer 0's projections."""
     check_layer_count(cfg["n_layers"], count_layers(tensors, "model.layers."),
                       "num_hidden_layers", where)
+    if cfg.get("num_experts"):  # Qwen3 MoE: the experts held, before a table per claimed expert
+        check_layer_count(cfg["num_experts"], count_layers(tensors, "model.layers.0.mlp.experts."),
+                          "num_experts", where)
     hd = cfg["head_dim"]
     claims = [("model.embed_tokens.weight", 0, "vocab_size", cfg["vocab_size"], 1),
               ("model.embed_tokens.weight", 1, "hidden_size", cfg["emb_dim"], 1),
-              ("model.layers.0.self_attn.q_norm.weight", 0, "head_dim", hd, 1),
+              ("model.layers.0.self_attn.q_norm.weight" if per_head_qk_norm else "", 0, "head_dim", hd, 1),
               ("model.layers.0.self_attn.q_proj.weight", 1, "hidden_size", cfg["emb_dim"], 1),
               ("model.layers.0.self_attn.q_proj.weight", 0, "num_attention_heads", cfg["n_heads"], hd),
               ("model.layers.0.self_attn.k_proj.weight", 0, "num_key_value_heads", cfg["n_kv_groups"], hd),
-              ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size", cfg["hidden_dim"], 1)]
+              ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size", cfg["hidden_dim"], 1),
+              ("model.layers.0.mlp.experts.0.gate_proj.weight", 0, "moe_intermediate_size",
+               cfg.get("moe_intermediate_size"), 1)]
     for tensor, axis, key, claimed, per in claims:
         shape = tensors[tensor][1]["shape"] if tensor in tensors else ()
         if len(shape) > axis:
@@ -274,30 +287,8 @@ def check_claims(tensors: dict, cfg: dict, where) -> None:
                           f" of head_dim {hd}" if per != 1 else "")
 
 
-def expected_shapes(cfg: dict, norm: str) -> dict:
-    """{HF name: (book name, shape)} that `cfg` implies (lm_head absent when tied)."""
-    E, V, H, hd = cfg["emb_dim"], cfg["vocab_size"], cfg["n_heads"], cfg["head_dim"]
-    shapes = {"tok_emb.weight": (V, E), "W_query.weight": (H * hd, E),
-              "W_key.weight": (cfg["n_kv_groups"] * hd, E), "W_value.weight": (cfg["n_kv_groups"] * hd, E),
-              "out_proj.weight": (E, H * hd), "q_norm.scale": (hd,), "k_norm.scale": (hd,),
-              "fc1.weight": (cfg["hidden_dim"], E), "fc2.weight": (cfg["hidden_dim"], E),
-              "fc3.weight": (E, cfg["hidden_dim"]), "out_head.weight": (V, E)}
-    out = {}
-    for hf, book in HF_TO_BOOK:
-        if "q_norm" in hf or "k_norm" in hf:
-            if not cfg.get("qk_norm", norm == "scale"):
-                continue
-        if hf == "lm_head.weight" and cfg["tie_weights"]:
-            continue
-        for i in range(cfg["n_layers"]) if "{i}" in hf else [None]:
-            name = book.format(i=i, norm=norm)
-            key = ".".join(name.split(".")[-2:])
-            out[hf.format(i=i)] = (name, shapes.get(key, (E,)))
-    return out
-
-
-def _check_tensors(tensors: dict, cfg: dict, norm: str, path, readable=READABLE) -> dict:
-    want = expected_shapes(cfg, norm)
+def _check_tensors(tensors: dict, cfg: dict, norm: str, path, table=None, readable=READABLE) -> dict:
+    want = expected_shapes(cfg, norm, table)
     problems = [f"missing {n}" for n in want if n not in tensors]
     for name, (file, entry, _) in tensors.items():
         if name not in want:
@@ -335,9 +326,18 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
 
 
 def cfg_to_hf_config(model) -> dict:
-    """The config.json transformers reads for a Qwen3Model or Llama3Model."""
+    """The config.json transformers reads for a model `save_pretrained_hf` takes."""
+    if isinstance(model, (Gemma3Model, Olmo3Model)):
+        return hybrid_hf_config(model, "gemma3_text" if isinstance(model, Gemma3Model) else "olmo3")
+    if isinstance(model, Qwen3MoeModel):
+        return {**_qwen3_config(model), **qwen3_moe_hf_keys(model.cfg)}
+    return _qwen3_config(model)
+
+
+def _qwen3_config(model) -> dict:
+    """Qwen3's or Llama's config.json keys (a Qwen3MoeModel: Qwen3's)."""
     cfg, att = model.cfg, model.trf_blocks[0].att
-    model_type = "qwen3" if isinstance(model, Qwen3Model) else "llama"
+    model_type = "qwen3" if isinstance(model, (Qwen3Model, Qwen3MoeModel)) else "llama"
     rope = {"rope_type": "default", "rope_theta": cfg["rope_base"]}
     if cfg.get("rope_freq"):
         freq = cfg["rope_freq"]
@@ -355,18 +355,18 @@ def cfg_to_hf_config(model) -> dict:
 
 
 def save_pretrained_hf(model, save_directory) -> Path:
-    """Write a Qwen3Model or Llama3Model as a Hugging Face directory (config.json and
+    """Write a Qwen3Model, Llama3Model, Gemma3Model, Olmo3Model or Qwen3MoeModel as a Hugging Face directory (config.json and
     model.safetensors, float32, Hugging Face names), which `load_pretrained` and transformers'
     `from_pretrained` read. A tied head is stored once, as model.embed_tokens.weight."""
-    if not isinstance(model, tuple(cls for cls, _ in MODELS.values())):
-        raise WeightsError(f"save_pretrained_hf takes a Qwen3Model or Llama3Model, got "
+    if not isinstance(model, SAVABLE):
+        raise WeightsError(f"save_pretrained_hf takes a {', '.join(c.__name__ for c in SAVABLE)}, got "
                            f"{type(model).__name__} (GPT-2: tinygpt.weights.save_pretrained)")
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = cfg_to_hf_config(model)
-    norm = MODELS[config["model_type"]][1]
+    _, norm, table = MODELS[config["model_type"]]
     want = expected_shapes({**model.cfg, "head_dim": config["head_dim"],
-                            "tie_weights": model.weights_tied}, norm)
+                            "tie_weights": model.weights_tied}, norm, table)
     params = dict(model.named_parameters(remove_duplicate=False))
     save_safetensors({hf: params[book].data.astype(np.float32, copy=False)
                       for hf, (book, _) in want.items()},

@@ -1,0 +1,88 @@
+"""Gemma 3's tokenizer, shaped as the book's `GemmaTokenizer` of `ch05/12_gemma3` and read, like
+Qwen3Tokenizer (qwen3.py), from the model's Hugging Face `tokenizer.json` with the `tokenizers`
+library. Gemma's vocabulary is a SentencePiece-style BPE (spaces written as "▁", bytes as
+<0x..> fallbacks) of 262,144 entries; the file's own normalizer and decoder handle both.
+
+Special tokens (`<bos>`, `<eos>`, `<pad>`, `<start_of_turn>`, `<end_of_turn>`) are cut out of the
+text first and mapped to their ids, so a user's text is never split into their pieces. Every
+encoded text starts with `<bos>`, as the model was trained. The chat template is Gemma's:
+
+    <bos><start_of_turn>user\\n{message}<end_of_turn>\\n<start_of_turn>model\\n
+
+where the model's header is added only with `add_generation_prompt` (the default here, as the
+book's `apply_chat_template` always adds it). A chat turn ends with <end_of_turn>, so that is
+`eos_token_id` for a chat model; a base model (apply_chat_template=False) ends with <eos>.
+"""
+import re
+
+from ..errors import InputError
+from .pretokenize import check_ids, check_text
+from .qwen3 import load_hf_tokenizer
+
+BOS, EOS, PAD, START_OF_TURN, END_OF_TURN = (
+    "<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>")
+GEMMA3_SPECIALS = (PAD, EOS, BOS, START_OF_TURN, END_OF_TURN)
+_SPECIAL_SPLIT = re.compile("(" + "|".join(map(re.escape, GEMMA3_SPECIALS)) + ")")
+
+
+class Gemma3Tokenizer:
+    """Text <-> Gemma 3 token ids. `encode(text)` gives <bos> and then `text`, wrapped as one user
+    turn when `apply_chat_template` (override per call with `chat_wrapped`); `decode` keeps
+    special tokens. `eos_token_id`: <end_of_turn> for a chat model, <eos> for a base model;
+    `pad_token_id`: <pad>."""
+
+    def __init__(self, tokenizer_file_path="tokenizer.json", apply_chat_template=True,
+                 add_generation_prompt=True):
+        self.apply_chat_template = apply_chat_template
+        self.add_generation_prompt = add_generation_prompt
+        self._tok = load_hf_tokenizer(tokenizer_file_path)
+        self._special_to_id = {t: i for t in GEMMA3_SPECIALS
+                               if (i := self._tok.token_to_id(t)) is not None}
+        lacking = [t for t in (BOS, EOS, PAD) if t not in self._special_to_id]
+        if lacking:
+            raise InputError(f"{tokenizer_file_path}: has no {', '.join(lacking)} token, so it is "
+                             f"not a Gemma tokenizer")
+        self.bos_token_id = self._special_to_id[BOS]
+        self.pad_token_id = self._special_to_id[PAD]
+        self.eos_token_id = self._special_to_id.get(END_OF_TURN if apply_chat_template else EOS,
+                                                    self._special_to_id[EOS])
+
+    @property
+    def special_tokens(self) -> dict:
+        """{special token: id} of the specials this tokenizer file holds."""
+        return dict(self._special_to_id)
+
+    @property
+    def n_vocab(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, chat_wrapped=None) -> list:
+        """<bos> and the token ids of `text` (wrapped as a user turn if `chat_wrapped`, default
+        `apply_chat_template`). A text that is one special token alone is that token's id."""
+        if not isinstance(text, str):
+            raise InputError(f"Gemma3Tokenizer.encode takes a str, got {type(text).__name__}")
+        check_text(text)
+        stripped = text.strip()
+        if stripped in self._special_to_id and "\n" not in stripped:
+            return [self._special_to_id[stripped]]
+        if self.apply_chat_template if chat_wrapped is None else chat_wrapped:
+            text = self.chat_prompt(text)
+        ids = [self.bos_token_id]
+        for part in filter(None, _SPECIAL_SPLIT.split(text)):
+            if part in self._special_to_id:
+                ids.append(self._special_to_id[part])
+            else:  # ordinary text: the BPE alone (no special token can hide in it now)
+                ids.extend(self._tok.encode(part, add_special_tokens=False).ids)
+        return ids
+
+    def decode(self, ids) -> str:
+        ids = check_ids(ids, self.n_vocab, "Gemma3Tokenizer.decode")  # the library drops unknown ids
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def chat_prompt(self, user_message: str) -> str:
+        """The chat template around one user message, as text (special tokens spelled out; the
+        leading <bos> is added by `encode`)."""
+        text = f"{START_OF_TURN}user\n{user_message}{END_OF_TURN}\n"
+        if self.add_generation_prompt:
+            text += f"{START_OF_TURN}model\n"
+        return text
