@@ -1,5 +1,5 @@
 """`tinygpt prepare-data`: tokenize a corpus once into token shards (tinygpt.data.shards) that
-`tinygpt pretrain --data` reads through memory maps."""
+`tinygpt pretrain --data` reads window by window."""
 from . import command
 from ..argtypes import positive_float, positive_int
 

@@ -1,5 +1,5 @@
 """Token shards on disk: a corpus tokenized once (`prepare_data`, `tinygpt prepare-data`) and read
-back window by window through memory maps (`ShardWindows`), as nanoGPT and llm.c do.
+back window by window (`ShardWindows`), never whole, as nanoGPT and llm.c do.
 
 Layout of an output folder:
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .loader import DataLoader
 from ..files import atomic_write
 from ..tokenizer import ENDOFTEXT, get_gpt2_tokenizer
 
@@ -189,8 +190,7 @@ def prepare_data(inputs, out_dir, strip_gutenberg=False, val_fraction=0.1, jobs=
         print(f"resuming: {len(done)} of {len(plan['shards'])} shards are done")
     results = dict(_run_jobs(todo, jobs, progress))
     for name in done:
-        results[name] = (len(np.memmap(out / name, dtype="<u2", mode="r")) if os.path.getsize(out / name)
-                         else 0, _file_digest(out / name))
+        results[name] = (os.path.getsize(out / name) // 2, _file_digest(out / name))
     index = {**{k: plan[k] for k in ("format", "tokenizer", "strip_gutenberg", "val_fraction")},
              "dtype": "uint16", "vocab_size": 50257, "eot_id": EOT_ID,
              "files": [{"path": p, "bytes": size} for p, (size, _) in plan["files"].items()]}
@@ -252,14 +252,18 @@ def _run_jobs(todo, jobs, progress):
 class ShardWindows:
     """The windows of one split of a prepared folder, as `GPTDatasetV1` cuts a text (stride =
     `max_length`): window i is the stream's tokens [i*stride, i*stride + max_length] (input and
-    one-shifted target), read from the memory-mapped shards when asked for, across shard ends."""
+    one-shifted target), read from the shard files when asked for, across shard ends.
+
+    Each window is read with `os.pread`, not through a memory map: a mapped file's pages count
+    as the process's resident memory, and Linux maps whole page-cache folios (up to megabytes)
+    around every window read, so the map of a big corpus fills up; read, only the window is held."""
 
     def __init__(self, data_dir, split="train", max_length=256, stride=None):
         self.index = read_index(data_dir)
         self.max_length, self.stride = int(max_length), int(stride or max_length)
         entries = [e for e in self.index[split] if e["tokens"]]
-        self.shards = [np.memmap(Path(data_dir) / e["name"], dtype="<u2", mode="r") for e in entries]
-        self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
+        self.paths = [str(Path(data_dir) / e["name"]) for e in entries]
+        self.ends = np.cumsum([e["tokens"] for e in entries], dtype=np.int64)
         n = int(self.ends[-1]) if len(self.ends) else 0
         self.num_tokens = n
         self.length = max(0, -(-(n - self.max_length) // self.stride))  # the book's range
@@ -273,9 +277,16 @@ class ShardWindows:
         k = int(np.searchsorted(self.ends, start, side="right"))
         while pos < count:
             first = start + pos - (int(self.ends[k - 1]) if k else 0)
-            part = self.shards[k][first:first + count - pos]
-            out[pos:pos + len(part)] = part
-            pos, k = pos + len(part), k + 1
+            n = min(count - pos, int(self.ends[k]) - start - pos)
+            fd = os.open(self.paths[k], os.O_RDONLY)
+            try:
+                raw = os.pread(fd, 2 * n, 2 * first)
+            finally:
+                os.close(fd)
+            if len(raw) != 2 * n:
+                raise InputError(f"shard {self.paths[k]} is shorter than its index records")
+            out[pos:pos + n] = np.frombuffer(raw, "<u2")
+            pos, k = pos + n, k + 1
         return out
 
     def __getitem__(self, idx):
@@ -303,3 +314,21 @@ def read_index(data_dir) -> dict:
             raise InputError(f"shard {shard} is missing or not the {entry['tokens']} tokens "
                              "index.json records: prepare the folder again")
     return index
+
+
+class ShardLoader(DataLoader):
+    """DataLoader over `ShardWindows`: the same batches, in the same seeded order, as the
+    DataLoader of a text's windows, with the order of an epoch kept once as int32 (4 bytes a
+    window, the one thing that grows with the corpus: 16 MB for 4G tokens at context 1024)."""
+
+    _cached = (None, None)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle or len(self.dataset) >= 2**31:
+            return super().order(epoch)
+        if self._cached[0] != (self.seed, epoch):
+            self._cached = (None, None)   # free the old order before drawing the new one
+            order = np.arange(len(self.dataset), dtype=np.int32)
+            np.random.default_rng([self.seed, epoch]).shuffle(order)   # = permutation(n)
+            self._cached = ((self.seed, epoch), order)
+        return self._cached[1]
