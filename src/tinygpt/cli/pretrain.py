@@ -54,6 +54,8 @@ def _pretrain(sub):
             cfg = None if args.resume else resolve_config("book-124M")
         if data_parallel is not None:   # every rank must run the same command on the same data
             data_parallel.check_same("command line or data", [vars(args), data_fingerprint(args, text)])
+            if data_parallel.rank != 0:   # rank 0 alone prints; errors still reach stderr
+                sys.stdout = open(os.devnull, "w")
         try:
             with data_parallel.guard("pretrain") if data_parallel else contextlib.nullcontext():
                 _, result = pretrain(text, cfg, num_epochs=args.epochs, batch_size=args.batch_size,
@@ -102,13 +104,15 @@ def resume_command(args, checkpoint) -> str:
     """The command that continues this run from `checkpoint` (its settings come with it), in
     the form this one was started: the installed `tinygpt` script or `python -m tinygpt`."""
     program = ["tinygpt"] if os.path.basename(sys.argv[0]) == "tinygpt" else ["python", "-m", "tinygpt"]
-    source = ["--text", args.text] if args.text is not None else ["--data", args.data]
+    data = getattr(args, "data", None)   # (a Namespace built by hand may lack the newer flags)
+    source = ["--data", data] if data is not None else ["--text", args.text]
     words = [*program, "pretrain", *source, "--resume", str(checkpoint), "--out", args.out]
     if args.epochs is not None:
         words += ["--epochs", str(args.epochs)]
     if args.start_context != "Every effort moves you":
         words += ["--start-context", args.start_context]
-    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--max-steps", args.max_steps)):
+    for flag, value in (("--checkpoint-every", args.checkpoint_every),
+                        ("--max-steps", getattr(args, "max_steps", None))):
         if value is not None:
             words += [flag, str(value)]
     return shlex.join(words + (["--quiet"] if args.quiet else []))
