@@ -180,3 +180,12 @@ def test_a_multi_rank_launch_without_mpi4py_says_how_to_get_it(monkeypatch):
         launched_ranks()
     monkeypatch.setenv("PMI_SIZE", "1")
     assert launched_ranks() is None
+
+
+def test_importing_tinygpt_loads_no_mpi():
+    script = ("import sys, tinygpt, tinygpt.cli, tinygpt.train.pretrain, tinygpt.data.shards\n"
+              "from tinygpt.cli import _register_commands\n_register_commands()\n"
+              "print(sorted(m for m in sys.modules if m.startswith(('mpi4py', 'tinygpt.distributed'))))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
