@@ -23,16 +23,16 @@ WORDS = ["every", "Effort", "moves", "you", "the", "Gisburn", "picture,", "said"
 
 def text_split_at_a_safe_cut(seed=1, lines=300):
     """An ASCII text whose 90% point (pretrain's character split) is a safe cut of
-    prepare-data (after "x\\n", before a letter), so both split it at the same place."""
+    prepare-data (before a line break and a letter), so both split it at the same place."""
     rng = random.Random(seed)
     line = lambda: " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))) + "x\n"
-    head = "".join(line() for _ in range(lines))
-    tail = "Start " + "".join(line() for _ in range(lines // 9))
+    head = "".join(line() for _ in range(lines))[:-1]
+    tail = "\nStart " + "".join(line() for _ in range(lines // 9))
     while int(0.9 * len(head + tail)) != len(head):
         if int(0.9 * len(head + tail)) > len(head):
-            head = head[:-2] + "yx\n"
+            head += "y"
         else:
-            tail = "S" + tail
+            tail = tail[:2] + "S" + tail[2:]
     return head + tail
 
 

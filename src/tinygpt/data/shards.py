@@ -10,9 +10,9 @@ Layout of an output folder:
 
 The token stream is the documents (one per input file, optionally with Project Gutenberg's
 header and footer cut off) with `<|endoftext|>` between them, tokenized exactly as the whole text
-would be in memory: a document is cut into pieces only after a line break that follows a visible
-ASCII character and precedes an ASCII letter, where GPT-2's pre-tokenizer splits anyway, so the
-pieces' tokens concatenate to the whole's. Memory stays bounded: a worker holds one piece
+would be in memory: a document is cut into pieces only before a line break that precedes an
+ASCII letter. GPT-2's pre-tokenizer splits there anyway (the whitespace before a letter ends with
+a token of its own, and that line break is one), so the pieces' tokens concatenate to the whole's. Memory stays bounded: a worker holds one piece
 (`PIECE_BYTES` of text) at a time and appends its tokens to the shard file.
 
 Resuming: shards are written whole or not at all (`files.atomic_write`), so after an interruption
@@ -37,7 +37,7 @@ FORMAT = "tinygpt-shards-1"
 PIECE_BYTES = 1 << 20         # text a worker tokenizes at once (about 250k tokens)
 SHARD_BYTES = 64 << 20        # text per shard (some 16M tokens, a 32 MB file)
 EOT_ID = 50256
-_CUT = re.compile(rb"[!-~]\n[A-Za-z]")    # a safe cut falls after this line break
+_CUT = re.compile(rb"\n[A-Za-z]")    # a safe cut falls before this line break
 _START = re.compile(rb"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", re.I)
 _END = re.compile(rb"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.I)
 
@@ -78,14 +78,14 @@ def gutenberg_body(path) -> tuple:
 
 def _safe_cut(f, pos, end) -> int:
     """The first safe cut at or after `pos` (before `end`), else `end`; reads 64 KB at a time."""
-    base = max(pos - 2, 0)
-    while base + 2 < end:
+    base = pos
+    while base + 1 < end:
         f.seek(base)
         block = f.read(min(end - base, 1 << 16))
         match = _CUT.search(block)
-        if match:   # base + 2 <= pos, so the cut is at pos or after it
-            return base + match.start() + 2
-        base += len(block) - 2
+        if match:
+            return base + match.start()
+        base += len(block) - 1
     return end
 
 
@@ -164,10 +164,6 @@ def write_shard(out_dir, name, pieces) -> tuple:
     return name, count, digest.hexdigest()
 
 
-def _write_shard_job(job):
-    return write_shard(*job)
-
-
 def _file_digest(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -229,12 +225,13 @@ def _run_jobs(todo, jobs, progress):
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
     tokens, started = 0, time.perf_counter()
     pool = None
-    if jobs > 1:
+    if jobs > 1:   # (a worker that dies breaks the pool with an error, where Pool would hang)
         import multiprocessing
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
-        results = pool.imap_unordered(_write_shard_job, todo)
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = (f.result() for f in as_completed([pool.submit(write_shard, *job) for job in todo]))
     else:
-        results = map(_write_shard_job, todo)
+        results = (write_shard(*job) for job in todo)
     sizes = {name: sum(e - s for _, s, e, _ in pieces) for _, name, pieces in todo}
     try:
         for name, count, digest in results:
@@ -245,8 +242,7 @@ def _run_jobs(todo, jobs, progress):
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ShardWindows:
