@@ -127,7 +127,7 @@ def test_ranks_started_differently_are_refused(run_dir):
 def test_batch_not_split_evenly_is_refused(run_dir):
     code, _, err = run_job(launcher(2) + tinygpt(*pretrain_args(run_dir, run_dir / "y", "--max-steps",
                                                                 "1", "--batch-size", "3")))
-    assert code != 0 and "cannot be split into 2 equal parts" in err
+    assert code != 0 and "the batch size 3 cannot be split evenly over 2 ranks" in err
 
 
 def test_a_killed_rank_ends_the_job_and_leaves_a_loadable_checkpoint(run_dir):

@@ -84,6 +84,9 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
     cfg, saved = _run_config(cfg, resume)
     run = _run_settings(given, saved, resume)
     num_epochs, batch_size, seed = run["num_epochs"], run["batch_size"], run["seed"]
+    if data_parallel is not None and batch_size % data_parallel.size:
+        raise InputError(f"the batch size {batch_size} cannot be split evenly over "
+                         f"{data_parallel.size} ranks: give a multiple of {data_parallel.size}")
     checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
     tokenizer = get_gpt2_tokenizer()
     manual_seed(seed)
