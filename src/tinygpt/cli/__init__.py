@@ -78,6 +78,7 @@ def _tune_process() -> None:
 def _register_commands() -> None:
     # importing each registers its commands (once per process: a module is imported once)
     from . import inference, pretrain, show  # noqa: F401
+    from . import data  # noqa: F401  (prepare-data, beside pretrain)
     from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
     from . import quantize  # noqa: F401  (tinygpt quantize: q8 weights saved once)
     from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)

@@ -13,6 +13,7 @@
 The state of both can be saved and restored (checkpoints do this so a resumed run continues the
 same streams).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from ..errors import InputError, InputTypeError
 from .. import kernels
 from ..kernels import mt19937
+from ..kernels.dropout import GOLDEN   # the mask hash's counter step
 
 STATE_FORMAT = "tinygpt-rng-2"
 
@@ -132,3 +134,32 @@ def set_rng_state(state: dict) -> None:
         raise InputError(f"RNG state: next_normal must be a float or None, got {next_normal!r}")
     _generator.bit_generator.state = state["numpy"]
     _stream.key, _stream.pos, _stream.next_normal = key.astype(np.uint32), pos, next_normal
+
+
+# ---------------------------------------------------------------- dropout of a part of a batch
+
+_part = None   # (first sample, samples) of the batch part being run, under `batch_part`
+
+
+@contextlib.contextmanager
+def batch_part(first: int, count: int):
+    """Run samples [first, first + count) of a batch as that batch's rows: each dropout mask is
+    the rows of the whole batch's mask (the mask hashes (seed, position), kernels/dropout.py). So
+    gradient accumulation and data-parallel ranks, which run parts of one batch, drop exactly
+    what the whole batch drops, when each part starts from the same generator state."""
+    global _part
+    saved, _part = _part, (int(first), int(count))
+    try:
+        yield
+    finally:
+        _part = saved
+
+
+def dropout_seed(size: int) -> int:
+    """The seed of one dropout mask over `size` values (batch first): one draw from `generator()`,
+    shifted under `batch_part` to the part's first sample."""
+    seed = int(_generator.integers(0, 2**63))
+    if _part is None:
+        return seed
+    first, count = _part
+    return (seed + first * (size // count) * int(GOLDEN)) % 2**64

@@ -8,7 +8,7 @@ import numpy as np
 from .. import kernels
 from ..core.autograd import Function
 from ..core.dtypes import require_float
-from ..core.random import generator
+from ..core.random import dropout_seed
 from ..core.tensor import as_tensor
 from .shape import _axis
 from ..errors import InputError
@@ -69,7 +69,7 @@ class ScaledCausalSoftmax(Function):
         if dropout_p == 0.0:
             self.out = kernels.causal_softmax_forward(scores, scale)
             return self.out
-        seed = int(generator().integers(0, 2**63))  # drawn as ops.dropout draws it
+        seed = dropout_seed(scores.size)  # the mask is a hash of (seed, position)
         dropped, self.out, self.keep = kernels.causal_softmax_dropout_forward(scores, scale, dropout_p, seed)
         return dropped
 

@@ -4,7 +4,7 @@ import numpy as np
 from .. import kernels
 from ..core.autograd import Function
 from ..core.dtypes import require_float
-from ..core.random import generator
+from ..core.random import dropout_seed
 from ..core.tensor import as_tensor
 from ..errors import InputError, InputTypeError
 
@@ -43,7 +43,7 @@ class DropoutFn(Function):
     saves_inputs = False  # backward needs only the mask
 
     def forward(self, a, p):
-        seed = int(generator().integers(0, 2**63))  # the mask is a hash of (seed, position)
+        seed = dropout_seed(a.size)  # the mask is a hash of (seed, position)
         out, self.keep = kernels.dropout_forward(a, p, seed)
         self.p = p
         return out

@@ -1,6 +1,7 @@
 """The book's chapter-5 pretraining run as one function, shared by `examples/ch05_pretrain.py`
 and `tinygpt pretrain`: split a text 90/10, build the sliding-window loaders, train a GPT with
 AdamW, then save the checkpoint and the loss plot."""
+import hashlib
 import json
 import pathlib
 
@@ -50,14 +51,14 @@ def resolve_config(name_or_path) -> dict:
 
 # The book's chapter-5 settings: pretrain's defaults for a new run (`None` arguments).
 DEFAULTS = {"num_epochs": 10, "batch_size": 2, "lr": 4e-4, "weight_decay": 0.1, "train_ratio": 0.9,
-            "eval_freq": 5, "eval_iter": 5, "seed": 123, "schedule": False}
+            "eval_freq": 5, "eval_iter": 5, "seed": 123, "schedule": False, "grad_accum": 1}
 
 
 def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=None,
              weight_decay=None, train_ratio=None, eval_freq=None, eval_iter=None, seed=None,
              start_context="Every effort moves you", out_dir="runs/pretrain", resume=None,
              schedule=None, quiet=False, plot=True, max_steps=None, checkpoint_every=None,
-             progress=None):
+             progress=None, data_dir=None, grad_accum=None, data_parallel=None):
     """Train `GPTModel(cfg)` on `text` as the book's section 5.2 does; returns (model, result).
     Writes `model.safetensors` (a resumable checkpoint) and `loss-plot.png` into `out_dir`.
     A setting left as None is the book's (`DEFAULTS`).
@@ -67,28 +68,46 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
     key or setting, both values), except `num_epochs`, which counts all epochs and may grow when
     `schedule` is off. A checkpoint that already has them is left as it is
     (result["nothing_to_do"]). Every argument is checked, and `out_dir` made writable, before
-    any work."""
+    any work.
+
+    `data_dir` (text=None): a folder of `tinygpt prepare-data` shards instead of a text, its
+    training split shuffled and its validation split evaluated. `grad_accum` K: optimizer steps
+    of K batches of `batch_size`, run one after another (the same step as one batch K times
+    larger). `data_parallel` (tinygpt.distributed): one rank of several, each running its share
+    of every batch; only rank 0 writes the checkpoint and plot and prints progress."""
     given = dict(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  train_ratio=train_ratio, eval_freq=eval_freq, eval_iter=eval_iter, seed=seed,
-                 schedule=schedule)
+                 schedule=schedule, grad_accum=grad_accum)
     check_counts(optional=True, **{k: given[k] for k in ("num_epochs", "batch_size", "eval_freq",
-                                                          "eval_iter")})
+                                                          "eval_iter", "grad_accum")})
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
     cfg, saved = _run_config(cfg, resume)
     run = _run_settings(given, saved, resume)
     num_epochs, batch_size, seed = run["num_epochs"], run["batch_size"], run["seed"]
+    if data_parallel is not None and batch_size % data_parallel.size:
+        raise InputError(f"the batch size {batch_size} cannot be split evenly over "
+                         f"{data_parallel.size} ranks: give a multiple of {data_parallel.size}")
     checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
     tokenizer = get_gpt2_tokenizer()
     manual_seed(seed)
-    train_loader, val_loader = _loaders(text, run["train_ratio"], batch_size, cfg["context_length"],
-                                        seed)
+    step_batch = batch_size * run["grad_accum"]   # the windows of one optimizer step
+    if data_dir is not None:   # token shards (tinygpt prepare-data), read window by window
+        train_loader, val_loader, data_id = shard_loaders(data_dir, step_batch,
+                                                          cfg["context_length"], seed)
+    else:
+        train_loader, val_loader = _loaders(text, run["train_ratio"], step_batch,
+                                            cfg["context_length"], seed)
+        data_id = None
     manual_seed(seed)
     model = GPTModel(cfg)
     optimizer = AdamW(model.parameters(), lr=run["lr"], weight_decay=run["weight_decay"])
-    options = dict(quiet=quiet, checkpoint_path=checkpoint_path, resume_from=resume,
-                   max_steps=max_steps, checkpoint_every=checkpoint_every, config=cfg,
-                   progress=progress, settings={k: run[k] for k in ("seed", "batch_size",
-                                                                     "train_ratio")})
+    rank0 = data_parallel is None or data_parallel.rank == 0   # rank 0 alone writes and prints
+    settings = {k: run[k] for k in ("seed", "batch_size", "train_ratio", "grad_accum")}
+    options = dict(quiet=quiet or not rank0, checkpoint_path=checkpoint_path if rank0 else None,
+                   resume_from=resume, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                   config=cfg, progress=progress, grad_accum=run["grad_accum"],
+                   data_parallel=data_parallel,
+                   settings={**settings, **({"data": data_id} if data_id else {})})
     # schedule=False trains as train_model_simple (section 5.2); True adds appendix D's extras
     result = train_model(model, train_loader, val_loader, optimizer, num_epochs, run["eval_freq"],
                          run["eval_iter"], start_context, tokenizer, schedule=run["schedule"],
@@ -96,7 +115,7 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
     if result["nothing_to_do"]:
         result["checkpoint"] = pathlib.Path(resume)
         return model, result
-    if plot and result["train_losses"]:
+    if plot and rank0 and result["train_losses"]:
         n = len(result["train_losses"])
         epochs = [num_epochs * i / max(n - 1, 1) for i in range(n)]
         try:
@@ -111,7 +130,8 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
 def _run_settings(given: dict, saved, resume) -> dict:
     """The run's settings (see resume.resolve_settings), each checked."""
     run = resolve_settings(given, saved, DEFAULTS, resume)
-    check_counts(**{k: run[k] for k in ("num_epochs", "batch_size", "eval_freq", "eval_iter")})
+    check_counts(**{k: run[k] for k in ("num_epochs", "batch_size", "eval_freq", "eval_iter",
+                                         "grad_accum")})
     ratio, seed = run["train_ratio"], run["seed"]
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise InputError(f"train_ratio must be between 0 and 1, got {ratio!r}")
@@ -165,3 +185,19 @@ def _loaders(text, train_ratio, batch_size, ctx, seed):
                          f"windows of {ctx} + 1 tokens and the rest one window for validation; "
                          "use a longer text or a smaller context/batch") from None
     return train_loader, val_loader
+
+
+def shard_loaders(data_dir, step_batch, ctx, seed):
+    """Loaders over a prepared folder's windows (stride = context), shuffled as `_loaders`
+    shuffles a text's, and a fingerprint of its data (a resume on other data is refused)."""
+    from ..data import DataLoader
+    from ..data.shards import ShardLoader, ShardWindows
+    train, val = ShardWindows(data_dir, "train", ctx), ShardWindows(data_dir, "val", ctx)
+    if len(train) < step_batch or len(val) == 0:
+        raise InputError(f"{data_dir} holds {len(train)} training and {len(val)} validation "
+                         f"windows of {ctx} + 1 tokens; a step needs {step_batch} and validation "
+                         "one: prepare more text or use a smaller context/batch")
+    fingerprint = hashlib.sha256("".join(e["sha256"] for e in train.index["train"]).encode())
+    return (ShardLoader(train, batch_size=step_batch, shuffle=True, drop_last=True, seed=seed),
+            DataLoader(val, batch_size=step_batch, shuffle=False, drop_last=False),
+            f"{train.num_tokens} tokens, sha256 {fingerprint.hexdigest()[:16]}")

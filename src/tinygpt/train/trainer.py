@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..core.random import get_rng_state, set_rng_state
+from ..core.random import batch_part, get_rng_state, set_rng_state
 from ..errors import CheckpointError, InputError, TrainingError
 from ..nn.utils import clip_grad_norm_
 from ..optim.schedules import warmup_cosine_lr
@@ -33,7 +33,7 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
                 min_lr=1e-6, max_grad_norm=1.0, quiet=False, checkpoint_path=None,
                 checkpoint_every=None, resume_from=None, max_steps=None, sample_tokens=50,
                 config=None, progress=None, warm_up_kernels=True, sample_eos_id=None,
-                settings=None):
+                settings=None, grad_accum=1, data_parallel=None):
     """Train for `num_epochs`, evaluating every `eval_freq` steps and printing a sample per epoch.
 
     With `schedule` (appendix D) the learning rate warms up linearly from `initial_lr` to the
@@ -55,8 +55,13 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
     Every setting that shapes the run is saved with the checkpoint (`run_settings`: the
     optimizer's lr and weight decay, the schedule and its parameters, eval_freq, eval_iter, plus
     the caller's `settings`, e.g. pretrain's seed and batch size); `resume_from` refuses a run
-    whose settings differ from the checkpoint's (InputError naming each, both values)."""
-    check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter)
+    whose settings differ from the checkpoint's (InputError naming each, both values).
+
+    `grad_accum` K: each loader batch is run as K micro-batches whose gradients add up to the
+    whole batch's (one optimizer step per loader batch). `data_parallel` (tinygpt.distributed):
+    this process is one of several ranks; each runs its share of every micro-batch, and the
+    gradients and the loss are summed over the ranks before the step."""
+    check_counts(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=eval_iter, grad_accum=grad_accum)
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
     if len(train_loader) == 0:
         raise InputError("the training loader yields no batches (text too short for one batch?)")
@@ -71,7 +76,7 @@ def train_model(model, train_loader, val_loader, optimizer, num_epochs, eval_fre
         warmup_steps=warmup_steps, initial_lr=initial_lr, min_lr=min_lr,
         max_grad_norm=max_grad_norm, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_steps=max_steps, sample_tokens=sample_tokens,
-        sample_eos_id=sample_eos_id,
+        sample_eos_id=sample_eos_id, grad_accum=grad_accum, data_parallel=data_parallel,
         config=config, progress="none" if quiet else progress, warm_up_kernels=warm_up_kernels),
         settings)
     if resume_from is not None:
@@ -133,6 +138,8 @@ class _Trainer:
         self.progress = Progress(self.s["total_steps"], self.loop["global_step"] + 1,
                                  self.s["progress"])
         self.start, self.start_tokens = time.perf_counter(), self.loop["tokens"]
+        if self.s["data_parallel"] is not None:   # every rank starts from rank 0's weights
+            self.s["data_parallel"].broadcast_parameters(self.model.parameters())
         self.model.train()
         with self.guard:
             try:
@@ -184,11 +191,7 @@ class _Trainer:
         step = loop["global_step"] + 1
         lr = self.set_learning_rate(step)
         self.optimizer.zero_grad()
-        loss = calc_loss_batch(input_batch, target_batch, self.model)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingError(self.divergence(step, f"the training loss is {loss_value}", lr))
-        loss.backward()
+        loss_value = self.forward_backward(input_batch, target_batch, step, lr)
         if s["schedule"] and step >= s["warmup_steps"] and s["max_grad_norm"] is not None:
             norm = clip_grad_norm_(self.model.parameters(), s["max_grad_norm"])
             if not math.isfinite(norm):
@@ -203,6 +206,34 @@ class _Trainer:
             self.rng = get_rng_state()
         elapsed = time.perf_counter() - self.start
         self.progress.step(loss_value, lr, (loop["tokens"] - self.start_tokens) / max(elapsed, 1e-9))
+
+    def forward_backward(self, input_batch, target_batch, step, lr) -> float:
+        """The batch's mean loss, its gradients left in the parameters. The batch runs in parts:
+        `grad_accum` micro-batches, each split over the ranks; a part's loss is weighted by its
+        share of the batch, so the gradients sum to the whole batch's, and every part starts
+        from the step's generator state (core.random.batch_part: the same dropout masks)."""
+        dp, rows = self.s["data_parallel"], len(input_batch)
+        rank, ranks = (dp.rank, dp.size) if dp is not None else (0, 1)
+        parts = self.s["grad_accum"] * ranks
+        if rows % parts:
+            raise InputError(f"a batch of {rows} samples cannot be split into {parts} equal parts "
+                             f"({self.s['grad_accum']} micro-batches x {ranks} ranks)")
+        size, rng, total = rows // parts, get_rng_state(), 0.0
+        for first in range(rank * size, rows, ranks * size):   # this rank's part of each micro-batch
+            set_rng_state(rng)
+            with batch_part(first, size):
+                loss = calc_loss_batch(input_batch[first:first + size],
+                                       target_batch[first:first + size], self.model)
+            if parts > 1:
+                loss = loss * (size / rows)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(self.divergence(step, f"the training loss is {value}", lr))
+            loss.backward()
+            total += value
+        if dp is not None:
+            total = dp.all_reduce(self.model.parameters(), total)
+        return total
 
     def set_learning_rate(self, step) -> float:
         s = self.s
