@@ -9,7 +9,7 @@ bench may import anything, plus torch.
     3     nn, optim, data, tokenizer, testing    base, kernels, core, ops; data -> tokenizer
     4     model, viz, the package root           the ranks below; root -> model (it re-exports)
     5     weights, train, finetune, quant,       the ranks below; train -> weights,
-          serve                                  finetune -> train, weights; weights -> quant
+          serve, distributed                     finetune -> train, weights; weights -> quant
     6     cli, __main__                          everything; __main__ -> cli
 
 `serve` (the web page and the OpenAI-compatible API) sits with weights, train and finetune: it is
@@ -34,7 +34,7 @@ RANK = {"errors": 0, "files": 0, "argtypes": 0, "assets": 0,
         "core": 2, "ops": 2,
         "nn": 3, "optim": 3, "data": 3, "tokenizer": 3, "testing": 3,
         "model": 4, "viz": 4, "<root>": 4,
-        "weights": 5, "train": 5, "finetune": 5, "quant": 5, "serve": 5,
+        "weights": 5, "train": 5, "finetune": 5, "quant": 5, "serve": 5, "distributed": 5,
         "cli": 6, "__main__": 6}
 # imports between two layers of one rank, each one way only (the other way would be a cycle)
 SIDEWAYS = {("ops", "core"), ("viz", "model"), ("data", "tokenizer"), ("<root>", "model"),
