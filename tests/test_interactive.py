@@ -3,7 +3,6 @@ relies on, in-process: a reply stopped by Ctrl-C leaves nothing behind for the n
 as a fresh session, grad mode back on), and the chat banner tells a small model for what it is.
 The keys themselves (arrow keys, Ctrl-C, Ctrl-D) are typed on a pseudo-terminal in
 test_chat_pty.py."""
-import argparse
 import importlib
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 import tinygpt
 from test_cli_use import CFG, HELLO, constant_model, tinygpt as run_tinygpt
 from tinygpt import GPTModel, manual_seed
+from tinygpt import cli
 from tinygpt.cli import inference
 from tinygpt.train.checkpoint import save_checkpoint
 
@@ -31,8 +31,12 @@ def random_model(tmp_path_factory):
 
 
 def _session(path, chat=True, max_new_tokens=8):
-    args = argparse.Namespace(model=str(path), max_new_tokens=max_new_tokens, temperature=0.0,
-                              top_k=None, seed=123)
+    # the arguments as the command's own parser gives them (every flag, with its default)
+    cli._register_commands()
+    parser, _ = cli.build_parser()
+    command = ["chat"] if chat else ["generate", "--prompt", "x"]
+    args = parser.parse_args([*command, "--model", str(path), "--max-new-tokens", str(max_new_tokens),
+                              "--temperature", "0", "--seed", "123"])
     return inference.Session(args, chat=chat)
 
 
