@@ -1,15 +1,16 @@
 """The runners bench/generate.py times: each is a factory registered with `@runner(name)` that,
 given the config and the seed, builds what it needs and returns
 `generate(prompt_ids, new_tokens) -> ids (1, n + new_tokens)` as a NumPy array. The tinygpt runners
-share one GPTModel (`shared_model`); the PyTorch ones share the book's `llms_from_scratch.ch04`
-GPTModel loaded with its state dict (`shared_torch_model`), so every runner has the same weights.
+share one GPTModel readied by `for_inference`, as the CLI's generate is (`shared_model`); the
+PyTorch ones share the book's `llms_from_scratch.ch04` GPTModel loaded with its state dict
+(`shared_torch_model`), so every runner has the same weights.
 
 Imported by bench/generate.py after it has set the thread environment (NumPy is loaded here).
 """
 import numpy as np
 
 import tinygpt as tg
-from tinygpt.model import GPTModel, generate, generate_text_simple
+from tinygpt.model import GPTModel, for_inference, generate, generate_text_simple
 
 RUNNERS = {}
 _MODELS = {}
@@ -24,11 +25,12 @@ def runner(name):
 
 
 def shared_model(cfg, seed):
-    """One tinygpt GPTModel per (config, seed), in eval mode, shared by all tinygpt runners."""
+    """One tinygpt GPTModel per (config, seed), readied by for_inference, in eval mode, shared by
+    all tinygpt runners."""
     key = (tuple(sorted(cfg.items())), seed)
     if key not in _MODELS:
         tg.manual_seed(seed)
-        _MODELS[key] = GPTModel(cfg).eval()
+        _MODELS[key] = for_inference(GPTModel(cfg)).eval()
     return _MODELS[key]
 
 

@@ -7,7 +7,7 @@ and load_pretrained's peak memory: bench/generate_modern.py.)
     python bench/generate.py --runners tinygpt-cached torch-kv-cache --new-tokens 50 --json runs/gen.json
 
 Runners (all on the same weights: the PyTorch model is the book's `llms_from_scratch.ch04.GPTModel`
-loaded with tinygpt's state dict):
+loaded with tinygpt's state dict; the tinygpt model is readied by `tinygpt.model.for_inference`):
   tinygpt-book-simple  tinygpt's section-4.7 loop (full logits for the whole window every step)
   tinygpt-uncached     generate(use_cache=False): window recomputed every step, last logits only
   tinygpt-cached       generate(use_cache=True): prompt once, then one token per step (KV cache)

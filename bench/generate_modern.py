@@ -1,5 +1,6 @@
 """Qwen3-0.6B and Llama-3.2-1B on a CPU (issue 32's table): decode and prefill speed against the
-book's PyTorch KV-cache models and transformers, and the peak memory of `load_pretrained`.
+book's PyTorch KV-cache models and transformers, and the peak memory of `load_pretrained` followed
+by `for_inference`.
 
     python bench/generate_modern.py                       # both models, 1 thread
     python bench/generate_modern.py --model qwen3-0.6b --threads 2
@@ -8,7 +9,8 @@ book's PyTorch KV-cache models and transformers, and the peak memory of `load_pr
 The real configurations (`QWEN3_CONFIG_0_6B`, `LLAMA32_CONFIG_1B`, tied embeddings as published)
 with random weights, float32, batch 1, greedy, every runner on the same weights in one process
 with the same threads:
-  tinygpt       tinygpt.generate with the KV cache (the window sized to prompt + new tokens)
+  tinygpt       tinygpt.generate with the KV cache (the window sized to prompt + new tokens), on
+                the model readied by `tinygpt.model.for_inference`
   book-kv-cache the book's `llms_from_scratch.kv_cache.{qwen3,llama3}` model and its
                 `kv_cache.generate.generate_text_simple`, given tinygpt's state dict
   transformers  `Qwen3ForCausalLM` / `LlamaForCausalLM.from_pretrained` of the directory
@@ -18,8 +20,9 @@ Decode tok/s: after a `--prompt-tokens`-token prompt, (time for n + 1 new tokens
 "x bound": ms per decoded token over (weight bytes + mean KV-cache bytes per token) / bandwidth,
 the faster of a copy (bench/generate.py's `memory_bandwidth`, read + written bytes / s) and a
 read-only sum (`sum_bandwidth`) by the same threads. Peak RSS: a child process loads the
-directory with `load_pretrained`; its peak RSS growth over the RSS after imports is divided by
-the loaded parameters' bytes. "background cores": other processes' CPU over the timed calls.
+directory with `load_pretrained` and readies it with `for_inference`; its peak RSS growth over
+the RSS after imports is divided by the loaded parameters' bytes. "background cores": other
+processes' CPU over the timed calls.
 Targets (issue 32): decode >= 1.2x the faster reference and within
 1.3x of the bound; peak RSS growth <= 1.2x the model.
 """
@@ -55,7 +58,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinygpt as tg  # noqa: E402
-from tinygpt.model import LLAMA32_CONFIG_1B, QWEN3_CONFIG_0_6B, Llama3Model, Qwen3Model, generate  # noqa: E402
+from tinygpt.model import (LLAMA32_CONFIG_1B, QWEN3_CONFIG_0_6B, Llama3Model, Qwen3Model,  # noqa: E402
+                           for_inference, generate)
 from tinygpt.weights import save_pretrained_hf  # noqa: E402
 
 SMOKE = {"vocab_size": 512, "emb_dim": 64, "n_heads": 4, "n_layers": 2, "hidden_dim": 128,
@@ -66,11 +70,12 @@ MODELS = {"qwen3-0.6b": (Qwen3Model, QWEN3_CONFIG_0_6B, "qwen3", "Qwen3ForCausal
 # it forked (here several GB of models), so its growth would read 0
 RSS_CHILD = """import sys
 import tinygpt
+from tinygpt.model import for_inference
 from tinygpt.weights import load_pretrained
 def kb(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":"))
 base = kb("VmRSS")
-model = load_pretrained(sys.argv[1])
+model = for_inference(load_pretrained(sys.argv[1]))
 size = sum(p.data.nbytes for p in {id(p.data): p for p in model.parameters()}.values())
 print((kb("VmHWM") - base) * 1024, kb("VmHWM") * 1024, size)
 """
@@ -83,7 +88,7 @@ def build(key):
     if ARGS.smoke and cls is Llama3Model:
         cfg.pop("head_dim")
     tg.manual_seed(ARGS.seed)
-    return cls(cfg).eval()
+    return for_inference(cls(cfg)).eval()  # the fast generation layers, as the CLI uses
 
 
 def book_model(key, model):
@@ -187,9 +192,9 @@ def bound_ms(model, bandwidth_gbs):
 
 
 def peak_rss(folder):
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(folder)], capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": os.path.dirname(
-                             os.path.dirname(os.path.abspath(__file__)))})
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": src})
     grew, peak, size = (int(v) for v in out.stdout.split())
     return grew, peak, size
 
@@ -218,7 +223,8 @@ def bench_model(key, bandwidth_gbs):
                           f"prefill {ARGS.prefill_tokens} tok/s", "background cores"], rows))
     if any(busy(r[3], ARGS.threads) for r in results.values()):
         print("*: taken while other processes used > 0.2 cores; rerun on a quiet machine.")
-    print(f"\nload_pretrained: peak RSS {peak / 1e6:.0f} MB, {grew / 1e6:.0f} MB over the RSS "
+    print(f"\nload_pretrained + for_inference: peak RSS {peak / 1e6:.0f} MB, {grew / 1e6:.0f} MB "
+          f"over the RSS "
           f"after imports, for {size / 1e6:.0f} MB of parameters: {grew / size:.2f}x (target <= "
           f"1.2x); bound {bound:.1f} ms/token at {bandwidth_gbs:.1f} GB/s\n", flush=True)
 

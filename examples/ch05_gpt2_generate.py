@@ -15,7 +15,7 @@ import time
 from tinygpt.argtypes import non_negative_float, positive_int
 from tinygpt import tune_malloc
 import tinygpt
-from tinygpt.model import generate, text_to_token_ids, token_ids_to_text
+from tinygpt.model import for_inference, generate, text_to_token_ids, token_ids_to_text
 from tinygpt.tokenizer import get_gpt2_tokenizer
 from tinygpt.weights import (
     GPT2_MODELS,
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     print(f"loaded {args.weights} in {time.perf_counter() - start:.1f} s "
           f"({model.cfg['n_layers']} layers, emb {model.cfg['emb_dim']})")
 
+    model = for_inference(model).eval()  # packed Q/K/V and the KV-cache kernel: same tokens, faster
     tokenizer = get_gpt2_tokenizer()
     tinygpt.manual_seed(args.seed)
     token_ids = generate(model, idx=text_to_token_ids(args.prompt, tokenizer),

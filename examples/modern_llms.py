@@ -16,7 +16,7 @@ import numpy as np
 
 import tinygpt as tg
 from tinygpt import tune_malloc
-from tinygpt.model import Llama3Model, Qwen3Model
+from tinygpt.model import Llama3Model, Qwen3Model, for_inference
 from tinygpt.weights import load_pretrained, save_pretrained_hf
 
 TINY_QWEN3 = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
@@ -29,7 +29,8 @@ TINY_LLAMA = {"vocab_size": 64, "context_length": 48, "emb_dim": 32, "n_heads": 
 
 PIECES = [
     ("RMSNorm", "x / sqrt(mean(x^2) + eps) * scale: LayerNorm without the mean and the shift",
-     "tinygpt/ops/modern.py RMSNormFn (op), tinygpt/model/modern.py RMSNorm / NNRMSNorm (modules)"),
+     "tinygpt/ops/modern.py RMSNormFn (op), tinygpt/model/modern.py RMSNorm (module; its parameter is "
+     "`scale` in Qwen3, `weight` in Llama 3 as torch.nn.RMSNorm names it)"),
     ("RoPE", "queries and keys rotated pairwise by position * frequency; no position table",
      "tinygpt/ops/modern.py Rope, rope_tables (Llama 3's frequency scaling: _llama3_scaled)"),
     ("Grouped-query attention", "n_heads query heads share n_kv_groups key/value heads; a "
@@ -41,6 +42,9 @@ PIECES = [
      "tinygpt/ops/modern.py Silu, tinygpt/model/modern.py FeedForward"),
     ("Hugging Face weights", "config.json + safetensors (bf16 widened), names mapped to the book's",
      "tinygpt/weights/hf.py load_pretrained, HF_TO_BOOK"),
+    ("Fast generation", "one explicit step swaps the attention and feed-forward layers for twins "
+     "that pack Q/K/V and fc1/fc2 into one product each and decode with one kernel call per layer",
+     "tinygpt/model/inference.py for_inference (fast_modern.py, packing.py)"),
 ]
 
 
@@ -83,6 +87,7 @@ def main(argv=None):
             print(f"\n{cls.__name__}: wrote {', '.join(sorted(p.name for p in directory.iterdir()))}")
             model = load_pretrained(directory)                # the class comes from model_type
             describe(model)
+            model = for_inference(model)  # the fast layers: same weights, same tokens, faster
             prompt = np.array([[1, 2, 3]])
             greedy = tg.generate(model, prompt, 10, cfg["context_length"])
             print(f"  greedy (KV cache): {greedy[0].tolist()}")
@@ -90,7 +95,7 @@ def main(argv=None):
             sampled = tg.generate(model, prompt, 10, cfg["context_length"], temperature=0.8,
                                   top_k=20, top_p=0.9)
             print(f"  sampled (T=0.8, top-k 20, top-p 0.9): {sampled[0].tolist()}")
-            train_a_little(model)
+            train_a_little(model)  # training records a graph: the fast layers run the book's forward
             print(f"  after training, greedy: {tg.generate(model, prompt, 10, 48)[0].tolist()}")
 
 

@@ -26,7 +26,7 @@ from tinygpt import tune_malloc
 import tinygpt as tg
 from tinygpt.assets import asset_path
 from tinygpt.cli.inference import TextStream
-from tinygpt.model import Qwen3Model
+from tinygpt.model import Qwen3Model, for_inference
 from tinygpt.model.generate import generate_stream
 from tinygpt.tokenizer import Qwen3Tokenizer
 from tinygpt.tokenizer.qwen3 import QWEN3_SPECIALS
@@ -89,7 +89,7 @@ def main(argv=None):
     tune_malloc()  # an application's choice: see tinygpt/core/malloc.py
     with tempfile.TemporaryDirectory() as scratch:
         folder = model_folder(args.model, Path(scratch))
-        model = load_pretrained(folder)
+        model = for_inference(load_pretrained(folder)).eval()  # the fast generation layers
         tokenizer = Qwen3Tokenizer(folder / "tokenizer.json", apply_chat_template=True,
                                    add_generation_prompt=True, add_thinking=args.thinking)
         n = sum(p.size for p in model.parameters())

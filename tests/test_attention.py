@@ -1,6 +1,7 @@
 """Chapter-3 attention modules against the PyTorch twin (tests/reference/torch_gpt.py): outputs,
 the loss and every gradient by name, float32 and float64; state dicts; dropout; the KV cache.
-FastMultiHeadAttention, what GPTModel builds, is checked against these in test_fast_attention.py."""
+FastMultiHeadAttention, what `for_inference` swaps in, is checked against these in
+test_fast_attention.py."""
 import numpy as np
 import pytest
 import torch

@@ -1,7 +1,8 @@
-"""FastMultiHeadAttention (tinygpt/model/fast_attention.py), the attention GPTModel builds, against
-the book's MultiHeadAttention on the same weights: equal outputs and gradients, the KV-cache
-kernel, weights that change in place or get new arrays, LoRA, and that generation and evaluation
-actually take the fast route."""
+"""FastMultiHeadAttention (tinygpt/model/fast_attention.py), what `for_inference` puts in place of
+GPTModel's MultiHeadAttention, against the book's MultiHeadAttention on the same weights: equal
+outputs and gradients, the KV-cache kernel, weights that change in place or get new arrays, LoRA,
+and that generation and evaluation of a model readied by for_inference actually take the fast
+route."""
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ import tinygpt as tg
 import tinygpt.kernels as kernels
 from tinygpt.finetune.lora import lora_modules, merge_lora, replace_linear_with_lora
 from tinygpt.model import (FastMultiHeadAttention, GPTModel, LayerKVCache, MultiHeadAttention,
-                           generate)
+                           for_inference, generate)
 from helpers import tolerance
 
 DTYPES = [np.float32, np.float64]
@@ -38,10 +39,10 @@ def _pair(dtype, d_in=6, d_out=8, heads=2, qkv_bias=True, dropout=0.0, ctx=16):
     tg.manual_seed(1)
     book = MultiHeadAttention(d_in, d_out, ctx, dropout, heads, qkv_bias).to(dtype)
     fast = FastMultiHeadAttention(d_in, d_out, ctx, dropout, heads, qkv_bias).to(dtype)
-    assert fast.qkv_packed == (dtype == np.float32)  # a cast gives the weights new arrays
-    assert fast.pack_qkv()
+    assert fast.packed == (dtype == np.float32)      # a cast gives the weights new arrays
+    assert fast.pack()
     fast.load_state_dict(book.state_dict())
-    assert fast.qkv_packed                           # loading copies into the packed storage
+    assert fast.packed                               # loading copies into the packed storage
     return book, fast
 
 
@@ -152,50 +153,59 @@ def test_packing_survives_optimizer_steps_and_load_state_dict():
         optimizer.zero_grad()
         tg.nn.functional.cross_entropy(fast(tg.tensor(x)).flatten(0, 1), targets.ravel()).backward()
         optimizer.step()
-    assert fast.qkv_packed
+    assert fast.packed
     packed, graph = _no_grad_and_graph_outputs(fast, x)
     assert not np.allclose(packed, before)
     np.testing.assert_allclose(packed, graph, rtol=1e-5, atol=1e-6)
     other = FastMultiHeadAttention(6, 8, 16, 0.0, 2, qkv_bias=True)
     other.load_state_dict(fast.state_dict())
-    assert other.qkv_packed
+    assert other.packed
     np.testing.assert_allclose(_no_grad_and_graph_outputs(other, x)[0], graph, rtol=1e-5, atol=1e-6)
 
 
-def test_new_weight_arrays_end_the_packing_and_pack_qkv_restores_it(calls):
+def test_new_weight_arrays_end_the_packing_and_pack_restores_it(calls):
     _, fast = _pair(np.float32)
     x = _x((2, 5, 6), np.float32)
     fast.W_key.weight.data = fast.W_key.weight.data * 2.0       # a new array
-    assert not fast.qkv_packed
+    assert not fast.packed
     packed, graph = _no_grad_and_graph_outputs(fast, x)
     np.testing.assert_array_equal(packed, graph)
     assert calls["packed"] == 0
-    assert fast.pack_qkv() and fast.W_key.weight.data.base is fast.W_query.weight.data.base
+    assert fast.pack() and fast.W_key.weight.data.base is fast.W_query.weight.data.base
     storage = fast.W_query.weight.data
-    assert fast.pack_qkv() and fast.W_query.weight.data is storage  # packed: left alone
+    assert fast.pack() and fast.W_query.weight.data is storage  # packed: left alone
     np.testing.assert_allclose(_no_grad_and_graph_outputs(fast, x)[0], graph, rtol=1e-5, atol=1e-6)
     assert calls["packed"] == 1
 
     _, swapped = _pair(np.float32)
     swapped.W_query.weight, swapped.W_key.weight = swapped.W_key.weight, swapped.W_query.weight
-    assert not swapped.qkv_packed  # each view is still in the packed array, at the other's rows
+    assert not swapped.packed  # each view is still in the packed array, at the other's rows
     packed, graph = _no_grad_and_graph_outputs(swapped, x)
     np.testing.assert_array_equal(packed, graph)
+    assert swapped.pack()      # packs the swapped weights where they now are
+    np.testing.assert_allclose(_no_grad_and_graph_outputs(swapped, x)[0], graph, rtol=1e-5, atol=1e-6)
 
     _, unbiased = _pair(np.float32, qkv_bias=False)
     unbiased.W_value.bias = tg.nn.Parameter(np.ones(8, np.float32))  # a bias the packing lacks
-    assert not unbiased.qkv_packed
+    assert not unbiased.packed and not unbiased.pack()  # some with bias, some without: unpacked
 
 
-def test_gpt_model_to_packs_again(calls):
+def test_for_inference_packs_again_after_a_cast(calls):
     tg.manual_seed(0)
-    model = GPTModel({"vocab_size": 31, "context_length": 8, "emb_dim": 8, "n_heads": 2,
-                      "n_layers": 2, "drop_rate": 0.0, "qkv_bias": True}).to(np.float64)
-    assert all(block.att.qkv_packed for block in model.trf_blocks)
+    model = for_inference(GPTModel({"vocab_size": 31, "context_length": 8, "emb_dim": 8,
+                                    "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
+                                    "qkv_bias": True}))
+    model.to(np.float64)                           # new arrays: the layers run themselves
+    assert not any(block.att.packed for block in model.trf_blocks)
     ids = np.arange(6).reshape(1, 6)
     with tg.no_grad():
-        fast = model(ids).data
-    np.testing.assert_allclose(fast, model(ids).data, rtol=1e-12, atol=1e-12)
+        unpacked = model(ids).data
+    assert calls["packed"] == 0
+    assert for_inference(model) is model
+    assert all(block.att.packed for block in model.trf_blocks)
+    assert model.trf_blocks[0].att.W_query.weight.dtype == np.float64
+    with tg.no_grad():
+        np.testing.assert_allclose(model(ids).data, unpacked, rtol=1e-12, atol=1e-12)
     assert calls["packed"] == 2
 
 
@@ -215,7 +225,8 @@ def test_lora_works_on_both_and_merging_restores_the_packed_product(calls):
     with tg.no_grad():
         base = fast(tg.tensor(x)).data
     _with_lora(book), _with_lora(fast)
-    assert not fast.qkv_packed                     # W_query etc. are LoRA wrappers now
+    assert not fast.packed                     # W_query etc. are LoRA wrappers now
+    assert not fast.pack()                     # and a wrapper is never packed (its update would be lost)
     with tg.no_grad():
         lora_out = fast(tg.tensor(x)).data
     np.testing.assert_allclose(lora_out, book(tg.tensor(x)).data, rtol=1e-12, atol=1e-12)
@@ -233,7 +244,7 @@ def test_lora_works_on_both_and_merging_restores_the_packed_product(calls):
     np.testing.assert_allclose(np.concatenate(outs, axis=1), lora_out, rtol=1e-12, atol=1e-12)
     packed_calls = calls["packed"]
     merge_lora(fast)
-    assert fast.qkv_packed                         # the packed Linears are back, merged in place
+    assert fast.packed                         # the packed Linears are back, merged in place
     with tg.no_grad():
         np.testing.assert_allclose(fast(tg.tensor(x)).data, lora_out, rtol=1e-12, atol=1e-12)
     assert calls["packed"] == packed_calls + 1
@@ -245,8 +256,12 @@ def test_generation_and_evaluation_use_the_fast_route_and_training_the_book_rout
            "drop_rate": 0.1, "qkv_bias": False}
     tg.manual_seed(0)
     model = GPTModel(cfg)
-    assert all(type(block.att) is FastMultiHeadAttention for block in model.trf_blocks)
+    assert all(type(block.att) is MultiHeadAttention for block in model.trf_blocks)
     ids = np.arange(5).reshape(1, 5)
+    generate(model.eval(), ids, 4, 12)             # the book's classes: never the fast route
+    assert calls == {"packed": 0, "kernel": 0}
+    model = for_inference(model.train())
+    assert all(type(block.att) is FastMultiHeadAttention for block in model.trf_blocks)
     model(ids).sum().backward()                    # training: a graph, the book's route
     assert calls == {"packed": 0, "kernel": 0}
     model.eval()

@@ -1,7 +1,7 @@
 """FastGroupedQueryAttention and FastFeedForward (tinygpt/model/fast_modern.py), the layers
-Qwen3Model and Llama3Model build, against the book-shaped GroupedQueryAttention and FeedForward on
-the same weights: equal logits at every KV-cache decoding step and in evaluation, the same greedy
-and sampled tokens, that decoding actually takes the cached-attention kernel (one call per layer
+`for_inference` puts in a Qwen3Model or Llama3Model, against the book-shaped GroupedQueryAttention
+and FeedForward the models are built of, on the same weights: equal logits at every KV-cache
+decoding step and in evaluation, the same greedy and sampled tokens, that decoding actually takes the cached-attention kernel (one call per layer
 and step) and the packed products, that a long prompt, training and evaluation without a cache do
 not take the kernel, and that a cast, new arrays or LoRA end the packed products (the layers then
 run themselves) without changing a result."""
@@ -11,7 +11,7 @@ from modern_models import TINY_LLAMA, TINY_QWEN3, randomize_norms, tokens
 
 import tinygpt as tg
 import tinygpt.kernels as kernels
-from tinygpt.model import Llama3Model, Qwen3Model, generate
+from tinygpt.model import Llama3Model, Qwen3Model, for_inference, generate
 from tinygpt.finetune.lora import merge_lora, replace_linear_with_lora
 from tinygpt.model.fast_modern import DECODE_TOKENS, FastFeedForward, FastGroupedQueryAttention
 from tinygpt.model.modern import FeedForward, GroupedQueryAttention
@@ -33,17 +33,17 @@ def kernel_calls(monkeypatch):
 
 
 def pair(kind, dtype, **cfg):
-    """(book-shaped, fast) models with the same weights (randomised norm scales)."""
+    """(book-shaped, fast) models with the same weights (randomised norm scales): the fast one is
+    a copy readied by for_inference."""
     cls, base = MODELS[kind]
-    book_cls = type(f"Book{cls.__name__}", (cls,), {"attention": GroupedQueryAttention,
-                                                     "feed_forward": FeedForward})
     tg.manual_seed(3)
-    fast = randomize_norms(cls({**base, **cfg})).to(dtype).eval()
-    book = book_cls({**base, **cfg}).to(dtype).eval()
-    book.load_state_dict(fast.state_dict())
-    assert isinstance(fast.trf_blocks[0].att, FastGroupedQueryAttention)
-    assert isinstance(fast.trf_blocks[0].ff, FastFeedForward)
+    book = randomize_norms(cls({**base, **cfg})).to(dtype).eval()
+    fast = cls({**base, **cfg}).to(dtype)
+    fast.load_state_dict(book.state_dict())
+    fast = for_inference(fast).eval()
     assert type(book.trf_blocks[0].att) is GroupedQueryAttention and type(book.trf_blocks[0].ff) is FeedForward
+    assert type(fast.trf_blocks[0].att) is FastGroupedQueryAttention
+    assert type(fast.trf_blocks[0].ff) is FastFeedForward
     return book, fast
 
 
@@ -101,7 +101,7 @@ def test_a_long_prompt_and_no_cache_take_the_composed_ops(kernel_calls):
 
 def packed(model):
     """Per block: (attention's Q/K/V packing intact, feed-forward's fc1/fc2 packing intact)."""
-    return [(block.att._qkv.intact, block.ff._fc12.intact) for block in model.trf_blocks]
+    return [(block.att.packed, block.ff.packed) for block in model.trf_blocks]
 
 
 def eval_logits(model, ids):
@@ -135,11 +135,14 @@ def test_a_cast_new_arrays_and_lora_end_the_packing_and_change_no_result():
     book, fast = pair("qwen3", np.float32)
     ids = tokens(book.cfg, batch=1, length=6)
     assert all(a and f for a, f in packed(fast))
-    fast.to(np.float64)                                    # Module.to, then packed again
+    fast.to(np.float64)                                    # Module.to: new arrays, unpacked
     book.to(np.float64)
+    assert not any(a or f for a, f in packed(fast))
+    want = decode_logits(book, ids, 4)
+    np.testing.assert_allclose(decode_logits(fast, ids, 4), want, **scaled(want, np.float64))
+    for_inference(fast)                                    # packed again
     assert all(a and f for a, f in packed(fast))
-    np.testing.assert_allclose(decode_logits(fast, ids, 4), decode_logits(book, ids, 4),
-                               **scaled(decode_logits(book, ids, 4), np.float64))
+    np.testing.assert_allclose(decode_logits(fast, ids, 4), want, **scaled(want, np.float64))
     ff = fast.trf_blocks[0].ff
     ff.fc1.weight.data = ff.fc1.weight.data.copy()         # a new array: the layers run themselves
     ff.fc1.weight.data[0] += 1.0

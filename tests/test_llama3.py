@@ -51,6 +51,28 @@ def test_state_dict_names_are_the_books():
     assert sorted(Llama3Model(TINY_LLAMA).state_dict()) == sorted(theirs.state_dict())
 
 
+def test_the_module_tree_is_the_books_class_by_class():
+    """What Llama3Model's constructor builds: the book's module classes under the book's names
+    (torch.nn.RMSNorm is RMSNorm here, its parameter `weight`)."""
+    ours = Llama3Model(TINY_LLAMA)
+    theirs = book.Llama3Model({**TINY_LLAMA, "dtype": torch.float32})
+    assert (sorted((n, type(m).__name__) for n, m in ours.named_modules())
+            == sorted((n, type(m).__name__) for n, m in theirs.named_modules()))
+    assert ours.final_norm.param_name == "weight"
+
+
+def test_rmsnorm_names_its_parameter_as_either_book_model_does():
+    from tinygpt.errors import TinyGPTError
+    from tinygpt.model import RMSNorm
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    qwen, llama = RMSNorm(4), RMSNorm(4, param_name="weight")
+    llama.weight.data[...] = qwen.scale.data[...] = [0.5, 1.0, 2.0, -1.0]
+    assert list(qwen.state_dict()) == ["scale"] and list(llama.state_dict()) == ["weight"]
+    np.testing.assert_array_equal(qwen(tg.tensor(x)).data, llama(tg.tensor(x)).data)
+    with pytest.raises(TinyGPTError, match="param_name"):
+        RMSNorm(4, param_name="gamma")
+
+
 @pytest.mark.parametrize("size,book_cfg", [("1B", book.LLAMA32_CONFIG_1B), ("3B", book.LLAMA32_CONFIG_3B)])
 def test_configs_are_the_books(size, book_cfg):
     assert LLAMA32_CONFIGS[size] == {k: v for k, v in book_cfg.items() if k != "dtype"}

@@ -260,11 +260,14 @@ def test_save_lora_writes_atomically_with_the_umask_mode(tmp_path, monkeypatch):
 
 
 def test_lora_gpt_generates_with_the_kv_cache_and_after_merging():
-    """GPTModel's FastMultiHeadAttention takes LoRA's wrapped projections through the layers
-    (no packed product, which would miss the update) and its packing back after merge_lora."""
-    from tinygpt.model import generate
+    """A LoRA GPTModel readied by for_inference: its FastMultiHeadAttention takes LoRA's wrapped
+    projections through the layers (never packed, which would miss the update); after merge_lora
+    for_inference packs the merged Linears."""
+    from tinygpt.model import FastMultiHeadAttention, for_inference, generate
     rng = np.random.default_rng(6)
-    model = lora_gpt(seed=0, dtype=np.float64).eval()
+    model = for_inference(lora_gpt(seed=0, dtype=np.float64)).eval()
+    assert all(type(block.att) is FastMultiHeadAttention and not block.att.packed
+               for block in model.trf_blocks)
     randomize_B(model, rng, scale=1.0)
     prompt = rng.integers(0, 97, (2, 3))
     uncached = generate(model, prompt, 8, 12, use_cache=False)
@@ -272,7 +275,8 @@ def test_lora_gpt_generates_with_the_kv_cache_and_after_merging():
     with tg.no_grad():
         logits = model(prompt).data
     merge_lora(model)
-    assert all(block.att.qkv_packed for block in model.trf_blocks)
+    assert for_inference(model) is model
+    assert all(block.att.packed for block in model.trf_blocks)
     with tg.no_grad():
         np.testing.assert_allclose(model(prompt).data, logits, rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(generate(model, prompt, 8, 12), uncached)

@@ -53,6 +53,21 @@ def test_state_dict_names_are_the_books():
                                   theirs.trf_blocks[1].att.W_key.weight.detach().numpy())
 
 
+def test_the_module_tree_is_the_books_class_by_class():
+    """What Qwen3Model's constructor builds: the book's module classes, names and order."""
+    ours = Qwen3Model(TINY_QWEN3)
+    theirs = book.Qwen3Model({**TINY_QWEN3, "dtype": torch.float32})
+    assert ([(n, type(m).__name__) for n, m in ours.named_modules()]
+            == [(n, type(m).__name__) for n, m in theirs.named_modules()])
+
+
+def test_rotary_model_is_only_the_shared_base():
+    from tinygpt.errors import TinyGPTError
+    from tinygpt.model import RotaryModel
+    with pytest.raises(TinyGPTError, match="Qwen3Model and Llama3Model"):
+        RotaryModel(TINY_QWEN3)
+
+
 @pytest.mark.parametrize("size,book_cfg", [("0.6B", book.QWEN_CONFIG_06_B), ("1.7B", book.QWEN3_CONFIG_1_7B),
                                            ("4B", book.QWEN3_CONFIG_4B), ("8B", book.QWEN3_CONFIG_8B)])
 def test_configs_are_the_books(size, book_cfg):

@@ -1,16 +1,20 @@
 """Which model a command means: a tinygpt checkpoint, a folder holding one, GPT-2 weights, or a
-Qwen3 / Llama 3 model (a Hugging Face folder or a Hub name) with its own tokenizer and chat format."""
+Qwen3 / Llama 3 model (a Hugging Face folder or a Hub name) with its own tokenizer and chat format.
+Every model returned here is for generating, so each passes through
+`tinygpt.model.for_inference`."""
 import pathlib
 
 from ..errors import InputError
+from ..model import for_inference
 
 CHECKPOINT_FILE = "model.safetensors"
 
 
 def load_model(source):
-    """-> (GPTModel in eval mode, its config) from `source`: a tinygpt checkpoint written by
-    pretrain or finetune-instruct (the file, or the folder holding `model.safetensors`), a
-    Hugging Face GPT-2 folder or file, a `.pth` state dict, or a GPT-2 size name."""
+    """-> (GPTModel in eval mode, readied by for_inference, its config) from `source`: a tinygpt
+    checkpoint written by pretrain or finetune-instruct (the file, or the folder holding
+    `model.safetensors`), a Hugging Face GPT-2 folder or file, a `.pth` state dict, or a GPT-2
+    size name."""
     path = pathlib.Path(source)
     if path.is_dir() and _is_checkpoint(path / CHECKPOINT_FILE):
         path = path / CHECKPOINT_FILE
@@ -20,8 +24,7 @@ def load_model(source):
     if path.is_file() and _is_checkpoint(path):
         return _from_checkpoint(path)
     from ..weights import load_gpt2
-    model = load_gpt2(str(source))
-    model.eval()
+    model = for_inference(load_gpt2(str(source))).eval()
     return model, model.cfg
 
 
@@ -39,8 +42,7 @@ def _from_checkpoint(path: pathlib.Path):
     if state.get("kind") == "classifier":
         raise InputError(f"{path} is a spam classifier (chapter 6), which labels messages rather "
                          f"than writing text: use `tinygpt classify --model {path}`")
-    model.eval()
-    return model, state["config"]
+    return for_inference(model).eval(), state["config"]
 
 
 class TextModel:
@@ -73,7 +75,7 @@ def load_text_model(source, chat: bool, thinking: bool = False) -> TextModel:
         return TextModel(model, cfg["context_length"], tokenizer, gpt2_ids,
                          [GPT2_SPECIAL_TOKENS[ENDOFTEXT]], "the Alpaca format of chapter 7")
     from ..weights import load_pretrained
-    model = load_pretrained(folder)
+    model = for_inference(load_pretrained(folder)).eval()
     if _model_type(folder) == "qwen3":
         return _qwen3(model, folder, chat, thinking)
     return _llama3(model, folder, chat)

@@ -188,7 +188,7 @@ def merge_lora(model: Module) -> Module:
                 own = Parameter(merged, requires_grad=weight.requires_grad)
                 linear._parameters["weight"] = own  # same place in the state-dict order
                 object.__setattr__(linear, "weight", own)
-            else:  # in place: FastMultiHeadAttention's packed W_query/W_key/W_value stays packed
+            else:  # in place, as an optimizer step would (a packed weight stays a view)
                 np.copyto(weight.data, merged)
             _swap_child(parent, name, linear)
     return model

@@ -5,6 +5,7 @@ from .attention import (CausalAttention, KVCacheError, LayerKVCache, MultiHeadAt
 from .fast_attention import FastMultiHeadAttention
 from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
+from .inference import for_inference
 from .gpt import (GELU, FeedForward, GPTModel, KVCache, LayerNorm, TransformerBlock,
                   count_parameters, model_size_mb)
 from .llama3 import LLAMA32_CONFIG_1B, LLAMA32_CONFIG_3B, LLAMA32_CONFIGS, Llama3Model
@@ -13,7 +14,7 @@ from .qwen3 import (QWEN3_CONFIG_0_6B, QWEN3_CONFIG_1_7B, QWEN3_CONFIG_4B, QWEN3
                     QWEN3_CONFIGS, Qwen3Model)
 
 __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttention",
-           "FastMultiHeadAttention", "MultiHeadAttentionWrapper",
+           "FastMultiHeadAttention", "MultiHeadAttentionWrapper", "for_inference",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
            "model_configs", "validate_config", "generate", "generate_text_simple",
            "text_to_token_ids", "token_ids_to_text", "GELU", "LayerNorm", "FeedForward",

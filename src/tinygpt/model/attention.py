@@ -3,8 +3,9 @@
 Section 3.3.2 `SelfAttention_v1` (raw weight matrices), 3.4.2 `SelfAttention_v2` (Linear layers),
 3.5.3 `CausalAttention` (causal mask + dropout on the attention weights), 3.6.1
 `MultiHeadAttentionWrapper` (stacked single heads) and 3.6.2 `MultiHeadAttention` (one projection
-split into heads, then `out_proj`). GPTModel uses `FastMultiHeadAttention` (fast_attention.py):
-this `MultiHeadAttention` with a faster route where no gradient is needed.
+split into heads, then `out_proj`), which GPTModel's blocks build. `tinygpt.model.for_inference`
+swaps it for `FastMultiHeadAttention` (fast_attention.py): this class with a faster route for
+generation, the same parameters and outputs.
 
 `MultiHeadAttention` builds no mask at all: `F.scaled_causal_softmax` applies 1/sqrt(head_dim)
 and the causal mask inside one kernel, with query i of Tq at absolute position Tk - Tq + i, which
@@ -193,8 +194,8 @@ class MultiHeadAttention(BookStateDict, Module):
 
     `forward(x, kv_cache=None)`: with a `LayerKVCache` (generation, under no_grad) x holds only
     the new tokens; their keys and values are appended to the cache and the queries attend to
-    every cached token. GPTModel builds `FastMultiHeadAttention` (fast_attention.py), this class
-    plus a faster route for generation and evaluation with the same parameters and outputs."""
+    every cached token. GPTModel builds this class; `for_inference` (inference.py) swaps in
+    `FastMultiHeadAttention`, this class plus a faster route for generation."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float,
                  num_heads: int, qkv_bias: bool = False):

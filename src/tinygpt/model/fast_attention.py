@@ -1,8 +1,8 @@
 """`FastMultiHeadAttention`: the book's `MultiHeadAttention` with a fast route for generation and
-evaluation. GPTModel's TransformerBlock builds this class, so `generate` (with its KV cache), the
-CLI's generate, the training loop's samples and evaluation under no_grad all take the fast route
-without the caller doing anything. It has the same parameters, state-dict names and outputs as
-`MultiHeadAttention` (attention.py), which stays the plain listing a reader follows.
+evaluation. No model builds it: `tinygpt.model.for_inference(model)` (inference.py) puts one in
+place of each MultiHeadAttention of a model, holding that layer's very Linear layers, so the
+parameters, state-dict names and outputs stay those of `MultiHeadAttention` (attention.py), the
+plain listing a reader follows.
 
 Where a graph is recorded (training), `forward` IS `MultiHeadAttention.forward`. Elsewhere two
 things make attention cheaper:
@@ -16,8 +16,8 @@ things make attention cheaper:
    buffers, straight into the (b, T, H, hd) layout `out_proj` reads.
 
 The packed product never reads stale weights: packing.py says why, and when the layers run
-themselves instead (a cast, a replaced layer such as LoRA's). `pack_qkv()` packs again
-(GPTModel.to calls it after a cast).
+themselves instead (a cast, a replaced layer such as LoRA's). `pack()` packs again (for_inference
+calls it on a layer that is fast already, e.g. after a cast).
 
 Checked by tests/test_fast_attention.py (equal outputs and gradients, KV cache, LoRA, replaced
 weights) and, for speed, bench/generate.py (KV-cache decode ms/token against PyTorch).
@@ -27,7 +27,7 @@ from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
 from ..nn import functional as F
 from .attention import LayerKVCache, MultiHeadAttention, _check_length
-from .packing import PackedLinears
+from .packing import PackedLinears, fast_twin
 
 QKV_NAMES = ("W_query", "W_key", "W_value")
 
@@ -41,17 +41,24 @@ class FastMultiHeadAttention(MultiHeadAttention):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
         self._qkv = PackedLinears(self, QKV_NAMES)  # the Linears made above
 
-    def pack_qkv(self) -> bool:
-        """Pack the projections (again): see packing.py. Returns `qkv_packed`."""
+    @classmethod
+    def from_book(cls, att: MultiHeadAttention) -> "FastMultiHeadAttention":
+        """The fast twin of `att`: it takes over att's state (its very Linears and Parameters,
+        hooks and mode; nothing is copied) and packs W_query/W_key/W_value. Use it in att's
+        place (`for_inference` does)."""
+        return fast_twin(cls, att, "_qkv", QKV_NAMES)
+
+    def pack(self) -> bool:
+        """Pack the projections (again): see packing.py. Returns `packed`."""
         return self._qkv.pack()
 
     @property
-    def qkv_packed(self) -> bool:
+    def packed(self) -> bool:
         """True while each projection is the Linear that was packed and still holds its views."""
         return self._qkv.intact
 
     def _packed_product_applies(self, x) -> bool:
-        if not self.qkv_packed or x.dtype != self._qkv.weight.dtype:
+        if not self.packed or x.dtype != self._qkv.weight.dtype:
             return False
         return not (is_grad_enabled() and (x.requires_grad or self._qkv.requires_grad))
 

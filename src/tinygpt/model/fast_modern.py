@@ -1,8 +1,9 @@
 """`FastGroupedQueryAttention` and `FastFeedForward`: the attention and SwiGLU feed-forward of
 Qwen3 and Llama 3 (modern.py, which stays the listing a reader follows) with a faster route where
-no gradient is needed. Qwen3Model and Llama3Model build these classes, so `tinygpt.generate`,
-`generate_stream`, `tinygpt chat` and evaluation under no_grad take the route without the caller
-doing anything. Same parameters, state-dict names and outputs as the book-shaped classes.
+no gradient is needed. No model builds them: `tinygpt.model.for_inference(model)` (inference.py)
+puts them in place of each GroupedQueryAttention and FeedForward, holding those layers' very
+Linears; the CLI's generate and chat do so. Same parameters, state-dict names and outputs as the
+book-shaped classes.
 
 Where a graph is recorded (training), `forward` IS the book-shaped forward. Elsewhere:
 
@@ -24,7 +25,8 @@ Why DECODE_TOKENS: the kernel loops over query rows; over a long prompt the batc
 prompt takes the book-shaped layers.
 
 When a layer is replaced (LoRA) or given new arrays, the packed product stops (packing.py says
-how that is checked) and the layers run themselves. Checked by tests/test_fast_modern.py.
+how that is checked) and the layers run themselves; `pack()` packs again. Checked by
+tests/test_fast_modern.py.
 """
 from .. import kernels
 from ..core.autograd import is_grad_enabled
@@ -32,9 +34,10 @@ from ..core.tensor import Tensor
 from ..ops.modern import rotate, sigmoid
 from .attention import LayerKVCache
 from .modern import FeedForward, GroupedQueryAttention
-from .packing import PackedLinears
+from .packing import PackedLinears, fast_twin
 
 DECODE_TOKENS = 16  # new tokens per call up to which attention runs the cached-attention kernel
+QKV_NAMES, FC12_NAMES = ("W_query", "W_key", "W_value"), ("fc1", "fc2")
 
 
 def _packed_applies(packed: PackedLinears, x) -> bool:
@@ -50,7 +53,21 @@ class FastGroupedQueryAttention(GroupedQueryAttention):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._qkv = PackedLinears(self, ("W_query", "W_key", "W_value"))
+        self._qkv = PackedLinears(self, QKV_NAMES)
+
+    @classmethod
+    def from_book(cls, att: GroupedQueryAttention) -> "FastGroupedQueryAttention":
+        """The fast twin of `att`: it takes over att's state (its very Linears and Parameters;
+        nothing is copied) and packs W_query/W_key/W_value. Use it in att's place."""
+        return fast_twin(cls, att, "_qkv", QKV_NAMES)
+
+    def pack(self) -> bool:
+        """Pack the projections (again), see packing.py; returns `packed`."""
+        return self._qkv.pack()
+
+    @property
+    def packed(self) -> bool:
+        return self._qkv.intact
 
     def forward(self, x, cos, sin, kv_cache: LayerKVCache | None = None):
         if kv_cache is None or x.shape[1] > DECODE_TOKENS or not _packed_applies(self._qkv, x):
@@ -75,12 +92,25 @@ class FastGroupedQueryAttention(GroupedQueryAttention):
 class FastFeedForward(FeedForward):
     """SwiGLU with fc1 and fc2 answered by one packed product when decoding (at most
     DECODE_TOKENS rows) and no gradient is needed, and silu(fc1) * fc2 computed on the arrays;
-    fc3 is the layer itself. Over a prompt the two products are matrix-matrix and the packed one
-    saved nothing (a 512-token Qwen3 prefill took 1-2% longer with it)."""
+    fc3 is the layer itself. A prompt takes the book's route (see the module docstring)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._fc12 = PackedLinears(self, ("fc1", "fc2"))
+        self._fc12 = PackedLinears(self, FC12_NAMES)
+
+    @classmethod
+    def from_book(cls, ff: FeedForward) -> "FastFeedForward":
+        """The fast twin of `ff`: it takes over ff's state (its very Linears; nothing is copied)
+        and packs fc1/fc2. Use it in ff's place."""
+        return fast_twin(cls, ff, "_fc12", FC12_NAMES)
+
+    def pack(self) -> bool:
+        """Pack fc1 and fc2 (again), see packing.py; returns `packed`."""
+        return self._fc12.pack()
+
+    @property
+    def packed(self) -> bool:
+        return self._fc12.intact
 
     def forward(self, x):
         if x.size > DECODE_TOKENS * x.shape[-1] or not _packed_applies(self._fc12, x):

@@ -13,9 +13,7 @@ import numpy as np
 from ..core.dtypes import check_index_array
 from ..core.tensor import Tensor
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, Sequential
-from .attention import BookStateDict, LayerKVCache
-from .fast_attention import FastMultiHeadAttention
-from .packing import repack
+from .attention import BookStateDict, LayerKVCache, MultiHeadAttention
 from .config import validate_config
 from ..errors import InputError
 
@@ -37,12 +35,10 @@ class TransformerBlock(BookStateDict, Module):
 
     def __init__(self, cfg):
         super().__init__()
-        # the book's MultiHeadAttention with a fast route where no gradient is needed (generation,
-        # evaluation): same parameters and outputs, see fast_attention.py
-        self.att = FastMultiHeadAttention(d_in=cfg["emb_dim"], d_out=cfg["emb_dim"],
-                                          context_length=cfg["context_length"],
-                                          num_heads=cfg["n_heads"], dropout=cfg["drop_rate"],
-                                          qkv_bias=cfg["qkv_bias"])
+        self.att = MultiHeadAttention(d_in=cfg["emb_dim"], d_out=cfg["emb_dim"],
+                                      context_length=cfg["context_length"],
+                                      num_heads=cfg["n_heads"], dropout=cfg["drop_rate"],
+                                      qkv_bias=cfg["qkv_bias"])
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg["emb_dim"])
         self.norm2 = LayerNorm(cfg["emb_dim"])
@@ -95,7 +91,10 @@ class GPTModel(BookStateDict, Module):
     the logits of the last position only, (batch, 1, vocab_size): all generation needs.
 
     Weight tying (cfg key `tie_weights` or `model.tie_weights()`): out_head.weight IS
-    tok_emb.weight, one Parameter; the state dict lists it under both names, as PyTorch does."""
+    tok_emb.weight, one Parameter; the state dict lists it under both names, as PyTorch does.
+
+    Each block is the book's: `att` a MultiHeadAttention, each weight its own array.
+    `tinygpt.model.for_inference(model)` makes a model faster to generate with (inference.py)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -134,13 +133,6 @@ class GPTModel(BookStateDict, Module):
                 missing = names[1] if given[0] == names[0] else names[0]
                 state_dict = {**state_dict, missing: state_dict[given[0]]}
         return super().load_state_dict(state_dict, strict)
-
-    def to(self, dtype):
-        """Module.to, then each attention layer packs its projections again (the cast gave
-        them new arrays; see packing.py)."""
-        super().to(dtype)
-        repack(self)
-        return self
 
     # --- forward --------------------------------------------------------------------------
     def new_kv_cache(self, max_len: int | None = None) -> KVCache:

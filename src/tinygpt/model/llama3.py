@@ -8,8 +8,9 @@ low frequencies are slowed by `factor` so that 8192 trained positions stretch to
 ones are kept, the band between is interpolated (tinygpt.ops.rope_tables). The released weights
 are bf16; tinygpt computes in float32 (or float64), so the book's `"dtype"` key is left out.
 """
-from .fast_modern import FastFeedForward, FastGroupedQueryAttention
-from .modern import NNRMSNorm, RotaryModel
+from ..nn import Embedding, ModuleList
+from .modern import (FeedForward, GroupedQueryAttention, RMSNorm, RotaryModel, TransformerBlock,
+                     output_head)
 
 LLAMA32_CONFIG_1B = {
     "vocab_size": 128_256,           # vocabulary size
@@ -37,11 +38,22 @@ class Llama3Model(RotaryModel):
     """`model(idx)`: token ids (batch, tokens) -> logits (batch, tokens, vocab_size).
 
     tok_emb -> trf_blocks (each: x + att(norm1(x)), x + ff(norm2(x)), the attention with RoPE)
-    -> final_norm -> out_head. `forward(in_idx, kv_cache=None, last_only=False)` as GPTModel's,
-    so `tinygpt.generate` (with its KV cache) and the training loop take it as is."""
-
-    norm, norm_eps, name = NNRMSNorm, 1e-5, "Llama3Model"
-    attention, feed_forward = FastGroupedQueryAttention, FastFeedForward  # fast_modern.py
+    -> final_norm -> out_head. `forward(in_idx, kv_cache=None, last_only=False)` as GPTModel's
+    (RotaryModel, modern.py), so `tinygpt.generate` (with its KV cache) and the training loop
+    take it as is. The norms are torch.nn.RMSNorm's, as the book uses: parameter `weight`."""
 
     def __init__(self, cfg):
-        super().__init__({**cfg, "qk_norm": False, "head_dim": cfg.get("head_dim")})
+        cfg = {**cfg, "qk_norm": False, "head_dim": cfg.get("head_dim")}
+        super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
+        emb, eps = cfg["emb_dim"], cfg.get("norm_eps", 1e-5)
+        self.tok_emb = Embedding(cfg["vocab_size"], emb)
+        self.trf_blocks = ModuleList([
+            TransformerBlock(
+                att=GroupedQueryAttention(emb, cfg["n_heads"], cfg["n_kv_groups"],
+                                          head_dim=cfg["head_dim"]),  # None: emb_dim / n_heads
+                ff=FeedForward(cfg),              # SwiGLU: fc1, fc2, fc3
+                norm1=RMSNorm(emb, eps=eps, param_name="weight"),
+                norm2=RMSNorm(emb, eps=eps, param_name="weight"))
+            for _ in range(cfg["n_layers"])])
+        self.final_norm = RMSNorm(emb, eps=eps, param_name="weight")
+        self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]

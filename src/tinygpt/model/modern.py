@@ -10,42 +10,35 @@
 * No biases, no dropout.
 
 The ops are in tinygpt/ops/modern.py. The KV cache is GPTModel's `KVCache`: each layer's cache
-holds the G rotated key/value heads, never H.
+holds the G rotated key/value heads, never H. The classes here are what a model is made of;
+`tinygpt.model.for_inference` swaps in the faster twins of fast_modern.py for generation.
 """
 import numpy as np
 
 from ..core.dtypes import DEFAULT_FLOAT, check_index_array
 from ..core.tensor import Tensor
-from ..nn import Embedding, Linear, Module, ModuleList, Parameter, skip_init
+from ..nn import Embedding, Linear, Module, Parameter, skip_init
 from ..ops import grouped_query_attention, rms_norm, rope, rope_tables, silu
 from .attention import LayerKVCache
 from .gpt import KVCache
-from .packing import repack
-from ..errors import InputError, InputKeyError
+from ..errors import InputError, InputKeyError, InputTypeError
 
 
 class RMSNorm(Module):
-    """The book's Qwen3 RMSNorm: x / rms(x) * scale, parameter `scale` (no `shift`)."""
+    """x / rms(x) * scale, no shift: the book's Qwen3 `RMSNorm`, its parameter named `scale`.
+    The book's Llama 3 uses torch.nn.RMSNorm, the same op with its parameter named `weight`:
+    `param_name="weight"` gives that name, so state dicts interchange with either."""
 
-    def __init__(self, emb_dim: int, eps: float = 1e-6, dtype=None):
+    def __init__(self, emb_dim: int, eps: float = 1e-6, param_name: str = "scale", dtype=None):
         super().__init__()
-        self.eps = eps
-        self.scale = Parameter(np.ones(emb_dim, dtype or DEFAULT_FLOAT))
+        if param_name not in ("scale", "weight"):
+            raise InputError(f"RMSNorm param_name must be 'scale' (the book's Qwen3) or 'weight' "
+                             f"(torch.nn.RMSNorm, the book's Llama 3), got {param_name!r}")
+        self.eps, self.param_name = eps, param_name
+        setattr(self, param_name, Parameter(np.ones(emb_dim, dtype or DEFAULT_FLOAT)))  # (emb,)
 
     def forward(self, x):
-        return rms_norm(x, self.scale, self.eps)
-
-
-class NNRMSNorm(Module):
-    """torch.nn.RMSNorm, which the book's Llama 3 uses: the same op, its parameter named `weight`."""
-
-    def __init__(self, emb_dim: int, eps: float = 1e-5, dtype=None):
-        super().__init__()
-        self.eps = eps
-        self.weight = Parameter(np.ones(emb_dim, dtype or DEFAULT_FLOAT))
-
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self._parameters[self.param_name], self.eps)
 
 
 class FeedForward(Module):
@@ -118,16 +111,13 @@ class GroupedQueryAttention(Module):
 
 
 class TransformerBlock(Module):
-    """x + att(norm1(x)), then x + ff(norm2(x)); `norm` is RMSNorm (Qwen3) or NNRMSNorm (Llama)."""
+    """x + att(norm1(x)), then x + ff(norm2(x)). Qwen3Model and Llama3Model build the four modules
+    (qwen3.py, llama3.py) and hand them in; the block only wires them."""
 
-    def __init__(self, cfg, norm, norm_eps: float, attention=GroupedQueryAttention,
-                 feed_forward=FeedForward):
+    def __init__(self, att: GroupedQueryAttention, ff: FeedForward, norm1: RMSNorm, norm2: RMSNorm):
         super().__init__()
-        self.att = attention(cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"], cfg.get("head_dim"),
-                             cfg.get("qk_norm", False), norm_eps)
-        self.ff = feed_forward(cfg)
-        self.norm1 = norm(cfg["emb_dim"], eps=norm_eps)
-        self.norm2 = norm(cfg["emb_dim"], eps=norm_eps)
+        self.att, self.ff = att, ff
+        self.norm1, self.norm2 = norm1, norm2
 
     def forward(self, x, cos, sin, kv_cache: LayerKVCache | None = None):
         shortcut = x                              # (b, T, emb)
@@ -140,58 +130,63 @@ class TransformerBlock(Module):
         return x + shortcut                       # (b, T, emb)
 
 
+def output_head(cfg, tok_emb: Embedding) -> Linear:
+    """out_head, Linear(emb, vocab) without bias. With cfg `tie_weights` (default False) its
+    weight IS tok_emb.weight, as the smaller Hugging Face checkpoints store it (and no
+    (vocab, emb) array is drawn only to be dropped)."""
+    if not cfg.get("tie_weights", False):
+        return Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+    with skip_init():
+        head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+    head.weight = tok_emb.weight
+    return head
+
+
 REQUIRED_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "hidden_dim",
                  "n_kv_groups", "rope_base")
 
 
 class RotaryModel(Module):
-    """What Qwen3Model and Llama3Model share: tok_emb, trf_blocks, final_norm, out_head, the RoPE
-    tables, the KV cache and the forward. A subclass gives the norm class, its eps, the attention
-    and feed-forward classes (Qwen3Model and Llama3Model: the fast ones of fast_modern.py) and the
-    RoPE frequency scaling. Two optional cfg keys beyond the book's: `tie_weights` (default False)
-    makes out_head.weight BE tok_emb.weight, as the smaller Hugging Face checkpoints store it;
-    `norm_eps` overrides the RMSNorm eps (a Hugging Face config's `rms_norm_eps`)."""
+    """What Qwen3Model and Llama3Model share once their constructors have built tok_emb,
+    trf_blocks, final_norm and out_head: the config check, the RoPE tables, the KV cache and the
+    forward. An optional cfg key beyond the book's, `norm_eps`, overrides the RMSNorm eps (a
+    Hugging Face config's `rms_norm_eps`); `tie_weights`: see `output_head`.
 
-    norm, norm_eps, name = RMSNorm, 1e-6, "RotaryModel"
-    attention, feed_forward = GroupedQueryAttention, FeedForward
+    RoPE tables. The book registers cos and sin for all context_length positions as buffers; a
+    config may claim millions of positions, so here the tables cover the positions in use: built
+    at the first forward for its length, and rebuilt longer (at least doubled, never past
+    context_length) when a later input reaches past them. Row p is the same whatever the length."""
 
     def __init__(self, cfg):
         super().__init__()
+        if type(self) is RotaryModel:
+            raise InputTypeError("RotaryModel is what Qwen3Model and Llama3Model share; build one "
+                                 "of those")
         missing = [k for k in REQUIRED_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"{self.name} config lacks {', '.join(missing)}")
         self.cfg = dict(cfg)
-        eps = cfg.get("norm_eps", self.norm_eps)
-        self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
-        self.trf_blocks = ModuleList([TransformerBlock(cfg, self.norm, eps, self.attention,
-                                                       self.feed_forward)
-                                      for _ in range(cfg["n_layers"])])
-        self.final_norm = self.norm(cfg["emb_dim"], eps=eps)
-        if cfg.get("tie_weights", False):  # no (vocab, emb) array drawn only to be dropped
-            with skip_init():
-                self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
-            self.out_head.weight = self.tok_emb.weight
-        else:
-            self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
-        self._rope = {}  # dtype -> (cos, sin), built on first use in that dtype
+        self._rope = {}  # dtype -> (cos, sin), (positions built, head_dim) each
 
-    def to(self, dtype):
-        """Module.to, then the fast layers pack their products again (the cast gave the weights
-        new arrays; see packing.py)."""
-        super().to(dtype)
-        repack(self)
-        return self
+    @property
+    def name(self) -> str:
+        return type(self).__name__
 
     @property
     def weights_tied(self) -> bool:
         return self.out_head.weight is self.tok_emb.weight
 
-    def rope_params(self, dtype):
-        """(cos, sin) of shape (context_length, head_dim) in `dtype` (the book's buffers)."""
-        dtype = np.dtype(dtype)
-        if dtype not in self._rope:
+    def rope_params(self, dtype, length: int | None = None):
+        """(cos, sin), each (n, head_dim) in `dtype` with n >= `length` (default context_length)
+        positions: the first rows of the book's buffers."""
+        dtype, ctx = np.dtype(dtype), self.cfg["context_length"]
+        length = ctx if length is None else length
+        built = self._rope.get(dtype)
+        have = 0 if built is None else built[0].shape[0]
+        if have < length:
+            n = min(ctx, max(length, 2 * have))
             head_dim = self.trf_blocks[0].att.head_dim
-            self._rope[dtype] = rope_tables(head_dim, self.cfg["rope_base"], self.cfg["context_length"],
+            self._rope[dtype] = rope_tables(head_dim, self.cfg["rope_base"], n,
                                             self.cfg.get("rope_freq"), dtype)
         return self._rope[dtype]
 
@@ -206,11 +201,12 @@ class RotaryModel(Module):
             raise InputError(f"{self.name} input must have shape (batch, tokens) with tokens >= 1, "
                              f"got {idx.shape}")
         start = 0 if kv_cache is None else kv_cache.length
-        if start + idx.shape[1] > self.cfg["context_length"]:
-            raise InputError(f"{self.name} got {start + idx.shape[1]} tokens but context_length "
+        end = start + idx.shape[1]                # positions start .. end-1
+        if end > self.cfg["context_length"]:
+            raise InputError(f"{self.name} got {end} tokens but context_length "
                              f"is {self.cfg['context_length']}")
         x = self.tok_emb(idx)                     # (b, T, emb); positions enter through RoPE
-        cos, sin = self.rope_params(x.dtype)      # (ctx, hd) each
+        cos, sin = self.rope_params(x.dtype, end)  # (>= end, hd) each
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cos, sin, None if kv_cache is None else kv_cache.layers[i])  # (b, T, emb)
         if last_only:

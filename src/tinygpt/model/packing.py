@@ -1,6 +1,8 @@
 """`PackedLinears`: several Linear layers of one module that read the same input, answered by one
 product. The fast attention and feed-forward classes (fast_attention.py, fast_modern.py) use it for
-W_query/W_key/W_value and for SwiGLU's fc1/fc2.
+W_query/W_key/W_value and for SwiGLU's fc1/fc2; a model gets them only through
+`tinygpt.model.for_inference` (inference.py). The models a user builds hold each weight in its
+own array.
 
 Packing copies the layers' current weights (and biases) into one (sum of out_features, in) array
 and hands each Parameter its row block as a view. Then x @ packed.T computes every layer's output
@@ -8,16 +10,23 @@ in one pass over x and one BLAS call; when decoding, one matrix-vector product i
 three, each with its call overhead.
 
 Why the packed product cannot read stale weights: the packed array IS the weights' storage, so
-every in-place change (optimizer steps, load_state_dict, merge_lora) lands in it. Whatever breaks
+every in-place change lands in it: optimizer steps, merge_lora, and load_state_dict, which (as
+PyTorch's) copies into each parameter's own array rather than replacing it. Whatever breaks
 that link ends the packed product, and `intact` checks the link on every use: each attribute must
 still hold the Linear module that was packed, holding the very view it was given. A new weight
 array (Module.to, assigning `.data`) or a replaced layer (LoRA's LinearWithLoRA, or any module)
 fails the check, and the owner then runs its layers themselves, whatever they compute. `pack()`
-packs again (the models' `.to()` calls it after a cast).
+packs again whatever plain `Linear` layers the names hold (for_inference calls it on a layer that
+is fast already, e.g. after a cast); it never packs any other layer, such as a LoRA wrapper,
+whose own computation the packed product would skip.
+
+Memory: packing allocates the packed array, then each Parameter drops its own array for its
+view, so packing one module at a time holds at most that module's weights twice.
 """
 import numpy as np
 
 from .. import kernels
+from ..nn import Linear
 
 
 class PackedLinears:
@@ -25,24 +34,25 @@ class PackedLinears:
 
     def __init__(self, owner, names):
         self.owner, self.names = owner, tuple(names)
-        self.layers = tuple(getattr(owner, name) for name in self.names)  # the Linears built
-        self.sizes = tuple(layer.weight.shape[0] for layer in self.layers)
+        self.layers = self.sizes = self.views = ()  # what was packed; views: (weight, bias or None)
         self.weight = self.bias = None
-        self.views = ()           # per layer: (weight view, bias view or None)
         self.pack()
 
     def pack(self) -> bool:
         """Copy the layers' current weights (and biases) into one array and give each Parameter
-        its rows as a view. Only the layers built are packed, never a layer put in their place;
-        already packed weights are left as they are. Returns `intact`."""
+        its rows as a view. Only plain `Linear` layers are packed (`type is`, so never a LoRA
+        wrapper or any other layer put in their place), all of one dtype, all with or all without
+        bias; already packed weights are left as they are. Returns `intact`."""
         if self.intact:
             return True
         layers = tuple(getattr(self.owner, name) for name in self.names)
+        if any(type(layer) is not Linear for layer in layers):
+            return False
         params = [(layer.weight, layer.bias) for layer in layers]
         dtypes = {p.dtype for pair in params for p in pair if p is not None}
-        if (any(a is not b for a, b in zip(layers, self.layers)) or len(dtypes) != 1
-                or len({b is None for _, b in params}) != 1):
+        if len(dtypes) != 1 or len({b is None for _, b in params}) != 1:
             return False
+        self.layers, self.sizes = layers, tuple(w.shape[0] for w, _ in params)
         self.weight = np.concatenate([w.data for w, _ in params])            # (sum out, in)
         self.bias = None if params[0][1] is None else np.concatenate([b.data for _, b in params])
         views, start = [], 0
@@ -86,9 +96,11 @@ class PackedLinears:
         return np.split(out, bounds, axis=-1)
 
 
-def repack(model) -> None:
-    """Pack every PackedLinears of `model`'s modules again (after Module.to gave new arrays)."""
-    for module in model.modules():
-        for value in list(vars(module).values()):
-            if isinstance(value, PackedLinears):
-                value.pack()
+def fast_twin(cls, book, attr: str, names):
+    """An instance of `cls`, a fast subclass of type(book), that takes over `book`'s state (its
+    very sub-modules and Parameters, hooks and train/eval mode; nothing is copied), with a
+    PackedLinears of the Linears `names` as attribute `attr`. It replaces `book` in its parent."""
+    fast = cls.__new__(cls)
+    fast.__dict__.update(vars(book))
+    setattr(fast, attr, PackedLinears(fast, names))
+    return fast

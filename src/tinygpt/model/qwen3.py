@@ -8,8 +8,9 @@ and a head_dim set on its own rather than emb_dim / n_heads. All RMSNorms use ep
 released weights are bf16; tinygpt computes in float32 (or float64), so the book's `"dtype"` key
 is left out here.
 """
-from .fast_modern import FastFeedForward, FastGroupedQueryAttention
-from .modern import RMSNorm, RotaryModel
+from ..nn import Embedding, ModuleList
+from .modern import (FeedForward, GroupedQueryAttention, RMSNorm, RotaryModel, TransformerBlock,
+                     output_head)
 
 # 0.6 billion parameters
 QWEN3_CONFIG_0_6B = {
@@ -40,10 +41,22 @@ class Qwen3Model(RotaryModel):
 
     tok_emb -> trf_blocks (each: x + att(norm1(x)), x + ff(norm2(x)), the attention with QK-norm
     and RoPE) -> final_norm -> out_head. `forward(in_idx, kv_cache=None, last_only=False)` as
-    GPTModel's, so `tinygpt.generate` (with its KV cache) and the training loop take it as is."""
-
-    norm, norm_eps, name = RMSNorm, 1e-6, "Qwen3Model"
-    attention, feed_forward = FastGroupedQueryAttention, FastFeedForward  # fast_modern.py
+    GPTModel's (RotaryModel, modern.py), so `tinygpt.generate` (with its KV cache) and the
+    training loop take it as is."""
 
     def __init__(self, cfg):
-        super().__init__({"qk_norm": True, **cfg})
+        cfg = {"qk_norm": True, **cfg}
+        super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
+        emb, eps = cfg["emb_dim"], cfg.get("norm_eps", 1e-6)
+        self.tok_emb = Embedding(cfg["vocab_size"], emb)
+        self.trf_blocks = ModuleList([
+            TransformerBlock(
+                att=GroupedQueryAttention(emb, cfg["n_heads"], cfg["n_kv_groups"],
+                                          head_dim=cfg.get("head_dim"), qk_norm=cfg["qk_norm"],
+                                          norm_eps=eps),
+                ff=FeedForward(cfg),              # SwiGLU: fc1, fc2, fc3
+                norm1=RMSNorm(emb, eps=eps),
+                norm2=RMSNorm(emb, eps=eps))
+            for _ in range(cfg["n_layers"])])
+        self.final_norm = RMSNorm(emb, eps=eps)
+        self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]

@@ -183,8 +183,7 @@ class Module:
         """Copy arrays into the parameters. Every problem is collected first, so the model is
         never half-loaded: missing or unexpected keys (when strict) and shape mismatches raise
         one error listing them all. Arrays are cast to each parameter's dtype and copied into
-        the parameter's own array, as PyTorch does, so views of it (a packed W_query/W_key/W_value)
-        stay views."""
+        the parameter's own array, as PyTorch does."""
         own = dict(self.named_parameters(remove_duplicate=False))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
