@@ -79,4 +79,5 @@ def _register_commands() -> None:
     # importing each registers its commands (once per process: a module is imported once)
     from . import inference, pretrain, show  # noqa: F401
     from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
+    from . import reasoning  # noqa: F401  (eval-math)
     from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)
