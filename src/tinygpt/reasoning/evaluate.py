@@ -12,31 +12,9 @@ import os
 import pathlib
 import time
 
-import numpy as np
-
 from ..errors import InputError
-from ..model.generate import generate_stream
+from .sampling import generate_ids
 from .verifier import extract_final_candidate, grade_answer, render_prompt
-
-
-def generate_ids(text_model, prompt_ids, max_new_tokens: int, temperature: float = 0.0,
-                 top_p=None) -> list:
-    """The token ids the model writes after `prompt_ids` (a list), up to `max_new_tokens`, without
-    the end token it stops at (any of `text_model.stop_ids`)."""
-    ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)  # (1, n)
-    if ids.shape[1] >= text_model.context_length:
-        raise InputError(f"the prompt is {ids.shape[1]} tokens, as long as the model's context "
-                         f"({text_model.context_length}): nothing is left to answer in")
-    # the KV cache holds no more than this answer needs (a 40k context would take gigabytes)
-    window = min(text_model.context_length, ids.shape[1] + max_new_tokens)
-    out = []
-    for token in generate_stream(text_model.model, ids, max_new_tokens, window,
-                                 temperature=temperature, top_p=top_p,
-                                 eos_id=text_model.stop_ids[0]):
-        if int(token[0, 0]) in text_model.stop_ids:  # (1, 1): another end token
-            break
-        out.append(int(token[0, 0]))
-    return out
 
 
 def read_results(out_path) -> dict:
@@ -81,8 +59,9 @@ def evaluate_math_stream(text_model, problems, out_path, max_new_tokens: int = 5
             if row["id"] in done:
                 continue
             start = time.perf_counter()
-            new = generate_ids(text_model, text_model.prompt_ids(render_prompt(row["problem"])),
-                               max_new_tokens)
+            prompt = text_model.prompt_ids(render_prompt(row["problem"]))
+            new = generate_ids(text_model.model, prompt, max_new_tokens, text_model.stop_ids,
+                               context_length=text_model.context_length)
             text = text_model.tokenizer.decode(new)
             extracted = extract_final_candidate(text)
             record = {"id": row["id"], "gtruth_answer": row["answer"], "extracted": extracted,
