@@ -160,3 +160,36 @@ def test_compute_grpo_loss_samples_rewards_and_backpropagates(twins):
     stats["loss_tensor"].backward()
     grads = [p.grad for p in ours.parameters() if p.grad is not None]
     assert grads and all(np.isfinite(g).all() for g in grads)
+
+
+def test_train_rlvr_grpo_logs_checkpoints_and_resumes_exactly(tmp_path):
+    from tinygpt.reasoning.grpo_train import (COLUMNS, METRICS, plot_grpo_metrics, read_metrics,
+                                              train_rlvr_grpo)
+    problems = [{"problem": "2+2?", "answer": "4"}, {"problem": "1+3?", "answer": "4"},
+                {"problem": "5-1?", "answer": "4"}]
+    settings = dict(num_rollouts=3, max_new_tokens=5, temperature=1.5, top_p=None, lr=1e-3,
+                    clip_eps=0.2, inner_epochs=2, kl_coeff=0.01, log=lambda msg: None)
+
+    def start():
+        tg.manual_seed(4)
+        return Qwen3Model(TINY_QWEN3)
+    whole = start()
+    rows = train_rlvr_grpo(whole, CharTokenizer(), problems, tmp_path / "a", steps=4, **settings)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert list(rows[0]) == list(COLUMNS)
+    assert read_metrics(tmp_path / "a" / METRICS)[3]["loss"] == pytest.approx(rows[3]["loss"],
+                                                                              abs=1e-6)
+    assert any(r["policy_ratio"] != pytest.approx(1.0) for r in rows)  # the 2nd inner epoch moved
+    halves = start()
+    train_rlvr_grpo(halves, CharTokenizer(), problems, tmp_path / "b", steps=2, **settings)
+    again = start()
+    resumed = train_rlvr_grpo(again, CharTokenizer(), problems, tmp_path / "b", steps=4,
+                              resume=True, **settings)
+    assert [r["step"] for r in resumed] == [3, 4]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in rows[2:]]
+    for (name, a), b in zip(whole.state_dict().items(), again.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    metrics = read_metrics(tmp_path / "b" / METRICS)
+    assert [r["step"] for r in metrics] == [1, 2, 3, 4]
+    png = plot_grpo_metrics(tmp_path / "a" / METRICS, tmp_path / "a" / "grpo.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

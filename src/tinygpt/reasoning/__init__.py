@@ -8,12 +8,18 @@
   sampling.py   generate_text, sample_response: greedy or top-p generation up to an end token
   scaling.py    chapters 4-5: self_consistency_vote, heuristic_score, avg_logprob_answer, best_of_n,
                 self_refinement_loop
+  rl.py         chapters 6-7: reward_rlvr, reward_format, sequence_logprob(_and_entropy),
+                compute_advantage_stats, grpo_objective, compute_grpo_loss
+  grpo_train.py chapters 6-7: train_rlvr_grpo (metrics CSV, checkpoints, resume), plot_grpo_metrics
 """
 from .data import load_math500_test, load_math_problems
 from .evaluate import evaluate_math_stream
 from .sampling import generate_text, sample_response
 from .scaling import (avg_logprob_answer, best_of_n, heuristic_score, majority_vote,
                       self_consistency_vote, self_refinement_loop)
+from .grpo_train import plot_grpo_metrics, train_rlvr_grpo
+from .rl import (compute_advantage_stats, compute_grpo_loss, grpo_objective, reward_format,
+                 reward_rlvr, sequence_logprob, sequence_logprob_and_entropy)
 from .verifier import (equality_check, extract_final_candidate, get_last_boxed, grade_answer,
                        normalize_text, render_prompt, split_into_parts, sympy_parser)
 
@@ -21,4 +27,6 @@ __all__ = ["load_math500_test", "load_math_problems", "evaluate_math_stream", "g
            "sample_response", "avg_logprob_answer", "best_of_n", "heuristic_score", "majority_vote",
            "self_consistency_vote", "self_refinement_loop", "equality_check", "extract_final_candidate",
            "get_last_boxed", "grade_answer", "normalize_text", "render_prompt", "split_into_parts",
-           "sympy_parser"]
+           "sympy_parser", "plot_grpo_metrics", "train_rlvr_grpo", "compute_advantage_stats",
+           "compute_grpo_loss", "grpo_objective", "reward_format", "reward_rlvr", "sequence_logprob",
+           "sequence_logprob_and_entropy"]
