@@ -115,3 +115,26 @@ def test_eval_math_bad_input_is_one_line(setup, tmp_path, capsys):
     junk.write_text("not json\n")
     assert "junk.jsonl line 1 is not a result of eval-math" in one_line_error(
         ["eval-math", "--model", str(folder), "--data", str(data), "--out", str(junk)], capsys)
+
+
+def test_finetune_grpo_trains_saves_a_model_eval_math_reads_and_resumes(setup, tmp_path, capsys):
+    from tinygpt.reasoning.grpo_train import read_metrics
+    folder, data, _ = setup
+    out = tmp_path / "grpo"
+    argv = ["finetune-grpo", "--model", str(folder), "--data", str(data), "--rollouts", "2",
+            "--max-new-tokens", "3", "--temperature", "1.0", "--clip-eps", "0.2",
+            "--kl-coeff", "0.01", "--out", str(out)]
+    assert main(argv + ["--steps", "2"]) == 0, capsys.readouterr().err
+    assert "grpo-metrics.png" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(out / "grpo-metrics.csv")] == [1, 2]
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert main(argv + ["--steps", "3", "--resume"]) == 0
+    assert "resuming after step 2" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(out / "grpo-metrics.csv")] == [1, 2, 3]
+    results = tmp_path / "after.jsonl"
+    assert main(["eval-math", "--model", str(out / "model"), "--data", str(data), "--n", "1",
+                 "--max-new-tokens", "3", "--out", str(results)]) == 0
+    assert len(records(results)) == 1
+    lora = tmp_path / "lora"
+    assert main(argv[:-1] + [str(lora), "--steps", "1", "--lora-rank", "2"]) == 0
+    assert (lora / "model" / "model.safetensors").is_file()

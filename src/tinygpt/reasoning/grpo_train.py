@@ -20,6 +20,7 @@ from ..nn.utils import clip_grad_norm_
 from ..optim import AdamW
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .rl import compute_advantage_stats, compute_grpo_loss, reward_rlvr
+from .verifier import render_prompt
 
 CHECKPOINT = "grpo-last.safetensors"
 METRICS = "grpo-metrics.csv"
@@ -69,12 +70,13 @@ def train_rlvr_grpo(model, tokenizer, math_data, out_dir, steps=None, num_rollou
                     lr: float = 1e-5, clip_eps=None, inner_epochs: int = 1,
                     kl_coeff: float = 0.0, ref_model=None, format_reward: bool = False,
                     checkpoint_every: int = 50, resume: bool = False, seed: int = 123,
-                    log=print) -> list:
+                    prompt_renderer=render_prompt, log=print) -> list:
     """Train `model` in place with GRPO on `math_data` (dicts with problem and answer), one
     problem per step in order, for `steps` steps (default: one pass). Writes `out_dir`/
     grpo-metrics.csv and grpo-last.safetensors (every `checkpoint_every` steps and at the end).
     `ref_model`: a frozen model for the KL term (default with kl_coeff: a copy of the starting
-    model). Returns the metrics rows of this run."""
+    model). `prompt_renderer(problem)` makes the prompt (default: chapter 3's render_prompt).
+    Returns the metrics rows of this run."""
     if not math_data:
         raise InputError("train_rlvr_grpo needs at least one problem")
     steps = len(math_data) if steps is None else steps
@@ -100,7 +102,7 @@ def train_rlvr_grpo(model, tokenizer, math_data, out_dir, steps=None, num_rollou
         for _ in range(inner_epochs):
             stats = compute_grpo_loss(model, tokenizer, example, num_rollouts, max_new_tokens,
                                       temperature, top_p, old_model, ref_model, clip_eps,
-                                      kl_coeff, format_reward)
+                                      kl_coeff, format_reward, prompt_renderer)
             optimizer.zero_grad()
             stats["loss_tensor"].backward()
             clip_grad_norm_(model.parameters(), 1.0)

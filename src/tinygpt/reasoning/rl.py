@@ -119,9 +119,9 @@ def grpo_objective(new_logps, rewards, old_logps=None, ref_logps=None, clip_eps=
 
 
 def _rollouts(model, tokenizer, example, num_rollouts, max_new_tokens, temperature, top_p,
-              format_reward):
+              format_reward, prompt_renderer):
     """(token ids, prompt lengths, rewards, samples) of `num_rollouts` answers to `example`."""
-    prompt = render_prompt(example["problem"])
+    prompt = prompt_renderer(example["problem"])
     all_ids, lens, rewards, samples = [], [], [], []
     for _ in range(num_rollouts):
         ids, prompt_len, text = sample_response(model, tokenizer, prompt, max_new_tokens,
@@ -139,10 +139,11 @@ def _rollouts(model, tokenizer, example, num_rollouts, max_new_tokens, temperatu
 def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
                       max_new_tokens: int = 256, temperature: float = 0.8, top_p: float = 0.9,
                       old_model=None, ref_model=None, clip_eps=None, kl_coeff: float = 0.0,
-                      format_reward: bool = False) -> dict:
-    """Sample `num_rollouts` answers to example["problem"] with `old_model` (default: `model`, in
-    eval mode), reward them against example["answer"], and return `grpo_objective`'s dict with
-    rewards, entropies (the rollout policy's) and samples (text, reward, gen_len)."""
+                      format_reward: bool = False, prompt_renderer=render_prompt) -> dict:
+    """Sample `num_rollouts` answers to prompt_renderer(example["problem"]) with `old_model`
+    (default: `model`, in eval mode), reward them against example["answer"], and return
+    `grpo_objective`'s dict with rewards, entropies (the rollout policy's) and samples (text,
+    reward, gen_len)."""
     if num_rollouts < 2:
         raise InputError(f"GRPO compares rollouts within a group: num_rollouts must be >= 2, "
                          f"got {num_rollouts}")
@@ -152,7 +153,8 @@ def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
     old.eval()
     with no_grad():
         ids, lens, rewards, samples = _rollouts(old, tokenizer, example, num_rollouts,
-                                                max_new_tokens, temperature, top_p, format_reward)
+                                                max_new_tokens, temperature, top_p, format_reward,
+                                                prompt_renderer)
         old_stats = [sequence_logprob_and_entropy(old, i, n) for i, n in zip(ids, lens)]
         ref_logps = ([float(sequence_logprob(ref_model, i, n).data) for i, n in zip(ids, lens)]
                      if kl_coeff else None)
