@@ -17,10 +17,14 @@ from tinygpt.reasoning.rl import (compute_advantage_stats, compute_grpo_loss, gr
 pytest.importorskip("sympy")
 book = pytest.importorskip("llms_from_scratch.qwen3", reason="the book's package: pip install "
                            "--no-deps llms-from-scratch")
-TOL = tolerance("model", np.float32)
 ROLLOUTS = [(np.array([3, 9, 4, 1, 7, 22, 5, 8]), 3), (np.array([3, 9, 4, 11, 2]), 3),
             (np.array([5, 6, 30, 31, 32, 33, 12]), 2), (np.array([3, 9, 4, 1]), 4)]
 REWARDS = [1.0, 0.0, 1.0, 0.0]
+
+
+def close(ours, theirs, what):
+    """float32 results of a whole (tiny) model, judged as the model tests judge them."""
+    assert_close(ours, theirs, what=what, tol=tolerance("model", np.float32))
 
 
 def reference(name):
@@ -46,7 +50,7 @@ def grads_of(loss, ours, theirs):
         t = dict(theirs.named_parameters())[name].grad
         t = np.zeros_like(p.data) if t is None else t.numpy()
         g = np.zeros_like(p.data) if p.grad is None else p.grad
-        assert_close(g, t, what=f"grad {name}", tol=TOL)
+        close(g, t, f"grad {name}")
 
 
 def test_rewards_match_the_reference():
@@ -68,12 +72,12 @@ def test_sequence_logprob_and_its_gradient_match_the_reference(twins):
         mine = sequence_logprob(ours, ids, prompt_len)
         their = ch06.sequence_logprob(theirs, torch.from_numpy(ids), prompt_len)
         assert mine.shape == () and mine.dtype == np.float32
-        assert_close(mine.data, their.detach().numpy(), what="logprob", tol=TOL)
+        close(mine.data, their.detach().numpy(), "logprob")
         grads_of((mine, their), ours, theirs)
         logp, entropy = sequence_logprob_and_entropy(ours, ids, prompt_len)
         t_logp, t_entropy = ch07.sequence_logprob_and_entropy(theirs, torch.from_numpy(ids),
                                                               prompt_len)
-        assert_close(logp.data, t_logp.detach().numpy(), what="logprob", tol=TOL)
+        close(logp.data, t_logp.detach().numpy(), "logprob")
         assert entropy == pytest.approx(t_entropy.item(), rel=1e-5, abs=1e-6)
 
 
@@ -116,7 +120,7 @@ def test_grpo_loss_matches_a_torch_transcription(twins, clip_eps, kl_coeff):
     ref = (values + np.array([0.3, -0.2, 0.1, 0.4])).astype(np.float32).tolist()
     stats = grpo_objective(mine, REWARDS, old, ref, clip_eps, kl_coeff)
     expected = torch_grpo(their, REWARDS, old, ref, clip_eps, kl_coeff)
-    assert_close(stats["loss_tensor"].data, expected.detach().numpy(), what="grpo loss", tol=TOL)
+    close(stats["loss_tensor"].data, expected.detach().numpy(), "grpo loss")
     assert stats["loss"] == pytest.approx(stats["pg_loss"] + stats["kl_loss"], rel=1e-6)
     if clip_eps == 0.2:  # the band bites: the loss differs from the unclipped ratio's
         wide = grpo_objective(mine, REWARDS, old, ref, 1e6, kl_coeff)["loss"]
