@@ -119,9 +119,12 @@ def train_rlvr_grpo(model, tokenizer, math_data, out_dir, steps=None, num_rollou
     return rows
 
 
-def plot_grpo_metrics(csv_path, path, columns=("reward_avg", "accuracy", "loss",
+def plot_grpo_metrics(csv_path, path, columns=("reward_avg", "accuracy", "entropy_avg",
                                                "avg_response_len")):
-    """The metrics CSV's columns against the step, one panel each, saved at `path`."""
+    """The metrics CSV's columns against the step, one panel each (the raw values and a trailing
+    moving average), saved at `path`. The loss is not among the defaults: under the clipped ratio
+    with rollouts drawn from the policy itself every ratio is 1, so the loss's value is
+    -mean(advantage) = 0 at every step (its gradient is not)."""
     from ..train.plotting import _figure
     rows = read_metrics(csv_path)
     fig = _figure(figsize=(7, 4.5))
