@@ -12,6 +12,15 @@ each seed; the reward curve of the last seed is plotted into --out.
 
     python examples/reasoning_grpo.py                 # the default: 3 seeds
     python examples/reasoning_grpo.py --seeds 1 --grpo-steps 100   # a quicker look
+
+Measured (2026-12-07, 2-core AMD EPYC VM, shared): 249 s for the three seeds. Held-out accuracy
+(200 problems never trained on) after SFT -> after GRPO: seed 0 65.0% -> 76.0%, seed 1 55.0% ->
+72.0%, seed 2 50.0% -> 58.5%; mean 56.7% -> 68.8%, a gain of 12.2 points, at least 8.5 on every
+seed. With --sft-steps 400 the SFT stage stops on the steep part of its curve (37.5%, 9.0%, 7.5%)
+and GRPO, with few correct rollouts to learn from, gains only 9.0, 2.5 and 3.0 points.
+GRPO here: lr 1e-4, 8 rollouts at temperature 1, the clipped ratio (0.2), 300 steps of one
+problem each; under the clipped ratio the loss's value is 0 at every step (the rollouts come
+from the policy itself), so the plot shows rewards, accuracy, entropy and response length.
 """
 import argparse
 import pathlib
@@ -126,7 +135,7 @@ def run(seed, args, out: pathlib.Path) -> tuple:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=positive_int, default=3)
-    parser.add_argument("--sft-steps", type=positive_int, default=400)
+    parser.add_argument("--sft-steps", type=positive_int, default=600)
     parser.add_argument("--sft-problems", type=positive_int, default=4000)
     parser.add_argument("--grpo-steps", type=positive_int, default=300)
     parser.add_argument("--rollouts", type=positive_int, default=8)
