@@ -98,7 +98,8 @@ def train_rlvr_grpo(model, tokenizer, math_data, out_dir, steps=None, num_rollou
     for step in range(start + 1, steps + 1):
         began = time.perf_counter()
         example = math_data[(step - 1) % len(math_data)]
-        old_model = _frozen(model) if clip_eps is not None else None
+        # the rollout policy: a snapshot only when later inner epochs move the model away from it
+        old_model = _frozen(model) if clip_eps is not None and inner_epochs > 1 else None
         for _ in range(inner_epochs):
             stats = compute_grpo_loss(model, tokenizer, example, num_rollouts, max_new_tokens,
                                       temperature, top_p, old_model, ref_model, clip_eps,

@@ -143,7 +143,8 @@ def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
     """Sample `num_rollouts` answers to prompt_renderer(example["problem"]) with `old_model`
     (default: `model`, in eval mode), reward them against example["answer"], and return
     `grpo_objective`'s dict with rewards, entropies (the rollout policy's) and samples (text,
-    reward, gen_len)."""
+    reward, gen_len). Without `old_model` the log-probabilities are taken once, in eval mode
+    (as chapter 6 does), and serve as both the rollout policy's and the model's."""
     if num_rollouts < 2:
         raise InputError(f"GRPO compares rollouts within a group: num_rollouts must be >= 2, "
                          f"got {num_rollouts}")
@@ -155,11 +156,17 @@ def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
         ids, lens, rewards, samples = _rollouts(old, tokenizer, example, num_rollouts,
                                                 max_new_tokens, temperature, top_p, format_reward,
                                                 prompt_renderer)
-        old_stats = [sequence_logprob_and_entropy(old, i, n) for i, n in zip(ids, lens)]
+        old_stats = ([sequence_logprob_and_entropy(old, i, n) for i, n in zip(ids, lens)]
+                     if old_model is not None else None)
         ref_logps = ([float(sequence_logprob(ref_model, i, n).data) for i, n in zip(ids, lens)]
                      if kl_coeff else None)
-    model.train(was_training)
-    new_logps = stack([sequence_logprob(model, i, n) for i, n in zip(ids, lens)])  # (n,)
+    if old_model is None:  # the rollout policy is the model: one forward (eval mode) gives both
+        old_stats = [sequence_logprob_and_entropy(model, i, n) for i, n in zip(ids, lens)]
+        new_logps = stack([lp for lp, _ in old_stats])                        # (n,)
+        model.train(was_training)
+    else:
+        model.train(was_training)
+        new_logps = stack([sequence_logprob(model, i, n) for i, n in zip(ids, lens)])  # (n,)
     stats = grpo_objective(new_logps, rewards, [float(lp.data) for lp, _ in old_stats],
                            ref_logps, clip_eps, kl_coeff)
     return {**stats, "rewards": rewards, "entropies": [e for _, e in old_stats],
