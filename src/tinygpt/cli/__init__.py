@@ -1,7 +1,7 @@
 """The `tinygpt` command line (also `python -m tinygpt`).
 
-Subcommands: pretrain, generate, chat, show, export, download, finetune-classify, classify,
-finetune-instruct, finetune-dpo. A mistake of the user's (a missing file, an unknown config, a bad argument or
+Subcommands: pretrain, prepare-data, generate, chat, show, export, download, serve, quantize,
+eval-math, finetune-grpo, finetune-classify, classify, finetune-instruct, finetune-dpo. A mistake of the user's (a missing file, an unknown config, a bad argument or
 checkpoint: every `tinygpt.errors.TinyGPTError`, and the system's OSError and MemoryError) is
 printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
 
@@ -81,4 +81,5 @@ def _register_commands() -> None:
     from . import data  # noqa: F401  (prepare-data, beside pretrain)
     from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
     from . import quantize  # noqa: F401  (tinygpt quantize: q8 weights saved once)
+    from . import reasoning  # noqa: F401  (eval-math, finetune-grpo)
     from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)

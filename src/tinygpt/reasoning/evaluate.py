@@ -1,0 +1,78 @@
+"""Evaluating a model on math problems (the sequel's chapter 3: `evaluate_math500_stream`).
+
+Each problem goes through render_prompt, greedy generation up to an end token,
+extract_final_candidate and grade_answer; one JSON line per problem is appended to the output
+file as soon as it is graded, so an interrupted run resumes where it stopped (problems whose id
+is already in the file are skipped; a half-written last line is dropped).
+
+`text_model` is anything with the attributes of `tinygpt.cli.models.TextModel`: `model`,
+`tokenizer` (with `decode`), `prompt_ids(text) -> list of ids`, `stop_ids`, `context_length`."""
+import json
+import os
+import pathlib
+import time
+
+from ..errors import InputError
+from .sampling import generate_ids
+from .verifier import extract_final_candidate, grade_answer, render_prompt
+
+
+def read_results(out_path) -> dict:
+    """{id: record} of the JSON lines already in `out_path` ({} when it does not exist). A last
+    line without its newline (a run killed while writing it) is cut off the file."""
+    path = pathlib.Path(out_path)
+    if not path.is_file():
+        if path.exists():
+            raise InputError(f"output {path} is not a file")
+        return {}
+    raw = path.read_bytes()
+    complete = raw[:raw.rfind(b"\n") + 1]
+    if len(complete) < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    done = {}
+    for n, line in enumerate(complete.decode("utf-8", "replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[str(record["id"])] = record
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"output {path} line {n} is not a result of eval-math (a JSON object "
+                             "with an id); give another --out or remove the file") from None
+    return done
+
+
+def evaluate_math_stream(text_model, problems, out_path, max_new_tokens: int = 512,
+                         progress=None) -> dict:
+    """Grade `text_model` on `problems` (dicts with id, problem, answer), appending one JSON line
+    per problem to `out_path`: id, gtruth_answer, extracted, correct, tokens (generated),
+    seconds, generated_text. Problems already in the file are not run again. `progress(record,
+    done, correct, total)` is called after each. Returns {"correct", "total", "accuracy"} over
+    every problem of `problems` (those from earlier runs included)."""
+    done = read_results(out_path)
+    ids = {p["id"] for p in problems}
+    correct = sum(bool(r.get("correct")) for pid, r in done.items() if pid in ids)
+    finished = sum(pid in done for pid in ids)
+    with open(out_path, "a", encoding="utf-8") as f:
+        for row in problems:
+            if row["id"] in done:
+                continue
+            start = time.perf_counter()
+            prompt = text_model.prompt_ids(render_prompt(row["problem"]))
+            new = generate_ids(text_model.model, prompt, max_new_tokens, text_model.stop_ids,
+                               context_length=text_model.context_length)
+            text = text_model.tokenizer.decode(new)
+            extracted = extract_final_candidate(text)
+            record = {"id": row["id"], "gtruth_answer": row["answer"], "extracted": extracted,
+                      "correct": bool(grade_answer(extracted, row["answer"])),
+                      "tokens": len(new), "seconds": round(time.perf_counter() - start, 3),
+                      "generated_text": text}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            finished, correct = finished + 1, correct + record["correct"]
+            if progress is not None:
+                progress(record, finished, correct, len(problems))
+    total = len(problems)
+    return {"correct": correct, "total": total, "accuracy": correct / total}
