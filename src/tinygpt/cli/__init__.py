@@ -2,8 +2,8 @@
 
 Subcommands: pretrain, prepare-data, generate, chat, show, export, download, serve, quantize,
 eval-math, finetune-grpo, finetune-classify, classify, finetune-instruct, finetune-dpo.
-A mistake of the user's (a missing file, an unknown config, a bad argument or checkpoint: every `tinygpt.errors.TinyGPTError`, and the system's OSError and MemoryError) is
-printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
+A mistake of the user's (a missing file, an unknown config, a bad argument or checkpoint: every
+`tinygpt.errors.TinyGPTError`, and the system's OSError and MemoryError) is printed as one line and exits with status 2; anything else is a bug and keeps its traceback.
 
 The command opts in to what a library must not do on import: glibc's malloc thresholds are set
 for the process (`tinygpt.tune_malloc`), and NumPy's RuntimeWarnings from tinygpt's code are
