@@ -39,6 +39,24 @@ def gemma3_layer_types(n_layers: int, pattern: int = 6) -> list:
     return [GLOBAL if (i + 1) % pattern == 0 else LOCAL for i in range(n_layers)]
 
 
+def windowed_config(cfg: dict, keys, name: str, default_types) -> dict:
+    """A copy of a sliding-window model's `cfg` with its layer kinds filled in (`default_types(
+    n_layers, pattern)` when None); refuses missing `keys` and a kinds list that is not one LOCAL
+    or GLOBAL per layer. Gemma3Model and Olmo3Model (olmo3.py) start here."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise InputKeyError(f"{name} config lacks {', '.join(missing)}")
+    cfg = dict(cfg)
+    if cfg["layer_types"] is None:
+        cfg["layer_types"] = default_types(cfg["n_layers"], cfg.get("sliding_window_pattern"))
+    kinds = cfg["layer_types"]
+    if not isinstance(cfg["n_layers"], int) or not isinstance(kinds, (list, tuple)) \
+            or len(kinds) != cfg["n_layers"] or any(kind not in (LOCAL, GLOBAL) for kind in kinds):
+        raise InputError(f"{name} layer_types must list {cfg['n_layers']} (n_layers) of "
+                         f"{LOCAL!r} and {GLOBAL!r}, got {kinds!r}"[:300])
+    return cfg
+
+
 GEMMA3_CONFIG_270M = {
     "vocab_size": 262_144,           # vocabulary size
     "context_length": 32_768,        # context length the model was trained with
@@ -267,17 +285,11 @@ class Gemma3Model(RotaryModel):
     tie_weights (False); layer_types None means every sliding_window_pattern-th (6th) layer global."""
 
     def __init__(self, cfg):
-        missing = [k for k in GEMMA3_KEYS if k not in cfg]
-        if missing:
-            raise InputKeyError(f"Gemma3Model config lacks {', '.join(missing)}")
-        cfg = dict(cfg)
-        if cfg["layer_types"] is None:            # the default pattern: 5 local, 1 global, ...
-            cfg["layer_types"] = gemma3_layer_types(cfg["n_layers"], cfg.get("sliding_window_pattern", 6))
+        # the default layer kinds: 5 local, 1 global, ...
+        cfg = windowed_config(cfg, GEMMA3_KEYS, "Gemma3Model",
+                              lambda n, pattern: gemma3_layer_types(n, pattern or 6))
         super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
         kinds = cfg["layer_types"]
-        if len(kinds) != cfg["n_layers"] or any(kind not in (LOCAL, GLOBAL) for kind in kinds):
-            raise InputError(f"Gemma3Model layer_types must list {cfg['n_layers']} (n_layers) of "
-                             f"{LOCAL!r} and {GLOBAL!r}, got {kinds!r}"[:300])
         self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.blocks = ModuleList([TransformerBlock(cfg, attn_type) for attn_type in kinds])
         self.final_norm = GemmaRMSNorm(cfg["emb_dim"], eps=cfg.get("norm_eps", 1e-6))

@@ -18,10 +18,10 @@ import math
 
 import numpy as np
 
-from ..errors import InputError, InputKeyError
+from ..errors import InputError
 from ..nn import Embedding, Linear, Module, ModuleList
 from ..ops import rope
-from .gemma3 import GLOBAL, LOCAL, SlidingWindowKVCache, sliding_window_attention
+from .gemma3 import GLOBAL, LOCAL, SlidingWindowKVCache, sliding_window_attention, windowed_config
 from .gpt import KVCache
 from .modern import FeedForward, RMSNorm, RotaryModel, output_head
 
@@ -158,17 +158,11 @@ class Olmo3Model(RotaryModel):
     tie_weights (False); layer_types None means every fourth layer full."""
 
     def __init__(self, cfg):
-        missing = [k for k in OLMO3_KEYS if k not in cfg]
-        if missing:
-            raise InputKeyError(f"Olmo3Model config lacks {', '.join(missing)}")
-        cfg = {**cfg, "qk_norm": True}           # always (over whole projections)
-        if cfg["layer_types"] is None:
-            cfg["layer_types"] = olmo3_layer_types(cfg["n_layers"], cfg.get("sliding_window_pattern", 4))
+        cfg = windowed_config({**cfg, "qk_norm": True},   # QK-norm always (over whole projections)
+                              OLMO3_KEYS, "Olmo3Model",
+                              lambda n, pattern: olmo3_layer_types(n, pattern or 4))
         super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
         kinds = cfg["layer_types"]
-        if len(kinds) != cfg["n_layers"] or any(kind not in (LOCAL, GLOBAL) for kind in kinds):
-            raise InputError(f"Olmo3Model layer_types must list {cfg['n_layers']} (n_layers) of "
-                             f"{LOCAL!r} and {GLOBAL!r}, got {kinds!r}"[:300])
         self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
         self.blocks = ModuleList([TransformerBlock(cfg, attn_type) for attn_type in kinds])
         self.final_norm = RMSNorm(cfg["emb_dim"], eps=cfg.get("norm_eps", 1e-6), param_name="weight")

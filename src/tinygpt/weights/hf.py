@@ -39,9 +39,9 @@ from .claims import (ConfigValues, WeightsError, check_layer_count, claim_matche
                      read_json_config, shard_names)
 from .gpt2 import load_gpt2
 from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MOE_HF_TO_BOOK,
-                       expected_shapes, qwen3_moe_config,
-                       gemma3_config_to_cfg, gemma3_text_config, hybrid_hf_config, qwen3_moe_hf_keys,
-                       gemma3_text_tensors, olmo3_config_to_cfg)
+                       attention_sizes, expected_shapes, gemma3_config_to_cfg, gemma3_text_config,
+                       gemma3_text_tensors, hybrid_hf_config, olmo3_config_to_cfg,
+                       qwen3_moe_config, qwen3_moe_hf_keys)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
 from ..quant import SCALES, QuantError, QuantWeight, q8_from_entries, quantize as quantize_model, weights_format
@@ -193,14 +193,7 @@ def hf_config_to_cfg(config: dict, model_type: str, where) -> dict:
     v.dtype()
     v.unused(flags=("use_cache",), counts=("sliding_window", "max_window_layers"),
              numbers=("initializer_range",), probabilities=("attention_dropout",))
-    emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
-    head_dim = v.int("head_dim", None)
-    if head_dim is None:
-        v.divides("hidden_size", "num_attention_heads", emb, heads)
-        head_dim = emb // heads
-    kv_heads = v.int("num_key_value_heads", heads)
-    v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
-    v.token_ids()
+    emb, heads, head_dim, kv_heads = attention_sizes(v)
     cfg = {"vocab_size": v.int("vocab_size"), "context_length": v.int("max_position_embeddings"),
            "emb_dim": emb, "n_heads": heads, "n_layers": v.int("num_hidden_layers"),
            "hidden_dim": v.int("intermediate_size"), "head_dim": head_dim, "n_kv_groups": kv_heads,

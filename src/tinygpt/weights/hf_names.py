@@ -120,6 +120,20 @@ def olmo3_config_to_cfg(config: dict, where) -> dict:
     return {**cfg, **_hybrid_rope(v, where, "olmo3", theta, theta, "yarn")}
 
 
+def attention_sizes(v: ConfigValues) -> tuple:
+    """(hidden_size, num_attention_heads, head_dim, num_key_value_heads) of a config, each
+    checked, head_dim defaulting to hidden_size / heads; the token ids are checked too."""
+    emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
+    head_dim = v.int("head_dim", None)
+    if head_dim is None:
+        v.divides("hidden_size", "num_attention_heads", emb, heads)
+        head_dim = emb // heads
+    kv_heads = v.int("num_key_value_heads", heads)
+    v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
+    v.token_ids()
+    return emb, heads, head_dim, kv_heads
+
+
 def _sizes(v: ConfigValues, where, family: str, refused_flags, pattern: int) -> dict:
     """The sizes, the layer kinds and the window of a config with sliding-window layers; the
     `refused_flags` must be false. layer_types stays None when absent: the model builds it
@@ -129,14 +143,7 @@ def _sizes(v: ConfigValues, where, family: str, refused_flags, pattern: int) -> 
             raise WeightsError(f"{where}: {flag}=true is not supported by {family} in tinygpt")
     v.dtype()
     v.unused(flags=("use_cache",), numbers=("initializer_range",), probabilities=("attention_dropout",))
-    emb, heads = v.int("hidden_size"), v.int("num_attention_heads")
-    head_dim = v.int("head_dim", None)
-    if head_dim is None:
-        v.divides("hidden_size", "num_attention_heads", emb, heads)
-        head_dim = emb // heads
-    kv_heads = v.int("num_key_value_heads", heads)
-    v.divides("num_attention_heads", "num_key_value_heads", heads, kv_heads)
-    v.token_ids()
+    emb, heads, head_dim, kv_heads = attention_sizes(v)
     n_layers = v.int("num_hidden_layers")
     cfg = {"vocab_size": v.int("vocab_size"), "context_length": v.int("max_position_embeddings"),
            "emb_dim": emb, "n_heads": heads, "n_layers": n_layers,
