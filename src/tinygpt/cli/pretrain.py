@@ -7,7 +7,6 @@ import pathlib
 import shlex
 import sys
 
-from ..errors import InputError
 from . import command
 from ..argtypes import non_negative_float, positive_float, positive_int
 

@@ -16,8 +16,8 @@ book's `apply_chat_template` always adds it). A chat turn ends with <end_of_turn
 import re
 
 from ..errors import InputError
-from .pretokenize import check_ids, check_text
-from .qwen3 import load_hf_tokenizer
+
+from .qwen3 import HFFileTokenizer, load_hf_tokenizer
 
 BOS, EOS, PAD, START_OF_TURN, END_OF_TURN = (
     "<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>")
@@ -25,7 +25,7 @@ GEMMA3_SPECIALS = (PAD, EOS, BOS, START_OF_TURN, END_OF_TURN)
 _SPECIAL_SPLIT = re.compile("(" + "|".join(map(re.escape, GEMMA3_SPECIALS)) + ")")
 
 
-class Gemma3Tokenizer:
+class Gemma3Tokenizer(HFFileTokenizer):
     """Text <-> Gemma 3 token ids. `encode(text)` gives <bos> and then `text`, wrapped as one user
     turn when `apply_chat_template` (override per call with `chat_wrapped`); `decode` keeps
     special tokens. `eos_token_id`: <end_of_turn> for a chat model, <eos> for a base model;
@@ -36,6 +36,7 @@ class Gemma3Tokenizer:
         self.apply_chat_template = apply_chat_template
         self.add_generation_prompt = add_generation_prompt
         self._tok = load_hf_tokenizer(tokenizer_file_path)
+        self._special_split = _SPECIAL_SPLIT
         self._special_to_id = {t: i for t in GEMMA3_SPECIALS
                                if (i := self._tok.token_to_id(t)) is not None}
         lacking = [t for t in (BOS, EOS, PAD) if t not in self._special_to_id]
@@ -47,37 +48,13 @@ class Gemma3Tokenizer:
         self.eos_token_id = self._special_to_id.get(END_OF_TURN if apply_chat_template else EOS,
                                                     self._special_to_id[EOS])
 
-    @property
-    def special_tokens(self) -> dict:
-        """{special token: id} of the specials this tokenizer file holds."""
-        return dict(self._special_to_id)
-
-    @property
-    def n_vocab(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
-
     def encode(self, text: str, chat_wrapped=None) -> list:
         """<bos> and the token ids of `text` (wrapped as a user turn if `chat_wrapped`, default
         `apply_chat_template`). A text that is one special token alone is that token's id."""
-        if not isinstance(text, str):
-            raise InputError(f"Gemma3Tokenizer.encode takes a str, got {type(text).__name__}")
-        check_text(text)
-        stripped = text.strip()
-        if stripped in self._special_to_id and "\n" not in stripped:
-            return [self._special_to_id[stripped]]
-        if self.apply_chat_template if chat_wrapped is None else chat_wrapped:
-            text = self.chat_prompt(text)
-        ids = [self.bos_token_id]
-        for part in filter(None, _SPECIAL_SPLIT.split(text)):
-            if part in self._special_to_id:
-                ids.append(self._special_to_id[part])
-            else:  # ordinary text: the BPE alone (no special token can hide in it now)
-                ids.extend(self._tok.encode(part, add_special_tokens=False).ids)
-        return ids
-
-    def decode(self, ids) -> str:
-        ids = check_ids(ids, self.n_vocab, "Gemma3Tokenizer.decode")  # the library drops unknown ids
-        return self._tok.decode(ids, skip_special_tokens=False)
+        ids = super().encode(text, chat_wrapped)
+        if len(ids) == 1 and text.strip() in self._special_to_id and "\n" not in text.strip():
+            return ids
+        return [self.bos_token_id] + ids
 
     def chat_prompt(self, user_message: str) -> str:
         """The chat template around one user message, as text (special tokens spelled out; the

@@ -43,29 +43,12 @@ def load_hf_tokenizer(path):
         raise InputError(f"{path} is not a Hugging Face tokenizer.json: {e}") from None
 
 
-class Qwen3Tokenizer:
-    """Text <-> Qwen3 token ids. `encode(text)` wraps `text` as one user turn when
-    `apply_chat_template` (override per call with `chat_wrapped`); `decode` keeps special tokens.
-    `eos_token_id` is `<|im_end|>` for a chat model and `<|endoftext|>` for a base model
-    (`repo_id` ending in "-Base", or `apply_chat_template=False` when no repo_id is given);
-    `pad_token_id` is `<|endoftext|>`. Unlike the book, `repo_id` only picks the end token:
-    downloading is `tinygpt.weights.load_pretrained`'s job."""
-
-    def __init__(self, tokenizer_file_path="tokenizer.json", apply_chat_template=True,
-                 add_generation_prompt=False, add_thinking=False, *, repo_id=None):
-        self.apply_chat_template = apply_chat_template
-        self.add_generation_prompt = add_generation_prompt
-        self.add_thinking = add_thinking
-        self._tok = load_hf_tokenizer(tokenizer_file_path)
-        self._special_to_id = {t: i for t in QWEN3_SPECIALS
-                               if (i := self._tok.token_to_id(t)) is not None}
-        if ENDOFTEXT not in self._special_to_id:
-            raise InputError(f"{tokenizer_file_path}: has no {ENDOFTEXT} token, so it is not "
-                             f"a Qwen3 tokenizer")
-        self.pad_token_id = self._special_to_id[ENDOFTEXT]
-        chat_model = "Base" not in repo_id if repo_id else apply_chat_template
-        self.eos_token_id = self._special_to_id.get(IM_END if chat_model else ENDOFTEXT,
-                                                    self.pad_token_id)
+class HFFileTokenizer:
+    """What a tokenizer read from a Hugging Face tokenizer.json with the `tokenizers` library
+    shares (Qwen3Tokenizer here, Gemma3Tokenizer in gemma3.py): its special tokens, the
+    vocabulary size, encoding around the specials, and decoding. A subclass sets `_tok`,
+    `_special_to_id`, `_special_split` (a regex with one group matching its specials),
+    `apply_chat_template` and `chat_prompt`."""
 
     @property
     def special_tokens(self) -> dict:
@@ -80,17 +63,15 @@ class Qwen3Tokenizer:
         """Token ids of `text` (wrapped as a user turn if `chat_wrapped`, default
         `apply_chat_template`). A text that is one special token alone is that token's id."""
         if not isinstance(text, str):
-            raise InputError(f"Qwen3Tokenizer.encode takes a str, got {type(text).__name__}")
+            raise InputError(f"{type(self).__name__}.encode takes a str, got {type(text).__name__}")
         check_text(text)  # the library's TypeError for a lone surrogate would name no cause
-        if chat_wrapped is None:
-            chat_wrapped = self.apply_chat_template
         stripped = text.strip()
         if stripped in self._special_to_id and "\n" not in stripped:
             return [self._special_to_id[stripped]]
-        if chat_wrapped:
+        if self.apply_chat_template if chat_wrapped is None else chat_wrapped:
             text = self.chat_prompt(text)
         ids = []
-        for part in filter(None, _SPECIAL_SPLIT.split(text)):
+        for part in filter(None, self._special_split.split(text)):
             if part in self._special_to_id:
                 ids.append(self._special_to_id[part])
             else:  # ordinary text: the BPE alone (no added tokens can hide in it now)
@@ -98,8 +79,35 @@ class Qwen3Tokenizer:
         return ids
 
     def decode(self, ids) -> str:
-        ids = check_ids(ids, self.n_vocab, "Qwen3Tokenizer.decode")  # the library drops unknown ids
+        # the library would drop unknown ids silently
+        ids = check_ids(ids, self.n_vocab, f"{type(self).__name__}.decode")
         return self._tok.decode(ids, skip_special_tokens=False)
+
+
+class Qwen3Tokenizer(HFFileTokenizer):
+    """Text <-> Qwen3 token ids. `encode(text)` wraps `text` as one user turn when
+    `apply_chat_template` (override per call with `chat_wrapped`); `decode` keeps special tokens.
+    `eos_token_id` is `<|im_end|>` for a chat model and `<|endoftext|>` for a base model
+    (`repo_id` ending in "-Base", or `apply_chat_template=False` when no repo_id is given);
+    `pad_token_id` is `<|endoftext|>`. Unlike the book, `repo_id` only picks the end token:
+    downloading is `tinygpt.weights.load_pretrained`'s job."""
+
+    def __init__(self, tokenizer_file_path="tokenizer.json", apply_chat_template=True,
+                 add_generation_prompt=False, add_thinking=False, *, repo_id=None):
+        self.apply_chat_template = apply_chat_template
+        self.add_generation_prompt = add_generation_prompt
+        self.add_thinking = add_thinking
+        self._tok = load_hf_tokenizer(tokenizer_file_path)
+        self._special_split = _SPECIAL_SPLIT
+        self._special_to_id = {t: i for t in QWEN3_SPECIALS
+                               if (i := self._tok.token_to_id(t)) is not None}
+        if ENDOFTEXT not in self._special_to_id:
+            raise InputError(f"{tokenizer_file_path}: has no {ENDOFTEXT} token, so it is not "
+                             f"a Qwen3 tokenizer")
+        self.pad_token_id = self._special_to_id[ENDOFTEXT]
+        chat_model = "Base" not in repo_id if repo_id else apply_chat_template
+        self.eos_token_id = self._special_to_id.get(IM_END if chat_model else ENDOFTEXT,
+                                                    self.pad_token_id)
 
     def chat_prompt(self, user_message: str) -> str:
         """The chat template around one user message, as text (special tokens spelled out)."""
