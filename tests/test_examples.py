@@ -74,5 +74,6 @@ def test_the_times_the_help_gives_are_the_readmes():
     assert "about a minute of" in " ".join(help_text.split()) and "a few minutes" not in help_text
     readme = ROOT / "README.md"
     if readme.is_file():  # beside the tests in a checkout (not in CI's copy for the wheel pass)
-        row = next(line for line in readme.read_text().splitlines() if line.startswith("| `examples/ch06_classify.py`"))
+        rows = readme.read_text().splitlines()
+        row = next(line for line in rows if line.startswith("| `examples/ch06_classify.py`"))
         assert "~1 min of CPU" in row
