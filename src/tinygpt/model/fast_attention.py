@@ -27,12 +27,12 @@ from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
 from ..nn import functional as F
 from .attention import LayerKVCache, MultiHeadAttention, _check_length
-from .packing import PackedLinears, fast_twin
+from .packing import FastTwin, PackedLinears
 
 QKV_NAMES = ("W_query", "W_key", "W_value")
 
 
-class FastMultiHeadAttention(MultiHeadAttention):
+class FastMultiHeadAttention(FastTwin, MultiHeadAttention):
     """MultiHeadAttention (section 3.6.2) plus the packed Q/K/V product and the cached-attention
     kernel where no gradient is needed; see the module docstring."""
 
@@ -41,21 +41,7 @@ class FastMultiHeadAttention(MultiHeadAttention):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias)
         self._qkv = PackedLinears(self, QKV_NAMES)  # the Linears made above
 
-    @classmethod
-    def from_book(cls, att: MultiHeadAttention) -> "FastMultiHeadAttention":
-        """The fast twin of `att`: it takes over att's state (its very Linears and Parameters,
-        hooks and mode; nothing is copied) and packs W_query/W_key/W_value. Use it in att's
-        place (`for_inference` does)."""
-        return fast_twin(cls, att, "_qkv", QKV_NAMES)
-
-    def pack(self) -> bool:
-        """Pack the projections (again): see packing.py. Returns `packed`."""
-        return self._qkv.pack()
-
-    @property
-    def packed(self) -> bool:
-        """True while each projection is the Linear that was packed and still holds its views."""
-        return self._qkv.intact
+    _group, _names = "_qkv", QKV_NAMES  # FastTwin's from_book, pack, packed (packing.py)
 
     def _packed_product_applies(self, x) -> bool:
         if not self.packed or x.dtype != self._qkv.weight.dtype:

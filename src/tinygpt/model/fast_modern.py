@@ -34,7 +34,7 @@ from ..core.tensor import Tensor
 from ..ops.modern import rotate, sigmoid
 from .attention import LayerKVCache
 from .modern import FeedForward, GroupedQueryAttention
-from .packing import PackedLinears, fast_twin
+from .packing import FastTwin, PackedLinears
 
 DECODE_TOKENS = 16  # new tokens per call up to which attention runs the cached-attention kernel
 QKV_NAMES, FC12_NAMES = ("W_query", "W_key", "W_value"), ("fc1", "fc2")
@@ -47,7 +47,7 @@ def _packed_applies(packed: PackedLinears, x) -> bool:
     return not (is_grad_enabled() and (x.requires_grad or packed.requires_grad))
 
 
-class FastGroupedQueryAttention(GroupedQueryAttention):
+class FastGroupedQueryAttention(FastTwin, GroupedQueryAttention):
     """GroupedQueryAttention plus the packed Q/K/V product and the decode route; see the module
     docstring."""
 
@@ -55,19 +55,7 @@ class FastGroupedQueryAttention(GroupedQueryAttention):
         super().__init__(*args, **kwargs)
         self._qkv = PackedLinears(self, QKV_NAMES)
 
-    @classmethod
-    def from_book(cls, att: GroupedQueryAttention) -> "FastGroupedQueryAttention":
-        """The fast twin of `att`: it takes over att's state (its very Linears and Parameters;
-        nothing is copied) and packs W_query/W_key/W_value. Use it in att's place."""
-        return fast_twin(cls, att, "_qkv", QKV_NAMES)
-
-    def pack(self) -> bool:
-        """Pack the projections (again), see packing.py; returns `packed`."""
-        return self._qkv.pack()
-
-    @property
-    def packed(self) -> bool:
-        return self._qkv.intact
+    _group, _names = "_qkv", QKV_NAMES  # FastTwin's from_book, pack, packed (packing.py)
 
     def forward(self, x, cos, sin, kv_cache: LayerKVCache | None = None):
         if kv_cache is None or x.shape[1] > DECODE_TOKENS or not _packed_applies(self._qkv, x):
@@ -89,7 +77,7 @@ class FastGroupedQueryAttention(GroupedQueryAttention):
         return self.out_proj(Tensor(context.reshape(b, num_tokens, self.d_out)))  # (b, T, emb)
 
 
-class FastFeedForward(FeedForward):
+class FastFeedForward(FastTwin, FeedForward):
     """SwiGLU with fc1 and fc2 answered by one packed product when decoding (at most
     DECODE_TOKENS rows) and no gradient is needed, and silu(fc1) * fc2 computed on the arrays;
     fc3 is the layer itself. A prompt takes the book's route (see the module docstring)."""
@@ -98,19 +86,7 @@ class FastFeedForward(FeedForward):
         super().__init__(cfg)
         self._fc12 = PackedLinears(self, FC12_NAMES)
 
-    @classmethod
-    def from_book(cls, ff: FeedForward) -> "FastFeedForward":
-        """The fast twin of `ff`: it takes over ff's state (its very Linears; nothing is copied)
-        and packs fc1/fc2. Use it in ff's place."""
-        return fast_twin(cls, ff, "_fc12", FC12_NAMES)
-
-    def pack(self) -> bool:
-        """Pack fc1 and fc2 (again), see packing.py; returns `packed`."""
-        return self._fc12.pack()
-
-    @property
-    def packed(self) -> bool:
-        return self._fc12.intact
+    _group, _names = "_fc12", FC12_NAMES  # FastTwin's from_book, pack, packed (packing.py)
 
     def forward(self, x):
         if x.size > DECODE_TOKENS * x.shape[-1] or not _packed_applies(self._fc12, x):

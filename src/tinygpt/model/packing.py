@@ -96,6 +96,29 @@ class PackedLinears:
         return np.split(out, bounds, axis=-1)
 
 
+class FastTwin:
+    """What the fast twins (FastMultiHeadAttention, FastGroupedQueryAttention, FastFeedForward)
+    share: `from_book`, `pack` and `packed`, over the PackedLinears they keep as attribute
+    `_group` of the Linears `_names`. Listed first among a twin's bases."""
+    _group, _names = None, ()
+
+    @classmethod
+    def from_book(cls, book):
+        """The fast twin of the book-shaped layer `book`: it takes over book's state (its very
+        Linears and Parameters, hooks and mode; nothing is copied) and packs the projections
+        `_names`. Use it in book's place (`for_inference` does)."""
+        return fast_twin(cls, book, cls._group, cls._names)
+
+    def pack(self) -> bool:
+        """Pack the projections (again): see this module's docstring. Returns `packed`."""
+        return getattr(self, self._group).pack()
+
+    @property
+    def packed(self) -> bool:
+        """True while each projection is the Linear that was packed and still holds its views."""
+        return getattr(self, self._group).intact
+
+
 def fast_twin(cls, book, attr: str, names):
     """An instance of `cls`, a fast subclass of type(book), that takes over `book`'s state (its
     very sub-modules and Parameters, hooks and train/eval mode; nothing is copied), with a
