@@ -7,7 +7,10 @@ import ast
 import builtins
 import pathlib
 
-SRC = pathlib.Path(__file__).parents[1] / "src" / "tinygpt"
+import tinygpt
+
+# the package under test: the source tree, or in CI's wheel pass the installed copy (same files)
+SRC = pathlib.Path(tinygpt.__file__).parent
 
 BUILTIN_ERRORS = {name for name, obj in vars(builtins).items()
                   if isinstance(obj, type) and issubclass(obj, BaseException)}

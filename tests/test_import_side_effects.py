@@ -79,7 +79,7 @@ def _tinygpt_imports(path, package):
 ])
 def test_engine_layers_import_only_leftwards(package, allowed):
     import pathlib
-    for path in sorted((pathlib.Path(__file__).parents[1] / "src" / "tinygpt" / package).glob("*.py")):
+    for path in sorted((tinygpt_package_dir() / package).glob("*.py")):
         # core/tensor.py's methods call the ops, which it imports last, below every definition
         here = allowed | {"tinygpt.ops"} if (package, path.name) == ("core", "tensor.py") else allowed
         for name in _tinygpt_imports(path, package):
@@ -89,8 +89,15 @@ def test_engine_layers_import_only_leftwards(package, allowed):
 def test_core_tensor_imports_the_ops_only_after_its_definitions():
     import ast
     import pathlib
-    body = ast.parse((pathlib.Path(__file__).parents[1] / "src/tinygpt/core/tensor.py").read_text()).body
+    body = ast.parse((tinygpt_package_dir() / "core" / "tensor.py").read_text()).body
     last_def = max(i for i, node in enumerate(body) if isinstance(node, (ast.FunctionDef, ast.ClassDef)))
     ops = [i for i, node in enumerate(body) if isinstance(node, ast.ImportFrom)
            and (node.module or "").startswith("ops")]
     assert ops and min(ops) > last_def, "core/tensor.py imports the ops before Tensor is defined"
+
+
+def tinygpt_package_dir():
+    """The package under test (the source tree, or the installed wheel in CI's second pass)."""
+    import pathlib
+    import tinygpt
+    return pathlib.Path(tinygpt.__file__).parent

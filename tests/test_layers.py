@@ -9,7 +9,8 @@ bench may import anything, plus torch.
     3     nn, optim, data, tokenizer, testing    base, kernels, core, ops; data -> tokenizer
     4     model, viz, the package root           the ranks below; root -> model (it re-exports)
     5     weights, train, finetune, quant,       the ranks below; train -> weights,
-          serve, distributed                     finetune -> train, weights; weights -> quant
+          serve, distributed, reasoning          finetune -> train, weights; weights -> quant;
+                                                 reasoning -> train
     6     cli, __main__                          everything; __main__ -> cli
 
 `serve` (the web page and the OpenAI-compatible API) sits with weights, train and finetune: it is
@@ -27,18 +28,22 @@ import ast
 import pathlib
 import sys
 
-SRC = pathlib.Path(__file__).parents[1] / "src" / "tinygpt"
+import tinygpt
+
+# the package under test: the source tree, or in CI's wheel pass the installed copy (same files)
+SRC = pathlib.Path(tinygpt.__file__).parent
 
 RANK = {"errors": 0, "files": 0, "argtypes": 0, "assets": 0,
         "kernels": 1,
         "core": 2, "ops": 2,
         "nn": 3, "optim": 3, "data": 3, "tokenizer": 3, "testing": 3,
         "model": 4, "viz": 4, "<root>": 4,
-        "weights": 5, "train": 5, "finetune": 5, "quant": 5, "serve": 5, "distributed": 5,
+        "weights": 5, "train": 5, "finetune": 5, "quant": 5, "serve": 5, "distributed": 5, "reasoning": 5,
         "cli": 6, "__main__": 6}
 # imports between two layers of one rank, each one way only (the other way would be a cycle)
 SIDEWAYS = {("ops", "core"), ("viz", "model"), ("data", "tokenizer"), ("<root>", "model"),
             ("train", "weights"), ("finetune", "train"), ("finetune", "weights"), ("weights", "quant"),
+            ("reasoning", "train"),
             ("__main__", "cli"), ("files", "errors"), ("assets", "errors")}
 # one file-level exception: Tensor's operators and methods are one-line calls into their ops
 # (go-to-definition lands in core/tensor.py), bound by imports at the very end of that file, after
