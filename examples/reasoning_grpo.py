@@ -133,7 +133,8 @@ def run(seed, args, out: pathlib.Path) -> tuple:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=positive_int, default=3)
     parser.add_argument("--sft-steps", type=positive_int, default=600)
     parser.add_argument("--sft-problems", type=positive_int, default=4000)
