@@ -45,6 +45,7 @@ import tinygpt as tg  # noqa: E402
 from tinygpt.model import QWEN3_CONFIG_0_6B, Qwen3Model, for_inference  # noqa: E402
 from tinygpt.nn import skip_init  # noqa: E402
 from tinygpt.quant import QuantEmbedding, QuantLinear, quantize  # noqa: E402
+from tinygpt.kernels._jit import chunk_bounds, chunks, njit, run_chunks  # noqa: E402
 
 SMOKE = {**QWEN3_CONFIG_0_6B, "vocab_size": 512, "emb_dim": 64, "hidden_dim": 128, "n_layers": 2,
          "n_heads": 4, "n_kv_groups": 2, "head_dim": 32, "context_length": 128}
@@ -109,6 +110,33 @@ def run_threads(args):
     return rows
 
 
+@njit(fastmath={"reassoc", "contract"})
+def _gemv_q8_nested(x, q, s, c, chunk, nchunks):
+    # kernels/quant_gemv.py's q8 product written as nested per-block loops: the shape its module
+    # docstring explains is slow (LLVM vectorises across blocks with gathers); timed, never used
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, q.shape[0])
+    for n in range(n0, n1):
+        qn = q[n]
+        sn = s[n]
+        for m in range(M):
+            xm = x[m]
+            acc = np.float32(0.0)
+            for b in range(K // 32):
+                part = np.float32(0.0)
+                for j in range(b * 32, b * 32 + 32):
+                    part += xm[j] * np.float32(qn[j])
+                acc += part * sn[b]
+            c[m, n] = acc
+
+
+def gemv_q8_nested(x, q, s):
+    from tinygpt.kernels import quant_gemv as K
+    c = np.empty((x.shape[0], q.shape[0]), np.float32)
+    run_chunks(_gemv_q8_nested, chunks(q.shape[0], K.MIN_ROWS), x, q, s, c)
+    return c
+
+
 def run_kernels():
     from tinygpt.kernels import quant_gemv as K
     from tinygpt.kernels.gemm import gemv_numba
@@ -121,7 +149,11 @@ def run_kernels():
     cases = [("float32 (gemv_numba)", lambda: gemv_numba(x, w), w.nbytes),
              ("bf16 (widened in the register)", lambda: K.gemv_bf16(x, w16), w16.nbytes),
              ("q8 flat loop, s[n, k >> 5]", lambda: K.gemv_q8(x, q, s), q.nbytes + s.nbytes),
-             ("q8 nested per-block loops", lambda: K.gemv_q8(x, q, s, nested=True), q.nbytes + s.nbytes)]
+             ("q8 nested per-block loops", lambda: gemv_q8_nested(x, q, s), q.nbytes + s.nbytes)]
+    want = K.gemv_q8_ref(x, q, s)  # every form computes the same product before it is timed
+    for name, fn, _ in cases:
+        err = np.abs(fn() - want).max() / np.abs(want).max()
+        assert name.startswith(("float32", "bf16")) or err < 1e-5, f"{name}: relative error {err:.2e}"
     rows = []
     for name, fn, nbytes in cases:
         fn()

@@ -137,3 +137,30 @@ def exact_float64(torch_model, head_dim, base, context_length, freq=None):
                 return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
             module.forward = types.MethodType(rms, module)
     return torch_model
+
+
+def decode_through_cache(model, ids, prefill):
+    """(the logits of `ids` fed through a new KV cache: the first `prefill` tokens at once, then
+    one at a time, concatenated; the cache) for comparing with the full forward's logits."""
+    with tg.no_grad():
+        cache = model.new_kv_cache()
+        steps = [model(ids[:, :prefill], kv_cache=cache).data]
+        steps += [model(ids[:, i:i + 1], kv_cache=cache).data for i in range(prefill, ids.shape[1])]
+    return np.concatenate(steps, axis=1), cache
+
+
+def train_steps(model, ids, steps=8, lr=1e-2, extra_loss=None, after_backward=None):
+    """The cross-entropy losses of `steps` AdamW steps on next-token prediction over `ids`;
+    `extra_loss(model)` is added before backward (MoE's balance loss), `after_backward(model)`
+    may check the gradients."""
+    opt = tg.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = tg.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].reshape(-1))
+        (loss if extra_loss is None else loss + extra_loss(model)).backward()
+        if after_backward is not None:
+            after_backward(model)
+        opt.step()
+        losses.append(float(loss.data))
+    return losses

@@ -1,5 +1,6 @@
-"""bench/kernels.py keeps running: a one-kernel, one-thread pass prints its table, the side-by-side
-summary and the matmul-rule check (the full bench is for quiet machines; this only guards the code)."""
+"""bench/kernels.py and bench/quant.py keep running: a one-kernel, one-thread pass prints its
+table, the side-by-side summary and the matmul-rule check; the quantized-GEMV kernels' smoke run
+(the full benches are for quiet machines; this only guards the code)."""
 import os
 import subprocess
 import sys
@@ -19,3 +20,13 @@ def test_kernel_bench_runs_and_summarises():
     assert "| layernorm fwd" in out and "| layernorm bwd" in out
     assert "## Summary" in out
     assert "matmul rule: " in out
+
+
+def test_quant_kernel_bench_checks_every_form_then_times_it():
+    # bench/quant.py keeps the slow nested q8 loop (the shape kernels/quant_gemv.py explains away)
+    # and asserts every form equals the NumPy reference before timing it
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "quant.py"), "--kernels", "--smoke"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for row in ("| float32 (gemv_numba)", "| bf16 (widened", "| q8 flat loop", "| q8 nested per-block loops"):
+        assert row in res.stdout, res.stdout

@@ -4,11 +4,11 @@ resume whose config differs (naming the keys). Run as a user would, in a subproc
 import json
 import pickle
 import struct
-import subprocess
-import sys
 import zipfile
 
 import pytest
+
+from cli_helpers import one_line_error, run_tinygpt
 
 from tinygpt.assets import asset_path
 
@@ -16,17 +16,7 @@ TINY = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, 
         "drop_rate": 0.0, "qkv_bias": False}
 
 
-def tinygpt(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tinygpt", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
-
-
-def one_line_error(out, *words):
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+tinygpt = run_tinygpt  # `tinygpt ARGS` as a user runs it (cli_helpers.py)
 
 
 class _Evil:

@@ -149,8 +149,6 @@ GPT2_LIES = [
 @pytest.mark.parametrize("loader", [load_gpt2, load_pretrained])
 def test_gpt2_config_values_are_checked(tmp_path, key, value, message, loader):
     folder = write_gpt2(tmp_path, **{key: value})
-    if loader is load_pretrained and key == "model_type":
-        pytest.skip("load_pretrained dispatches on model_type: tested with the modern models")
     with pytest.raises(WeightsError) as info:
         loader(folder)
     text = str(info.value)

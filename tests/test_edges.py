@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from cli_helpers import one_line_error, run_tinygpt
+
 import tinygpt
 from tinygpt import files
 from tinygpt.errors import InputError, InputIndexError, MissingFileError, TinyGPTError
@@ -16,17 +18,7 @@ TINY = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, 
 LONG = "a" * 200_000  # longer than the csv module's field limit of 131,072 characters
 
 
-def tinygpt_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tinygpt", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
-
-
-def one_line_error(out, *words):
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+tinygpt_cli = run_tinygpt  # `tinygpt ARGS` as a user runs it (cli_helpers.py)
 
 
 def _dead_pid() -> int:

@@ -14,7 +14,8 @@ import torch
 
 import tinygpt as tg
 from helpers import check_op, fd_check
-from modern_models import compare_grads, compare_logits, loss_and_grads, tokens, torch_loss_and_grads
+from modern_models import (compare_grads, compare_logits, decode_through_cache, loss_and_grads, tokens,
+                           torch_loss_and_grads, train_steps)
 from tinygpt.errors import TinyGPTError
 from tinygpt.model import GEMMA3_CONFIGS, Gemma3Model, for_inference, sliding_window_attention
 from tinygpt.weights import load_pretrained, save_pretrained_hf
@@ -130,10 +131,8 @@ def test_kv_cache_decode_equals_the_full_forward_and_local_layers_keep_only_the_
     ids = tokens(TINY_GEMMA3, batch=2, length=30, seed=5)
     with tg.no_grad():
         full = model(ids).data
-        cache = model.new_kv_cache()
-        steps = [model(ids[:, :6], kv_cache=cache).data]
-        steps += [model(ids[:, i:i + 1], kv_cache=cache).data for i in range(6, 30)]
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-12, atol=1e-12)
+    stepped, cache = decode_through_cache(model, ids, prefill=6)
+    np.testing.assert_allclose(stepped, full, rtol=1e-12, atol=1e-12)
     assert cache.length == 30
     for kind, layer in zip(model.cfg["layer_types"], cache.layers):
         if kind == "sliding_attention":   # 30 tokens seen, window - 1 kept
@@ -185,16 +184,10 @@ def test_sliding_window_attention_refuses_bad_shapes_and_windows():
 def test_training_steps_lower_the_loss():
     tg.manual_seed(0)
     model = Gemma3Model(TINY_GEMMA3)
-    opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ids = tokens(TINY_GEMMA3, batch=2, length=14, seed=6)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = tg.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].reshape(-1))
-        loss.backward()
-        assert all(p.grad is not None and np.isfinite(p.grad).all() for p in model.parameters())
-        opt.step()
-        losses.append(float(loss.data))
+    def every_gradient_finite(m):
+        assert all(p.grad is not None and np.isfinite(p.grad).all() for p in m.parameters())
+    losses = train_steps(model, tokens(TINY_GEMMA3, batch=2, length=14, seed=6),
+                         after_backward=every_gradient_finite)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

@@ -11,7 +11,7 @@ import torch
 
 import tinygpt as tg
 from helpers import fd_check
-from modern_models import compare_logits, tokens
+from modern_models import compare_logits, tokens, train_steps
 from tinygpt.model import MoEFeedForward, Qwen3MoeModel
 from tinygpt.weights import load_pretrained, save_pretrained_hf
 from tinygpt.weights.claims import WeightsError
@@ -131,16 +131,10 @@ def test_save_pretrained_hf_writes_what_transformers_reads(tmp_path):
 def test_training_steps_with_the_aux_loss_lower_the_loss():
     tg.manual_seed(0)
     model = Qwen3MoeModel(TINY_MOE)
-    opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ids = tokens(TINY_MOE, batch=2, length=14, seed=6)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = tg.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].reshape(-1))
-        (loss + 0.01 * model.aux_loss()).backward()
-        assert model.trf_blocks[0].ff.gate.weight.grad is not None   # the router learns too
-        opt.step()
-        losses.append(float(loss.data))
+    def router_learns(m):
+        assert m.trf_blocks[0].ff.gate.weight.grad is not None
+    losses = train_steps(model, tokens(TINY_MOE, batch=2, length=14, seed=6),
+                         extra_loss=lambda m: 0.01 * m.aux_loss(), after_backward=router_learns)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import tinygpt as tg
-from modern_models import compare_grads, compare_logits, loss_and_grads, tokens, torch_loss_and_grads
+from modern_models import (compare_grads, compare_logits, decode_through_cache, loss_and_grads, tokens,
+                           torch_loss_and_grads, train_steps)
 from tinygpt.model import OLMO3_CONFIGS, Olmo3Model
 from tinygpt.model.olmo3 import yarn_inv_freq
 from tinygpt.weights import load_pretrained, save_pretrained_hf
@@ -133,10 +134,8 @@ def test_kv_cache_decode_equals_the_full_forward_and_keeps_only_the_window():
     ids = tokens(TINY_OLMO3, batch=2, length=20, seed=5)
     with tg.no_grad():
         full = model(ids).data
-        cache = model.new_kv_cache()
-        steps = [model(ids[:, :6], kv_cache=cache).data]
-        steps += [model(ids[:, i:i + 1], kv_cache=cache).data for i in range(6, 20)]
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-12, atol=1e-12)
+    stepped, cache = decode_through_cache(model, ids, prefill=6)
+    np.testing.assert_allclose(stepped, full, rtol=1e-12, atol=1e-12)
     kept = [layer.k.shape[2] for layer in cache.layers]
     assert kept == [WINDOW - 1] * 3 + [64] + [WINDOW - 1], kept
 
@@ -144,15 +143,7 @@ def test_kv_cache_decode_equals_the_full_forward_and_keeps_only_the_window():
 def test_training_steps_lower_the_loss():
     tg.manual_seed(0)
     model = Olmo3Model(TINY_OLMO3)
-    opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ids = tokens(TINY_OLMO3, batch=2, length=14, seed=6)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = tg.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].reshape(-1))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.data))
+    losses = train_steps(model, tokens(TINY_OLMO3, batch=2, length=14, seed=6))
     assert losses[-1] < 0.7 * losses[0], losses
 
 

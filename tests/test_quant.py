@@ -56,7 +56,6 @@ def test_q8_kernels_equal_the_reference(rows, threads):
     want = K.gemv_q8_ref(x, q, s)
     assert rel(K.matmul_q8(x, q, s), want) < TIGHT
     assert rel(K.gemv_q8(x, q, s), want) < TIGHT
-    assert rel(K.gemv_q8(x, q, s, nested=True), want) < TIGHT
     assert np.array_equal(K.take_q8(q, s, np.array([7, 1])), K.q8_dequantize_ref(q, s)[[7, 1]])
 
 

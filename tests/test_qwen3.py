@@ -7,8 +7,8 @@ import torch
 
 import tinygpt as tg
 from modern_models import (TINY_QWEN3, check_generation, compare_grads, compare_logits,
-                           exact_float64, greedy_torch, loss_and_grads, randomize_norms, tokens,
-                           torch_loss_and_grads)
+                           decode_through_cache, exact_float64, greedy_torch, loss_and_grads,
+                           randomize_norms, tokens, torch_loss_and_grads, train_steps)
 from tinygpt.model import QWEN3_CONFIGS, Qwen3Model
 book = pytest.importorskip("llms_from_scratch.qwen3")  # the book's package: pip install --no-deps llms-from-scratch
 
@@ -81,10 +81,8 @@ def test_kv_cache_decode_equals_the_full_forward():
     ids = tokens(TINY_QWEN3, batch=2, length=9, seed=5)
     with tg.no_grad():
         full = ours(ids).data
-        cache = ours.new_kv_cache()
-        steps = [ours(ids[:, :5], kv_cache=cache).data]
-        steps += [ours(ids[:, i:i + 1], kv_cache=cache).data for i in range(5, 9)]
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-12, atol=1e-12)
+    stepped, cache = decode_through_cache(ours, ids, prefill=5)
+    np.testing.assert_allclose(stepped, full, rtol=1e-12, atol=1e-12)
     assert cache.layers[0].k.shape == (2, TINY_QWEN3["n_kv_groups"], TINY_QWEN3["context_length"], 8)
 
 
@@ -92,16 +90,7 @@ def test_training_steps_lower_the_loss():
     tg.manual_seed(0)
     model = Qwen3Model({**TINY_QWEN3, "tie_weights": True})
     assert model.weights_tied
-    opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ids = tokens(TINY_QWEN3, batch=2, length=12, seed=6)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        logits = model(ids[:, :-1])
-        loss = tg.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].reshape(-1))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.data))
+    losses = train_steps(model, tokens(TINY_QWEN3, batch=2, length=12, seed=6))
     assert losses[-1] < 0.7 * losses[0], losses
 
 

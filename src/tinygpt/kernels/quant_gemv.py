@@ -15,7 +15,8 @@ Layouts (W is (N, K) as Linear stores it, one output row per weight row):
 
 Why flat (bench/quant.py --kernels; measured on the output head's shape, 151,936 x 1,024, one
 thread, a busy machine: float32 69 ms, q8 flat 32 ms, q8 nested 401 ms): the same product as
-nested loops (for each block, a 32-long inner dot, then times its scale) reads the same bytes
+nested loops (for each block, a 32-long inner dot, then times its scale; bench/quant.py keeps
+that form to time it) reads the same bytes
 ~12x slower. Numba's LLVM unrolls the constant 32-long inner loop completely, which leaves the
 loop over blocks innermost, and vectorises that one: each vector lane takes another block, so
 every x and q value is fetched with a stride-32 gather (its machine code has 160 vgather and 483
@@ -131,25 +132,6 @@ def _gemv_q8(x, q, s, c, chunk, nchunks):
             c[m, n] = acc
 
 
-@njit(fastmath={"reassoc", "contract"})
-def _gemv_q8_nested(x, q, s, c, chunk, nchunks):
-    # the same product as nested per-block loops (kept for bench/quant.py: it is the slow shape)
-    M, K = x.shape
-    n0, n1 = chunk_bounds(chunk, nchunks, q.shape[0])
-    for n in range(n0, n1):
-        qn = q[n]
-        sn = s[n]
-        for m in range(M):
-            xm = x[m]
-            acc = np.float32(0.0)
-            for b in range(K // 32):
-                part = np.float32(0.0)
-                for j in range(b * 32, b * 32 + 32):
-                    part += xm[j] * np.float32(qn[j])
-                acc += part * sn[b]
-            c[m, n] = acc
-
-
 @njit
 def _widen_rows_bf16(w, r0, r1, out):
     # out[:r1-r0] (float32) = widen(w[r0:r1]), as uint32 bits shifted up
@@ -192,13 +174,12 @@ def gemv_bf16(x, w, out=None):
     return c
 
 
-def gemv_q8(x, q, s, out=None, nested=False):
-    """x (M, K) float32 @ (q * s).T -> (M, N) float32, rows over the pool. `nested=True` runs the
-    per-block nested loop instead (bench/quant.py compares them)."""
+def gemv_q8(x, q, s, out=None):
+    """x (M, K) float32 @ (q * s).T -> (M, N) float32, rows over the pool."""
     x = _check_x(x, q.shape[1])
     c = np.empty((x.shape[0], q.shape[0]), np.float32) if out is None else out
     if c.size:
-        run_chunks(_gemv_q8_nested if nested else _gemv_q8, chunks(q.shape[0], MIN_ROWS), x, q, s, c)
+        run_chunks(_gemv_q8, chunks(q.shape[0], MIN_ROWS), x, q, s, c)
     return c
 
 
