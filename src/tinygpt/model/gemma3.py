@@ -274,7 +274,55 @@ GEMMA3_KEYS = ("head_dim", "rope_local_base", "sliding_window", "layer_types",
                "query_pre_attn_scalar")
 
 
-class Gemma3Model(RotaryModel):
+class SlidingWindowModel(RotaryModel):
+    """What Gemma3Model and Olmo3Model (olmo3.py) share around their blocks: the blocks under the
+    name the other models use, RoPE tables for the positions in use (a "global" and a "local"
+    pair, from the subclass's `rope_pair`), a KV cache whose sliding-window layers keep only their
+    window, and the forward: embed -> blocks -> final_norm -> out_head."""
+
+    @property
+    def trf_blocks(self):
+        """The blocks under the name the other tinygpt models use (GPTModel, Qwen3Model)."""
+        return self.blocks
+
+    def embed(self, idx):
+        return self.tok_emb(idx)                  # (b, T, emb)
+
+    def rope_pair(self, n: int, dtype) -> dict:
+        """{"global": (cos, sin), "local": (cos, sin)} for `n` positions: the model's RoPE."""
+        raise NotImplementedError
+
+    def rope_params(self, dtype, length: int | None = None):
+        """{"global": (cos, sin), "local": (cos, sin)}, each (n, head_dim) with n >= `length`
+        positions, built for the positions in use as RotaryModel's (rebuilt at least doubled)."""
+        dtype, ctx = np.dtype(dtype), self.cfg["context_length"]
+        length = ctx if length is None else length
+        built = self._rope.get(dtype)
+        have = 0 if built is None else built["global"][0].shape[0]
+        if have < length:
+            self._rope[dtype] = self.rope_pair(min(ctx, max(length, 2 * have)), dtype)
+        return self._rope[dtype]
+
+    def new_kv_cache(self, max_len: int | None = None) -> SlidingWindowKVCache:
+        """An empty cache for up to `max_len` (default context_length) tokens; the sliding-window
+        layers keep only their window."""
+        max_len = KVCache.for_model(self.cfg, max_len).max_len  # checked: 1..context_length
+        return SlidingWindowKVCache(self.cfg["layer_types"], self.cfg["sliding_window"], max_len)
+
+    def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
+        idx, end = self.token_positions(in_idx, kv_cache)  # (b, T); positions .. end-1
+        x = self.embed(idx)                       # (b, T, emb)
+        tables = self.rope_params(x.dtype, end)   # global and local (cos, sin), (>= end, hd)
+        for i, block in enumerate(self.blocks):
+            layer_cache = None if kv_cache is None else kv_cache.layers[i]
+            x = block(x, tables["global"], tables["local"], layer_cache)  # (b, T, emb)
+        if last_only:
+            x = x[:, -1:, :]                      # (b, 1, emb)
+        x = self.final_norm(x)                    # (b, T or 1, emb)
+        return self.out_head(x)                   # (b, T or 1, vocab)
+
+
+class Gemma3Model(SlidingWindowModel):
     """`model(idx)`: token ids (batch, tokens) -> logits (batch, tokens, vocab_size).
 
     tok_emb (times sqrt(emb_dim)) -> blocks (each local or global, four norms) -> final_norm ->
@@ -295,40 +343,11 @@ class Gemma3Model(RotaryModel):
         self.final_norm = GemmaRMSNorm(cfg["emb_dim"], eps=cfg.get("norm_eps", 1e-6))
         self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]
 
-    @property
-    def trf_blocks(self):
-        """The blocks under the name the other tinygpt models use (GPTModel, Qwen3Model)."""
-        return self.blocks
+    def embed(self, idx):
+        return self.tok_emb(idx) * self.cfg["emb_dim"] ** 0.5  # (b, T, emb), scaled embeddings
 
-    def rope_params(self, dtype, length: int | None = None):
-        """{"global": (cos, sin), "local": (cos, sin)}, each (n, head_dim) with n >= `length`
-        positions, built for the positions in use as RotaryModel's (rebuilt at least doubled)."""
-        dtype, ctx = np.dtype(dtype), self.cfg["context_length"]
-        length = ctx if length is None else length
-        built = self._rope.get(dtype)
-        have = 0 if built is None else built["global"][0].shape[0]
-        if have < length:
-            n, hd = min(ctx, max(length, 2 * have)), self.cfg["head_dim"]
-            self._rope[dtype] = {
-                "global": rope_tables_linear(hd, self.cfg["rope_base"], n,
+    def rope_pair(self, n: int, dtype) -> dict:
+        hd = self.cfg["head_dim"]
+        return {"global": rope_tables_linear(hd, self.cfg["rope_base"], n,
                                              self.cfg.get("rope_linear_factor", 1.0), dtype),
                 "local": rope_tables_linear(hd, self.cfg["rope_local_base"], n, 1.0, dtype)}
-        return self._rope[dtype]
-
-    def new_kv_cache(self, max_len: int | None = None) -> SlidingWindowKVCache:
-        """An empty cache for up to `max_len` (default context_length) tokens; the local layers
-        keep only their window."""
-        max_len = KVCache.for_model(self.cfg, max_len).max_len  # checked: 1..context_length
-        return SlidingWindowKVCache(self.cfg["layer_types"], self.cfg["sliding_window"], max_len)
-
-    def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
-        idx, end = self.token_positions(in_idx, kv_cache)  # (b, T); positions .. end-1
-        x = self.tok_emb(idx) * self.cfg["emb_dim"] ** 0.5  # (b, T, emb), scaled embeddings
-        tables = self.rope_params(x.dtype, end)   # global and local (cos, sin), (>= end, hd)
-        for i, block in enumerate(self.blocks):
-            layer_cache = None if kv_cache is None else kv_cache.layers[i]
-            x = block(x, tables["global"], tables["local"], layer_cache)  # (b, T, emb)
-        if last_only:
-            x = x[:, -1:, :]                      # (b, 1, emb)
-        x = self.final_norm(x)                    # (b, T or 1, emb)
-        return self.out_head(x)                   # (b, T or 1, vocab)

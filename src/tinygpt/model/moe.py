@@ -19,9 +19,9 @@ book's Qwen3Model with a MoE config (`ff.gate`, `ff.fc1.{e}` ...).
 import numpy as np
 
 from ..errors import InputError, InputKeyError
-from ..nn import Embedding, Linear, Module, ModuleList
+from ..nn import Linear, Module, ModuleList
 from ..ops import cat, silu, softmax
-from .modern import GroupedQueryAttention, RMSNorm, RotaryModel, TransformerBlock, output_head
+from .qwen3 import Qwen3Model
 
 # Qwen3-30B-A3B: 128 experts of width 768 per block, 8 chosen per token (3.3B of 30.5B active)
 QWEN3_MOE_CONFIG_30B_A3B = {
@@ -102,7 +102,7 @@ def load_balancing(counts, probs, num_tokens: int) -> dict:
             "aux_loss": aux_loss}
 
 
-class Qwen3MoeModel(RotaryModel):
+class Qwen3MoeModel(Qwen3Model):
     """Qwen3Model with a MoEFeedForward in every block: `model(idx)` -> logits, `forward(in_idx,
     kv_cache=None, last_only=False)` as GPTModel's. `aux_loss()` sums the blocks' load-balancing
     losses of the last forward (add router_aux_loss_coef times it to a training loss)."""
@@ -111,21 +111,8 @@ class Qwen3MoeModel(RotaryModel):
         missing = [k for k in MOE_KEYS if k not in cfg]
         if missing:
             raise InputKeyError(f"Qwen3MoeModel config lacks {', '.join(missing)}")
-        cfg = {"qk_norm": True, "hidden_dim": cfg["moe_intermediate_size"], **cfg}
-        super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
-        emb, eps = cfg["emb_dim"], cfg.get("norm_eps", 1e-6)
-        self.tok_emb = Embedding(cfg["vocab_size"], emb)
-        self.trf_blocks = ModuleList([
-            TransformerBlock(
-                att=GroupedQueryAttention(emb, cfg["n_heads"], cfg["n_kv_groups"],
-                                          head_dim=cfg.get("head_dim"), qk_norm=cfg["qk_norm"],
-                                          norm_eps=eps),
-                ff=MoEFeedForward(cfg),           # router `gate`, experts fc1/fc2/fc3[e]
-                norm1=RMSNorm(emb, eps=eps),
-                norm2=RMSNorm(emb, eps=eps))
-            for _ in range(cfg["n_layers"])])
-        self.final_norm = RMSNorm(emb, eps=eps)
-        self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]
+        # Qwen3Model's blocks, each with a router `gate` and experts fc1/fc2/fc3[e] as its feed-forward
+        super().__init__({"hidden_dim": cfg["moe_intermediate_size"], **cfg}, feed_forward=MoEFeedForward)
 
     def aux_loss(self):
         """The sum over blocks of the last forward's load-balancing loss (a Tensor)."""

@@ -21,9 +21,8 @@ import numpy as np
 from ..errors import InputError
 from ..nn import Embedding, Linear, Module, ModuleList
 from ..ops import rope
-from .gemma3 import GLOBAL, LOCAL, SlidingWindowKVCache, sliding_window_attention, windowed_config
-from .gpt import KVCache
-from .modern import FeedForward, RMSNorm, RotaryModel, output_head
+from .gemma3 import GLOBAL, LOCAL, SlidingWindowModel, sliding_window_attention, windowed_config
+from .modern import FeedForward, RMSNorm, output_head
 
 
 def olmo3_layer_types(n_layers: int, pattern: int = 4) -> list:
@@ -149,7 +148,7 @@ class TransformerBlock(Module):
 OLMO3_KEYS = ("head_dim", "sliding_window", "layer_types")
 
 
-class Olmo3Model(RotaryModel):
+class Olmo3Model(SlidingWindowModel):
     """`model(idx)`: token ids (batch, tokens) -> logits (batch, tokens, vocab_size).
 
     tok_emb -> blocks (sliding-window or full, post-norm) -> final_norm -> out_head.
@@ -168,39 +167,7 @@ class Olmo3Model(RotaryModel):
         self.final_norm = RMSNorm(cfg["emb_dim"], eps=cfg.get("norm_eps", 1e-6), param_name="weight")
         self.out_head = output_head(cfg, self.tok_emb)  # tied to tok_emb with cfg["tie_weights"]
 
-    @property
-    def trf_blocks(self):
-        """The blocks under the name the other tinygpt models use (GPTModel, Qwen3Model)."""
-        return self.blocks
-
-    def rope_params(self, dtype, length: int | None = None):
-        """{"global": (cos, sin), "local": (cos, sin)}, each (n, head_dim), n >= `length`, built
-        for the positions in use as RotaryModel's."""
-        dtype, ctx = np.dtype(dtype), self.cfg["context_length"]
-        length = ctx if length is None else length
-        built = self._rope.get(dtype)
-        have = 0 if built is None else built["global"][0].shape[0]
-        if have < length:
-            n, hd, base = min(ctx, max(length, 2 * have)), self.cfg["head_dim"], self.cfg["rope_base"]
-            self._rope[dtype] = {
-                "global": olmo3_rope_tables(hd, base, n, self.cfg.get("rope_yarn"), dtype),
+    def rope_pair(self, n: int, dtype) -> dict:
+        hd, base = self.cfg["head_dim"], self.cfg["rope_base"]
+        return {"global": olmo3_rope_tables(hd, base, n, self.cfg.get("rope_yarn"), dtype),
                 "local": olmo3_rope_tables(hd, self.cfg.get("rope_local_base", base), n, None, dtype)}
-        return self._rope[dtype]
-
-    def new_kv_cache(self, max_len: int | None = None) -> SlidingWindowKVCache:
-        """An empty cache for up to `max_len` (default context_length) tokens; the sliding-window
-        layers keep only their window."""
-        max_len = KVCache.for_model(self.cfg, max_len).max_len  # checked: 1..context_length
-        return SlidingWindowKVCache(self.cfg["layer_types"], self.cfg["sliding_window"], max_len)
-
-    def forward(self, in_idx, kv_cache: KVCache | None = None, last_only: bool = False):
-        idx, end = self.token_positions(in_idx, kv_cache)  # (b, T); positions .. end-1
-        x = self.tok_emb(idx)                     # (b, T, emb)
-        tables = self.rope_params(x.dtype, end)   # global and local (cos, sin), (>= end, hd)
-        for i, block in enumerate(self.blocks):
-            layer_cache = None if kv_cache is None else kv_cache.layers[i]
-            x = block(x, tables["global"], tables["local"], layer_cache)  # (b, T, emb)
-        if last_only:
-            x = x[:, -1:, :]                      # (b, 1, emb)
-        x = self.final_norm(x)                    # (b, T or 1, emb)
-        return self.out_head(x)                   # (b, T or 1, vocab)

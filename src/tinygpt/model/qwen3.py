@@ -42,9 +42,11 @@ class Qwen3Model(RotaryModel):
     tok_emb -> trf_blocks (each: x + att(norm1(x)), x + ff(norm2(x)), the attention with QK-norm
     and RoPE) -> final_norm -> out_head. `forward(in_idx, kv_cache=None, last_only=False)` as
     GPTModel's (RotaryModel, modern.py), so `tinygpt.generate` (with its KV cache) and the
-    training loop take it as is."""
+    training loop take it as is. `feed_forward` builds each block's feed-forward from cfg: the
+    SwiGLU FeedForward here, MoEFeedForward in Qwen3MoeModel (moe.py), as the book's Qwen3 file
+    picks one by cfg["num_experts"]."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, feed_forward=FeedForward):
         cfg = {"qk_norm": True, **cfg}
         super().__init__(cfg)                     # checks and keeps cfg (modern.RotaryModel)
         emb, eps = cfg["emb_dim"], cfg.get("norm_eps", 1e-6)
@@ -54,7 +56,7 @@ class Qwen3Model(RotaryModel):
                 att=GroupedQueryAttention(emb, cfg["n_heads"], cfg["n_kv_groups"],
                                           head_dim=cfg.get("head_dim"), qk_norm=cfg["qk_norm"],
                                           norm_eps=eps),
-                ff=FeedForward(cfg),              # SwiGLU: fc1, fc2, fc3
+                ff=feed_forward(cfg),             # SwiGLU: fc1, fc2, fc3 (or experts of them)
                 norm1=RMSNorm(emb, eps=eps),
                 norm2=RMSNorm(emb, eps=eps))
             for _ in range(cfg["n_layers"])])
