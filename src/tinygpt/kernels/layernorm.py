@@ -121,34 +121,33 @@ def _ln_bwd(dy, x, w, mean, rstd, dx, dw_part, db_part, c, nchunks):
 MIN_ELEMS = 1 << 20  # values per chunk: GPT-2 124M's (512, 768) stays on one thread
 
 
-def _check(x):
+def row_chunks(x, what: str):
+    """(x as a C-contiguous (N, D) array, the number of row chunks): the set-up every row-norm
+    kernel (layernorm here, rmsnorm.py) shares."""
     if x.ndim != 2:
-        raise ValueError(f"layernorm kernels take a 2-D (N, D) input, got shape {x.shape}")
+        raise ValueError(f"{what} kernels take a 2-D (N, D) input, got shape {x.shape}")
+    x = np.ascontiguousarray(x)
+    return x, chunks(x.shape[0], MIN_ELEMS // max(1, x.shape[1]))
 
 
 def layernorm_forward_numba(x, scale, shift, eps):
-    _check(x)
-    x = np.ascontiguousarray(x)
+    x, nc = row_chunks(x, "layernorm")
     dt = x.dtype
-    N, D = x.shape
     y = np.empty_like(x)
-    mean = np.empty(N, dt)
-    rstd = np.empty(N, dt)
+    mean = np.empty(x.shape[0], dt)
+    rstd = np.empty(x.shape[0], dt)
     if x.size:
-        run_chunks(_ln_fwd, chunks(N, MIN_ELEMS // max(1, D)), x, np.ascontiguousarray(scale, dt),
-                   np.ascontiguousarray(shift, dt), dt.type(eps), y, mean, rstd)
+        run_chunks(_ln_fwd, nc, x, np.ascontiguousarray(scale, dt), np.ascontiguousarray(shift, dt),
+                   dt.type(eps), y, mean, rstd)
     return y, mean, rstd
 
 
 def layernorm_backward_numba(dy, x, scale, mean, rstd):
-    _check(x)
-    x = np.ascontiguousarray(x)
+    x, nc = row_chunks(x, "layernorm")
     dt = x.dtype
-    N, D = x.shape
-    nc = chunks(N, MIN_ELEMS // max(1, D))
     dx = np.empty_like(x)
-    dw = np.zeros((nc, D), dt)
-    db = np.zeros((nc, D), dt)
+    dw = np.zeros((nc, x.shape[1]), dt)
+    db = np.zeros((nc, x.shape[1]), dt)
     if x.size:
         run_chunks(_ln_bwd, nc, np.ascontiguousarray(dy, dt), x, np.ascontiguousarray(scale, dt),
                    np.ascontiguousarray(mean, dt), np.ascontiguousarray(rstd, dt), dx, dw, db)

@@ -10,8 +10,9 @@ chunks (``run_chunks``), vectorised sums under ``REDUCTION_FASTMATH`` only.
 """
 import numpy as np
 
-from ._jit import chunk_bounds, chunks, njit, run_chunks
-from ._rows import REDUCTION_FASTMATH
+from ._jit import chunk_bounds, njit, run_chunks
+from ._rows import REDUCTION_FASTMATH, row_dot
+from .layernorm import row_chunks
 
 # ---------------------------------------------------------------- NumPy references
 
@@ -34,14 +35,6 @@ def rmsnorm_backward_ref(dy, x, scale, rstd):
 
 # ---------------------------------------------------------------- Numba kernels
 
-@njit(fastmath=REDUCTION_FASTMATH)
-def _sum_squares(xi):
-    T = xi.dtype.type
-    s = T(0.0)
-    for j in range(xi.shape[0]):
-        s += xi[j] * xi[j]
-    return s
-
 
 @njit(fastmath=REDUCTION_FASTMATH)
 def _bwd_sum(xi, dyi, w, r, dwc):
@@ -60,11 +53,10 @@ def _rms_fwd(x, w, eps, y, rstd, c, nchunks):
     N, D = x.shape
     T = x.dtype.type
     inv_d = T(1.0 / D)
-    one = T(1.0)
     lo, hi = chunk_bounds(c, nchunks, N)
     for i in range(lo, hi):
         xi = x[i]; yi = y[i]
-        r = one / np.sqrt(_sum_squares(xi) * inv_d + eps)
+        r = T(1.0) / np.sqrt(row_dot(xi, xi, D) * inv_d + eps)  # 1 / sqrt(mean(x^2) + eps)
         for j in range(D):
             yi[j] = xi[j] * r * w[j]
         rstd[i] = r
@@ -88,35 +80,21 @@ def _rms_bwd(dy, x, w, rstd, dx, dw_part, c, nchunks):
 
 # ---------------------------------------------------------------- wrappers
 
-MIN_ELEMS = 1 << 20  # values per chunk, as layernorm.py: short calls stay on one thread
-
-
-def _check(x):
-    if x.ndim != 2:
-        raise ValueError(f"rmsnorm kernels take a 2-D (N, D) input, got shape {x.shape}")
-
-
 def rmsnorm_forward_numba(x, scale, eps):
-    _check(x)
-    x = np.ascontiguousarray(x)
+    x, nc = row_chunks(x, "rmsnorm")  # layout and chunking as layernorm's
     dt = x.dtype
-    N, D = x.shape
     y = np.empty_like(x)
-    rstd = np.empty(N, dt)
+    rstd = np.empty(x.shape[0], dt)
     if x.size:
-        run_chunks(_rms_fwd, chunks(N, MIN_ELEMS // max(1, D)), x, np.ascontiguousarray(scale, dt),
-                   dt.type(eps), y, rstd)
+        run_chunks(_rms_fwd, nc, x, np.ascontiguousarray(scale, dt), dt.type(eps), y, rstd)
     return y, rstd
 
 
 def rmsnorm_backward_numba(dy, x, scale, rstd):
-    _check(x)
-    x = np.ascontiguousarray(x)
+    x, nc = row_chunks(x, "rmsnorm")
     dt = x.dtype
-    N, D = x.shape
-    nc = chunks(N, MIN_ELEMS // max(1, D))
     dx = np.empty_like(x)
-    dw = np.zeros((nc, D), dt)
+    dw = np.zeros((nc, x.shape[1]), dt)
     if x.size:
         run_chunks(_rms_bwd, nc, np.ascontiguousarray(dy, dt), x, np.ascontiguousarray(scale, dt),
                    np.ascontiguousarray(rstd, dt), dx, dw)
