@@ -86,7 +86,8 @@ def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quan
     family = HF_FAMILIES[_model_type(folder)]
     options = {"thinking": thinking} if family is _qwen3 else {}  # Qwen3's <think> switch
     text_model = family(model, folder, chat, **options)
-    mask_undecodable(text_model.model, text_model.tokenizer.n_vocab)
+    tokenizer = text_model.tokenizer  # the ids it decodes (Llama 3's keeps the book's name n_words)
+    mask_undecodable(text_model.model, getattr(tokenizer, "n_vocab", None) or tokenizer.n_words)
     return text_model
 
 
