@@ -8,10 +8,12 @@ transformers, on the same weights, in one process, 1 and 2 threads.
 Random float32 weights at the published shapes, batch 1, greedy:
   gemma3-270m  GEMMA3_CONFIG_270M, the head tied to the embedding as published (268M parameters)
   qwen3-moe    Qwen3-30B-A3B's blocks (emb 2048, 32 query / 4 key-value heads of 128, experts of
-               width 768 with 8 chosen per token, vocabulary 151,936) but 4 blocks of 32 experts
-               instead of 48 blocks of 128: the 30.5B-parameter model takes 122 GB in float32, and
-               both runners hold their own copy; a token still runs 8 experts per block, as in
-               the real model (1.5B parameters here, 5.9 GB per copy)
+               width 768 with 8 chosen per token, vocabulary 151,936, untied head) but 2 blocks of
+               32 experts instead of 48 blocks of 128: the 30.5B-parameter model takes 122 GB in
+               float32, and both runners hold their own copy; a token still runs 8 experts per
+               block, as in the real model (0.96B parameters here, 3.8 GB per copy; the head's
+               1.24 GB is most of what a token reads, where the real model's 48 blocks read
+               ~10.9 GB)
 Runners: `tinygpt` is tinygpt.generate with the KV cache (window = prompt + new tokens) on the
 model readied by `tinygpt.model.for_inference`, as the CLI runs it; `transformers` is
 Gemma3ForCausalLM / Qwen3MoeForCausalLM `.from_pretrained` of the folder `save_pretrained_hf`
@@ -53,7 +55,7 @@ from tinygpt.model import (GEMMA3_CONFIG_270M, QWEN3_MOE_CONFIG_30B_A3B, Gemma3M
                            Qwen3MoeModel, for_inference, generate)
 from tinygpt.weights import save_pretrained_hf  # noqa: E402
 
-MOE_BENCH = {**QWEN3_MOE_CONFIG_30B_A3B, "n_layers": 4, "num_experts": 32, "context_length": 4096}
+MOE_BENCH = {**QWEN3_MOE_CONFIG_30B_A3B, "n_layers": 2, "num_experts": 32, "context_length": 4096}
 MODELS = {"gemma3-270m": (Gemma3Model, {**GEMMA3_CONFIG_270M, "tie_weights": True}, "Gemma3ForCausalLM"),
           "qwen3-moe": (Qwen3MoeModel, MOE_BENCH, "Qwen3MoeForCausalLM")}
 SMOKE = {"gemma3-270m": {"vocab_size": 512, "emb_dim": 64, "n_layers": 3, "hidden_dim": 96,
