@@ -158,6 +158,23 @@ def test_generate_continues_plain_text_with_the_familys_tokenizer(family):
     assert out.stdout.rstrip("\n") == PLAIN + hf.decode(plain, skip_special_tokens=False)
 
 
+def test_the_server_engine_answers_a_chat_and_continues_plain_text_alike(family):
+    """`tinygpt serve`'s Engine on the same folder (in process): the chat reply and the plain
+    continuation are the same greedy tokens; the server holds the chat model, so a plain
+    continuation stops at the chat's end tokens too."""
+    from tinygpt.cli.models import load_text_model
+    from tinygpt.serve import Engine, Settings
+    name, folder, hf, reply, plain = family
+    stops = [i for i, t in enumerate(plain) if hf.id_to_token(t) in FAMILIES[name][4]]
+    plain = plain[:stops[0]] if stops else plain
+    engine = Engine(load_text_model(folder, chat=True), name)
+    for text, chat, want in ((MESSAGE, True, reply), (PLAIN, False, plain)):
+        with engine.turn():
+            got = list(engine.tokens(engine.prompt_ids(text, chat), Settings(
+                prompt=text, chat=chat, max_tokens=MAX_NEW, temperature=0.0)))
+        assert got == want, (name, chat)
+
+
 # ---- Olmo3Tokenizer against `tokenizers` on the same tokenizer.json ----------------------------
 OLMO3_TEXTS = ["I HAD always thought Jack Gisburn rather a cheap genius",
                "  two spaces, tabs\tand\nnew lines\n\n", "unicode the BPE never saw: naïve 東京 🙂",
