@@ -3,7 +3,10 @@ subprocess, as a user runs them: a tiny random transformers model saved with sav
 beside a tokenizer.json built here for its family. The prompt ids the CLI must use are the
 `tokenizers` library's encoding of the family's chat template spelled out by hand, and the reply
 must be transformers' own greedy `generate` from them, cut at the family's end token (the head
-is arranged so that the chat reply says a few tokens and then that end token)."""
+is arranged so that the chat reply says a few tokens and then that end token); the server's
+engine gives the same tokens. Then Olmo3Tokenizer against the `tokenizers` library on the same
+tokenizer.json (fixed and drawn text, round trips, the chat template), and a vocabulary larger
+than its tokenizer (as Qwen3's is): no undecodable id is ever generated or served."""
 import subprocess
 import sys
 
