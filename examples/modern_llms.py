@@ -7,6 +7,13 @@ steps. On the way it prints what each architectural piece is and where it lives 
 The weights are random, so the "text" is token ids: the point is the machinery.
 
     python examples/modern_llms.py
+
+With a real checkpoint (downloaded once from the Hugging Face Hub; gated ones need HF_TOKEN) the
+same loader sits behind the command line, each family with its own tokenizer and chat template:
+
+    tinygpt chat --model google/gemma-3-270m-it         # Gemma 3: <start_of_turn>user ...
+    tinygpt chat --model allenai/Olmo-3-7B-Instruct     # Olmo 3: <|im_start|>system ... (29 GB fp32)
+    tinygpt chat --model Qwen/Qwen3-30B-A3B             # Qwen3 MoE: Qwen3's template (122 GB fp32)
 """
 import argparse
 import tempfile
@@ -129,6 +136,8 @@ def main(argv=None):
             print(f"  sampled (T=0.8, top-k 20, top-p 0.9): {sampled[0].tolist()}")
             train_a_little(model)  # training records a graph: the fast layers run the book's forward
             print(f"  after training, greedy: {tg.generate(model, prompt, 10, 48)[0].tolist()}")
+    print("\nA real checkpoint talks through its own tokenizer and chat template: tinygpt chat "
+          "--model google/gemma-3-270m-it (or allenai/Olmo-3-7B-Instruct, Qwen/Qwen3-30B-A3B)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""bench/kernels.py and bench/quant.py keep running: a one-kernel, one-thread pass prints its
-table, the side-by-side summary and the matmul-rule check; the quantized-GEMV kernels' smoke run
-(the full benches are for quiet machines; this only guards the code)."""
+"""bench/kernels.py, bench/quant.py and bench/generate_families.py keep running: a one-kernel,
+one-thread pass prints its table, the side-by-side summary and the matmul-rule check; the
+quantized-GEMV kernels' smoke run; the family decode bench on tiny configs (the full benches are
+for quiet machines; this only guards the code)."""
 import os
 import subprocess
 import sys
@@ -30,3 +31,17 @@ def test_quant_kernel_bench_checks_every_form_then_times_it():
     assert res.returncode == 0, res.stderr[-2000:]
     for row in ("| float32 (gemv_numba)", "| bf16 (widened", "| q8 flat loop", "| q8 nested per-block loops"):
         assert row in res.stdout, res.stdout
+
+
+def test_family_decode_bench_checks_tokens_then_times_both_runners():
+    # bench/generate_families.py asserts tinygpt and transformers agree on the greedy tokens
+    # before it times them (tiny Gemma 3 and Qwen3 MoE configs here; the real shapes are slow)
+    pytest.importorskip("transformers")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "generate_families.py"), "--smoke"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]) for line in res.stdout.splitlines()}
+    for model in ("gemma3-270m", "qwen3-moe"):
+        assert f"{model}: " in res.stdout and "greedy tokens agree" in res.stdout, res.stdout
+        for runner in ("tinygpt", "transformers"):
+            assert {(model, runner, "1"), (model, runner, "2")} <= rows, res.stdout

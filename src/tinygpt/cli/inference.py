@@ -44,7 +44,8 @@ def _generate(sub):
                         + AT_A_TERMINAL)
     sub.add_argument("--checkpoint", "--model", dest="model", required=True,
                      help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size "
-                          "name, a Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B-Base)")
+                          "name, a Qwen3/Qwen3 MoE/Llama 3/Gemma 3/Olmo 3 Hugging Face folder or "
+                          "Hub name (Qwen/Qwen3-0.6B-Base)")
     sub.add_argument("--prompt", help="the text to continue (or use --interactive)")
     sub.add_argument("--interactive", action="store_true",
                      help="read prompts from standard input, one per line, until end of input")
@@ -78,7 +79,8 @@ def _chat(sub):
     sub.description += f". {QUIT[0]} or {QUIT[1]} ends. " + AT_A_TERMINAL
     sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
                      "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights, or a "
-                     "Qwen3/Llama 3 Hugging Face folder or Hub name (Qwen/Qwen3-0.6B)")
+                     "Qwen3/Qwen3 MoE/Llama 3/Gemma 3/Olmo 3 Hugging Face folder or Hub name "
+                     "(Qwen/Qwen3-0.6B, google/gemma-3-270m-it, allenai/Olmo-3-7B-Instruct)")
     sub.add_argument("--thinking", action="store_true",
                      help="Qwen3: let the model think (<think>...</think>) before it answers")
     _sampling_args(sub, 256)

@@ -1,7 +1,9 @@
 """Which model a command means: a tinygpt checkpoint, a folder holding one, GPT-2 weights, or a
-Qwen3 / Llama 3 model (a Hugging Face folder or a Hub name) with its own tokenizer and chat format.
-Every model returned here is for generating, so each passes through
-`tinygpt.model.for_inference`."""
+Hugging Face model (a folder or a Hub name) of a family tinygpt reads (Qwen3, Qwen3 MoE, Llama 3,
+Gemma 3, Olmo 3) with its own tokenizer and chat format. Every model returned here is for
+generating, so each passes through `tinygpt.model.for_inference`, and a Hugging Face model whose
+vocabulary has more rows than its tokenizer has ids (Qwen3: 151,936 rows, 151,669 ids) never
+chooses an id its tokenizer cannot decode (`mask_undecodable`)."""
 import pathlib
 
 from ..errors import InputError
@@ -56,8 +58,8 @@ class TextModel:
 
 
 def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quantize=None) -> TextModel:
-    """`source` as a TextModel: a Qwen3 or Llama 3 model (a Hugging Face folder with its tokenizer
-    files, or a Hub name such as Qwen/Qwen3-0.6B, downloaded once) talks through its own
+    """`source` as a TextModel: a Hugging Face model of a family in HF_FAMILIES (a folder with its
+    tokenizer files, or a Hub name such as Qwen/Qwen3-0.6B, downloaded once) talks through its own
     tokenizer and chat template; a GPT-2 or tinygpt checkpoint (`load_model`) through GPT-2's
     tokenizer and, in a chat, chapter 7's Alpaca prompt. `thinking` lets Qwen3 think first (its
     template's empty <think></think> block is left out). dtype="bf16" / quantize="q8": the weights
@@ -81,14 +83,37 @@ def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quan
                          [GPT2_SPECIAL_TOKENS[ENDOFTEXT]], "the Alpaca format of chapter 7")
     from ..weights import load_pretrained
     model = for_inference(load_pretrained(folder, dtype=dtype or "float32", quantize=quantize)).eval()
-    if _model_type(folder) == "qwen3":
-        return _qwen3(model, folder, chat, thinking)
-    return _llama3(model, folder, chat)
+    family = HF_FAMILIES[_model_type(folder)]
+    options = {"thinking": thinking} if family is _qwen3 else {}  # Qwen3's <think> switch
+    text_model = family(model, folder, chat, **options)
+    tokenizer = text_model.tokenizer  # the ids it decodes (Llama 3's keeps the book's name n_words)
+    mask_undecodable(text_model.model, getattr(tokenizer, "n_vocab", None) or tokenizer.n_words)
+    return text_model
+
+
+def mask_undecodable(model, n_ids: int) -> None:
+    """Make `model` never choose an id >= `n_ids` (the ids its tokenizer decodes): a forward hook
+    fills those logits with the dtype's lowest finite value halved, before any greedy or sampled
+    choice (`tinygpt generate`, `chat`, `serve` all decode through `generate_stream`). In effect the
+    -inf of a masked logit: its softmax weight exp(lowest - max) is 0 and it is never the argmax;
+    finite, because generation refuses non-finite logits as a broken model's sign, and halved, so
+    subtracting a row's maximum cannot overflow it to -inf. Nothing is hooked when the vocabulary
+    has no extra rows."""
+    import numpy as np
+    from ..ops import masked_fill
+    vocab = model.cfg["vocab_size"]
+    if vocab <= n_ids:
+        return
+    beyond = np.arange(vocab) >= n_ids                   # (vocab,), True for undecodable ids
+
+    def mask(module, inputs, logits):                    # logits (b, T, vocab)
+        return masked_fill(logits, beyond, float(np.finfo(logits.dtype).min) / 2)
+    model.register_forward_hook(mask)
 
 
 def _hf_folder(source):
-    """The Hugging Face folder `source` names (downloading a Hub name once), if it holds a Qwen3
-    or Llama model; None for anything `load_model` reads (GPT-2, tinygpt checkpoints)."""
+    """The Hugging Face folder `source` names (downloading a Hub name once), if it holds a model of
+    a family in HF_FAMILIES; None for anything `load_model` reads (GPT-2, tinygpt checkpoints)."""
     from ..weights import download_model, is_repo_id, resolve_model_name
     path = pathlib.Path(source)
     if not path.exists():
@@ -103,7 +128,7 @@ def _hf_folder(source):
         except DownloadError as err:  # a mistyped local folder looks like a Hub name too
             raise DownloadError(f"{source} is no local file or folder, and as a Hugging Face "
                                 f"Hub name it could not be fetched: {err}") from None
-    if path.is_dir() and (path / "config.json").is_file() and _model_type(path) in ("qwen3", "llama"):
+    if path.is_dir() and (path / "config.json").is_file() and _model_type(path) in HF_FAMILIES:
         return path
     return None
 
@@ -138,3 +163,25 @@ def _llama3(model, folder, chat) -> TextModel:
     stops = [tokenizer.eot_id, tokenizer.eos_id] if chat else [tokenizer.eos_id]
     return TextModel(model, model.cfg["context_length"], tokenizer, prompt_ids, stops,
                      "Llama 3's chat format")
+
+
+def _gemma3(model, folder, chat) -> TextModel:
+    from ..tokenizer import Gemma3Tokenizer
+    tokenizer = Gemma3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat)
+    eos = tokenizer.special_tokens["<eos>"]
+    stops = [tokenizer.eos_token_id, eos] if chat else [eos]  # <end_of_turn>, <eos>
+    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
+                     "Gemma 3's chat template")
+
+
+def _olmo3(model, folder, chat) -> TextModel:
+    from ..tokenizer import Olmo3Tokenizer
+    tokenizer = Olmo3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat)
+    stops = [tokenizer.eos_token_id, tokenizer.endoftext_id] if chat else [tokenizer.endoftext_id]
+    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
+                     "Olmo 3's chat template")
+
+
+# config.json's model_type -> the function pairing such a model with its tokenizer and template
+HF_FAMILIES = {"qwen3": _qwen3, "qwen3_moe": _qwen3, "llama": _llama3, "gemma3": _gemma3,
+               "gemma3_text": _gemma3, "olmo3": _olmo3}

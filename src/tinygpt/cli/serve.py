@@ -30,7 +30,7 @@ def _interrupt(signum, frame):
 
 def _page_mode(source: str, text_model) -> str:
     """The page's default: plain continuation for GPT-2's own weights (a base model), the
-    model's chat format for everything else (Qwen3/Llama, tinygpt checkpoints such as chapter
+    model's chat format for everything else (Hugging Face models, tinygpt checkpoints such as chapter
     7's); the page can switch."""
     from ..model import GPTModel
     from ..weights import resolve_model_name
@@ -53,7 +53,8 @@ def _serve(sub):
                         "at a time, others wait in a short queue (then HTTP 503). Ctrl-C stops it.")
     sub.add_argument("--model", required=True,
                      help="a tinygpt checkpoint (or its folder), GPT-2 weights or a GPT-2 size "
-                          "name, the chapter-7 instruction model, a Qwen3/Llama 3 folder or Hub id")
+                          "name, the chapter-7 instruction model, a Qwen3/Qwen3 MoE/Llama 3/Gemma 3/"
+                          "Olmo 3 folder or Hub id")
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only)")
     sub.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks a free one")
