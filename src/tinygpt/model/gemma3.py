@@ -25,11 +25,11 @@ from ..core.autograd import is_grad_enabled
 from ..core.dtypes import DEFAULT_FLOAT
 from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError, InputKeyError
-from ..nn import Embedding, Linear, Module, ModuleList, Parameter
+from ..nn import Embedding, Module, ModuleList, Parameter
 from ..ops import gelu, masked_fill, rms_norm, rope, scaled_causal_softmax
 from .attention import KVCacheError, LayerKVCache
 from .gpt import KVCache
-from .modern import FeedForward, RotaryModel, output_head
+from .modern import FeedForward, GroupedQueryAttention, RotaryModel, output_head
 
 LOCAL, GLOBAL = "sliding_attention", "full_attention"
 
@@ -140,26 +140,18 @@ def sliding_window_attention(queries, keys, values, scale: float, window: int | 
     return context.reshape(b, n_heads, t, hd)             # (b, H, T, hd)
 
 
-class Gemma3Attention(Module):
-    """The book's GroupedQueryAttention of ch05/12_gemma3: H query heads, G key/value heads,
-    QK-norm with GemmaRMSNorm, scores scaled by query_pre_attn_scalar ** -0.5, and on a local
-    layer (`sliding_window` set) the sliding-window mask."""
+class Gemma3Attention(GroupedQueryAttention):
+    """The book's GroupedQueryAttention of ch05/12_gemma3: Qwen3's (model/modern.py: H query heads,
+    G key/value heads, the same four projections) with QK-norm by GemmaRMSNorm, scores scaled by
+    query_pre_attn_scalar ** -0.5, and on a local layer (`sliding_window` set) the
+    sliding-window mask."""
 
     def __init__(self, d_in: int, num_heads: int, num_kv_groups: int, head_dim: int,
                  query_pre_attn_scalar: float, sliding_window: int | None = None,
                  norm_eps: float = 1e-6):
-        super().__init__()
-        if num_heads % num_kv_groups:
-            raise InputError(f"num_heads ({num_heads}) must be divisible by num_kv_groups "
-                             f"({num_kv_groups})")
-        self.num_heads, self.num_kv_groups, self.head_dim = num_heads, num_kv_groups, head_dim
-        self.d_out = num_heads * head_dim
+        super().__init__(d_in, num_heads, num_kv_groups, head_dim)  # W_query .. out_proj
         self.scaling = float(query_pre_attn_scalar) ** -0.5
         self.sliding_window = sliding_window
-        self.W_query = Linear(d_in, self.d_out, bias=False)
-        self.W_key = Linear(d_in, num_kv_groups * head_dim, bias=False)
-        self.W_value = Linear(d_in, num_kv_groups * head_dim, bias=False)
-        self.out_proj = Linear(self.d_out, d_in, bias=False)
         self.q_norm = GemmaRMSNorm(head_dim, eps=norm_eps)
         self.k_norm = GemmaRMSNorm(head_dim, eps=norm_eps)
 

@@ -18,11 +18,10 @@ import math
 
 import numpy as np
 
-from ..errors import InputError
-from ..nn import Embedding, Linear, Module, ModuleList
+from ..nn import Embedding, Module, ModuleList
 from ..ops import rope
 from .gemma3 import GLOBAL, LOCAL, SlidingWindowModel, sliding_window_attention, windowed_config
-from .modern import FeedForward, RMSNorm, output_head
+from .modern import FeedForward, GroupedQueryAttention, RMSNorm, output_head
 
 
 def olmo3_layer_types(n_layers: int, pattern: int = 4) -> list:
@@ -80,24 +79,16 @@ def olmo3_rope_tables(head_dim: int, base: float, n: int, yarn: dict | None, dty
     return (np.cos(angles) * scale).astype(dtype), (np.sin(angles) * scale).astype(dtype)
 
 
-class Olmo3Attention(Module):
-    """Grouped-query attention with QK-norm over the whole projections (q_norm over H * hd
-    values, k_norm over G * hd), scores scaled by 1 / sqrt(head_dim), and on a sliding-window
-    layer (`sliding_window` set) the window mask."""
+class Olmo3Attention(GroupedQueryAttention):
+    """Qwen3's grouped-query attention (model/modern.py: the same four projections) with QK-norm
+    over the whole projections (q_norm over H * hd values, k_norm over G * hd) instead of per
+    head, scores scaled by 1 / sqrt(head_dim), and on a sliding-window layer (`sliding_window`
+    set) the window mask."""
 
     def __init__(self, d_in: int, num_heads: int, num_kv_groups: int, head_dim: int,
                  sliding_window: int | None = None, norm_eps: float = 1e-6):
-        super().__init__()
-        if num_heads % num_kv_groups:
-            raise InputError(f"num_heads ({num_heads}) must be divisible by num_kv_groups "
-                             f"({num_kv_groups})")
-        self.num_heads, self.num_kv_groups, self.head_dim = num_heads, num_kv_groups, head_dim
-        self.d_out = num_heads * head_dim
+        super().__init__(d_in, num_heads, num_kv_groups, head_dim)  # W_query .. out_proj
         self.sliding_window = sliding_window
-        self.W_query = Linear(d_in, self.d_out, bias=False)
-        self.W_key = Linear(d_in, num_kv_groups * head_dim, bias=False)
-        self.W_value = Linear(d_in, num_kv_groups * head_dim, bias=False)
-        self.out_proj = Linear(self.d_out, d_in, bias=False)
         self.q_norm = RMSNorm(self.d_out, eps=norm_eps, param_name="weight")
         self.k_norm = RMSNorm(num_kv_groups * head_dim, eps=norm_eps, param_name="weight")
 
