@@ -30,7 +30,14 @@ import numpy as np
 
 from ..errors import InputError, MissingDependencyError, TrainingError
 
-BUCKET_BYTES = 16 << 20   # gradients are summed in buckets of this size: few, large messages
+# Gradients are summed in buckets of this size (few, large messages), after the backward pass.
+# Overlapping the sums with the backward pass (an Iallreduce per bucket started from gradient
+# hooks, as torch's DDP does) was measured and not kept: on this 2-core machine with 2 ranks it
+# was no faster (slower in 2 of 3 pairings, 4% faster in one; busy machine, 2026-12-07), since
+# MPICH moves a non-blocking sum on one machine only inside MPI calls and both cores are busy
+# with the backward pass; numbers and the experiment: bench/README.md, bench/mpi_scaling.py
+# --overlap. Re-measure across machines, where the network card moves the bytes.
+BUCKET_BYTES = 16 << 20
 RANK_TIMEOUT = 600.0      # seconds a rank waits in one collective before it ends the job
 ABORT_GRACE = 20.0        # seconds MPI_Abort gets to end the job before this rank exits alone
 
