@@ -209,3 +209,28 @@ def test_importing_tinygpt_loads_no_mpi():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_watchdog_ends_only_a_wait_longer_than_the_timeout():
+    from tinygpt.distributed import RankLostError, _Watchdog
+
+    class Ranks:   # what the watchdog calls: abort() (MPI_Abort in DataParallel)
+        aborted = []
+
+        def abort(self, err):
+            self.aborted.append(err)
+    ranks = Ranks()
+    watchdog = _Watchdog(ranks, timeout=1.0)
+    for _ in range(3):   # waits shorter than the timeout, one after another
+        with watchdog.waiting("a short exchange"):
+            time.sleep(0.2)
+    time.sleep(1.2)   # and no wait at all
+    assert ranks.aborted == []
+    with watchdog.waiting("the gradient all-reduce"):
+        deadline = time.monotonic() + 5
+        while not ranks.aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(ranks.aborted) == 1 and isinstance(ranks.aborted[0], RankLostError)
+    assert "for the other ranks in the gradient all-reduce: a rank has died" in str(ranks.aborted[0])
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        _Watchdog(ranks, timeout=0)
