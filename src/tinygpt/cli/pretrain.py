@@ -72,9 +72,9 @@ def _pretrain(sub):
                                      data_parallel=data_parallel)
         except Interrupted as err:  # cli/__init__.py prints "interrupted" and this note
             if getattr(err, "checkpoint", None) is not None:
+                launch = f"mpiexec -n {data_parallel.size} " if data_parallel else ""
                 err.note = (f"checkpoint after {err.steps_done} steps saved to {err.checkpoint}; "
-                            "resume with: "
-                            + resume_command(args, err.checkpoint))
+                            "resume with: " + launch + resume_command(args, err.checkpoint))
             raise
         if data_parallel is None or data_parallel.rank == 0:
             print_summary(result)
