@@ -214,7 +214,7 @@ def main():
         data = os.path.join(work, "data")
         subprocess.run(tinygpt("prepare-data", str(asset_path("the-verdict.txt")), "--out", data,
                                "--jobs", "1", "--quiet"), check=True, env=thread_env(1, {**os.environ,
-                               "PYTHONPATH": SRC}), capture_output=True)
+                               "PYTHONPATH": SRC}), capture_output=True, timeout=600)
         train = ["pretrain", "--data", data, "--config", args.config, "--batch-size",
                  str(args.batch_size), "--max-steps", str(args.steps), "--eval-freq", str(args.steps),
                  "--eval-iter", "1", "--start-context", "", "--quiet"]
@@ -231,7 +231,7 @@ def main():
         out = subprocess.run([mpiexec, "-n", "2", sys.executable, os.path.abspath(__file__),
                               "--allreduce-worker", "--config", args.config, "--repeats",
                               str(args.repeats)], env={**thread_env(1), "PYTHONPATH": SRC},
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True, timeout=600).stdout
         ms, nbytes, nparams = re.search(r"allreduce ([\d.]+) ms (\d+) bytes (\d+)", out).groups()
         print(f"\nall-reduce of {int(nparams):,} parameters' gradients ({int(nbytes) / 2**20:.1f} MiB) "
               f"over 2 ranks: {float(ms):.2f} ms per step "

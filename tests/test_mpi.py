@@ -30,10 +30,13 @@ CFG = {"vocab_size": 50257, "context_length": 16, "emb_dim": 16, "n_heads": 2, "
 WORDS = ["every", "Effort", "moves", "you", "the", "Gisburn", "picture,", "said", "I", "12"]
 
 
+def mpi_version() -> str:
+    return subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=60).stdout
+
+
 def launcher(n):
     """mpiexec -n N, with Open MPI's flags for running as root on few cores when it is Open MPI."""
-    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
-    extra = ["--oversubscribe", "--allow-run-as-root"] if "Open MPI" in version else []
+    extra = ["--oversubscribe", "--allow-run-as-root"] if "Open MPI" in mpi_version() else []
     return [MPIEXEC, *extra, "-n", str(n)]
 
 
@@ -131,17 +134,13 @@ def test_batch_not_split_evenly_is_refused(run_dir):
     assert code != 0 and "the batch size 3 cannot be split evenly over 2 ranks" in err
 
 
-def hydra():
-    return "HYDRA" in subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
-
-
 @pytest.mark.parametrize("launcher_ends_it", [True, False], ids=["launcher", "survivor"])
 def test_a_killed_rank_ends_the_job_and_leaves_a_loadable_checkpoint(run_dir, launcher_ends_it):
     """Killed rank 1 ends the job: MPICH's launcher ends it by default; when the launcher does
     not (its clean-up off, and each rank run by a shell, so that what the launcher sees is a
     process that exits, not one killed by a signal, which Hydra 5 ends the job on regardless),
     rank 0 itself gives up waiting after --rank-timeout and aborts the job."""
-    if not launcher_ends_it and not hydra():
+    if not launcher_ends_it and "HYDRA" not in mpi_version():
         pytest.skip("needs MPICH's Hydra (mpiexec -disable-auto-cleanup)")
     out = run_dir / f"killed-{launcher_ends_it}"
     mpiexec = launcher(2) if launcher_ends_it else [MPIEXEC, "-disable-auto-cleanup", "-n", "2",
