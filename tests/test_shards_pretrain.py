@@ -139,11 +139,13 @@ def test_evaluation_split_over_ranks_adds_up_to_the_whole(corpus):
     model = GPTModel(CFG)
     train_loader, val_loader, _ = shard_loaders(data, 5, CFG["context_length"], 5)
     assert len(val_loader.dataset) % 5   # the last validation batch is short: 3 ranks split it unevenly
+    batches = len(val_loader)   # every validation batch, the short last one included
+
     def evaluate(ranks=None):
         train_loader.set_epoch(0)   # the same shuffled batches each time (as the trainer does)
         if ranks is None:
-            return evaluate_model(model, train_loader, val_loader, 99)
-        return evaluate_shared(model, train_loader, val_loader, 99, ranks)
+            return evaluate_model(model, train_loader, val_loader, batches)
+        return evaluate_shared(model, train_loader, val_loader, batches, ranks)
     whole = evaluate()
     for size in (2, 3):
         shares = np.array([evaluate(FakeRanks(r, size)) for r in range(size)])
