@@ -96,9 +96,61 @@ def test_resume_from_shards_is_exact_and_refuses_other_data(tmp_path, corpus):
     other = tmp_path / "other"
     (tmp_path / "o.txt").write_text(text_split_at_a_safe_cut(seed=9), encoding="ascii")
     shards.prepare_data([tmp_path / "o.txt"], other, jobs=1, progress=False)
-    with pytest.raises(InputError, match="data: checkpoint"):
+    with pytest.raises(InputError, match=rf"trained on --data shards of \d+ tokens, sha256 \w+, and "
+                       rf"this run gives --data {other} \(\d+ tokens"):
         pretrain(None, None, max_steps=9, out_dir=tmp_path / "part", data_dir=other, resume=ckpt,
                  **{k: v for k, v in RUN.items() if k != "seed"})
+
+
+def test_resume_refuses_text_for_shards_and_the_reverse(tmp_path, corpus, capsys):
+    text, data = corpus
+    pretrain(text, CFG, batch_size=2, max_steps=1, out_dir=tmp_path / "text", **RUN)
+    pretrain(None, CFG, batch_size=2, max_steps=1, out_dir=tmp_path / "data", data_dir=data, **RUN)
+    (tmp_path / "book.txt").write_text(text, encoding="ascii")
+    for source, ckpt, was, now in (
+            (["--data", str(data)], tmp_path / "text", "a --text file", f"--data {data} ("),
+            (["--text", str(tmp_path / "book.txt")], tmp_path / "data", "--data shards of ",
+             "a --text file")):
+        code = main(["pretrain", *source, "--resume", str(ckpt / "model.safetensors"),
+                     "--max-steps", "3", "--out", str(ckpt), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err   # one line
+        assert f"was trained on {was}" in err and f"this run gives {now}" in err, err
+
+
+class FakeRanks:
+    """`DataParallel`'s place and sum, for one rank of `size` run alone: its share comes back."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def sum(self, values):
+        return list(values)
+
+
+def test_evaluation_split_over_ranks_adds_up_to_the_whole(corpus):
+    from tinygpt.core.random import manual_seed
+    from tinygpt.model import GPTModel
+    from tinygpt.train.loop import evaluate_model
+    from tinygpt.train.pretrain import shard_loaders
+    from tinygpt.train.trainer import evaluate_shared
+    _, data = corpus
+    manual_seed(3)
+    model = GPTModel(CFG)
+    train_loader, val_loader, _ = shard_loaders(data, 5, CFG["context_length"], 5)
+    assert len(val_loader.dataset) % 5   # the last validation batch is short: 3 ranks split it unevenly
+    batches = len(val_loader)   # every validation batch, the short last one included
+
+    def evaluate(ranks=None):
+        train_loader.set_epoch(0)   # the same shuffled batches each time (as the trainer does)
+        if ranks is None:
+            return evaluate_model(model, train_loader, val_loader, batches)
+        return evaluate_shared(model, train_loader, val_loader, batches, ranks)
+    whole = evaluate()
+    for size in (2, 3):
+        shares = np.array([evaluate(FakeRanks(r, size)) for r in range(size)])
+        assert (shares > 0).all() and (shares < 0.7 * np.array(whole)).all()   # each did a part
+        np.testing.assert_allclose(shares.sum(axis=0), whole, rtol=1e-6)
 
 
 def test_the_command_line(tmp_path, corpus, capsys):

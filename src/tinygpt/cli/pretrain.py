@@ -41,12 +41,16 @@ def _pretrain(sub):
     sub.add_argument("--checkpoint-every", type=positive_int, help="also save a checkpoint every N steps")
     sub.add_argument("--max-steps", type=positive_int, help="stop (and save) after N steps in all")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_argument("--rank-timeout", type=positive_float, metavar="SECONDS", default=RANK_TIMEOUT,
+                     help="under mpiexec: how long a rank waits for the others in one exchange "
+                     "before it takes one for dead and ends the job (default %(default)g; more "
+                     "than the slowest checkpoint save)")
 
     def run(args):
         from ..train import Interrupted
         from ..train.pretrain import pretrain, resolve_config
         text = read_text(args.text) if args.text is not None else None
-        data_parallel = launched_ranks()
+        data_parallel = launched_ranks(args.rank_timeout)
         if args.config is not None:
             cfg = resolve_config(args.config)
         else:  # a resumed run keeps the checkpoint's config; a new one is the book's
@@ -56,7 +60,7 @@ def _pretrain(sub):
             if data_parallel.rank != 0:   # rank 0 alone prints; errors still reach stderr
                 sys.stdout = open(os.devnull, "w")
         try:
-            with data_parallel.guard("pretrain") if data_parallel else contextlib.nullcontext():
+            with data_parallel.guard() if data_parallel else contextlib.nullcontext():
                 _, result = pretrain(text, cfg, num_epochs=args.epochs, batch_size=args.batch_size,
                                      lr=args.lr, weight_decay=args.weight_decay,
                                      eval_freq=args.eval_freq, eval_iter=args.eval_iter,
@@ -68,22 +72,23 @@ def _pretrain(sub):
                                      data_parallel=data_parallel)
         except Interrupted as err:  # cli/__init__.py prints "interrupted" and this note
             if getattr(err, "checkpoint", None) is not None:
+                launch = f"mpiexec -n {data_parallel.size} " if data_parallel else ""
                 err.note = (f"checkpoint after {err.steps_done} steps saved to {err.checkpoint}; "
-                            "resume with: "
-                            + resume_command(args, err.checkpoint))
+                            "resume with: " + launch + resume_command(args, err.checkpoint))
             raise
         if data_parallel is None or data_parallel.rank == 0:
             print_summary(result)
     return run
 
 
-def launched_ranks():
+def launched_ranks(timeout=None):
     """None in a plain run; under mpiexec (or another MPI launcher) with several ranks, the
-    communicator of tinygpt.distributed (which needs the [mpi] extra)."""
+    communicator of tinygpt.distributed (which needs the [mpi] extra), whose collectives end the
+    job after `timeout` seconds of waiting (default RANK_TIMEOUT)."""
     if max(int(os.environ.get(k, "1") or 1) for k in MPI_SIZE_VARIABLES) < 2:
         return None
     from ..distributed import DataParallel
-    return DataParallel.from_launch()
+    return DataParallel.from_launch(timeout or RANK_TIMEOUT, command="pretrain")
 
 
 def data_fingerprint(args, text) -> str:
@@ -97,6 +102,7 @@ def data_fingerprint(args, text) -> str:
 
 # how MPICH's Hydra (and Slurm's PMI) and Open MPI tell a process the number of ranks
 MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+RANK_TIMEOUT = 600.0   # = distributed.RANK_TIMEOUT, not imported: a plain run never loads distributed/
 
 
 def resume_command(args, checkpoint) -> str:

@@ -4,7 +4,7 @@ back window by window (`ShardWindows`), never whole, as nanoGPT and llm.c do.
 Layout of an output folder:
 
     plan.json            what is being prepared (inputs, their sizes, the pieces of every shard)
-    train_00000.bin ...  GPT-2 token ids, raw little-endian uint16, one after another
+    train_00000.bin ...  token ids, raw little-endian uint16 (uint32 for a vocabulary past 65,536)
     val_00000.bin ...    the held-out validation split, the corpus's last `val_fraction` bytes
     index.json           written last: files, token counts, tokenizer, sha256 of every shard
 
@@ -12,8 +12,15 @@ The token stream is the documents (one per input file, optionally with Project G
 header and footer cut off) with `<|endoftext|>` between them, tokenized exactly as the whole text
 would be in memory: a document is cut into pieces only before a line break that precedes an
 ASCII letter. GPT-2's pre-tokenizer splits there anyway (the whitespace before a letter ends with
-a token of its own, and that line break is one), so the pieces' tokens concatenate to the whole's. Memory stays bounded: a worker holds one piece
-(`PIECE_BYTES` of text) at a time and appends its tokens to the shard file.
+a token of its own, and that line break is one), so the pieces' tokens concatenate to the whole's.
+A model's own tokenizer (`tokenizer="path/to/tokenizer.json"` or its folder, Hugging Face's
+format) is cut only where a letter or digit also comes before that line break (Qwen3's and
+Llama 3's pre-tokenizers put punctuation and spaces together with a following line break), and
+each cut is checked: the text around it must tokenize the same whole and in two halves, else the
+next place is tried (after `CHECKED_CUTS` failures the document stays whole: a tokenizer that
+marks the start of a text can never be cut). Its documents are tokenized one by one, its
+end-of-text token between them. Memory stays bounded: a worker holds one piece (`PIECE_BYTES` of
+text) at a time and appends its tokens to the shard file.
 
 Resuming: shards are written whole or not at all (`files.atomic_write`), so after an interruption
 the same command keeps every finished shard and prepares the rest; a folder holding another
@@ -31,13 +38,14 @@ import numpy as np
 from ..errors import InputError
 from .loader import DataLoader
 from ..files import atomic_write
-from ..tokenizer import ENDOFTEXT, get_gpt2_tokenizer
+from .shard_tokenizers import cut_keeps_tokens, load_tokenizer, token_dtype, tokenizer_record
 
 FORMAT = "tinygpt-shards-1"
 PIECE_BYTES = 1 << 20         # text a worker tokenizes at once (about 250k tokens)
 SHARD_BYTES = 64 << 20        # text per shard (some 16M tokens, a 32 MB file)
-EOT_ID = 50256
 _CUT = re.compile(rb"\n[A-Za-z]")    # a safe cut falls before this line break
+_CUT_AFTER_WORD = re.compile(rb"[A-Za-z0-9]\n[A-Za-z]")   # the same, after a letter or digit
+CHECKED_CUTS = 64             # cuts a model's tokenizer may refuse before a document stays whole
 _START = re.compile(rb"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", re.I)
 _END = re.compile(rb"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.I)
 
@@ -76,16 +84,22 @@ def gutenberg_body(path) -> tuple:
     return start, max(start, end)
 
 
-def _safe_cut(f, pos, end) -> int:
-    """The first safe cut at or after `pos` (before `end`), else `end`; reads 64 KB at a time."""
-    base = pos
-    while base + 1 < end:
+def _safe_cut(f, pos, end, tokenizer=None) -> int:
+    """The first safe cut at or after `pos` (before `end`), else `end`; reads 64 KB at a time.
+    With a model's `tokenizer` (not GPT-2's), a cut after a letter or digit that it checks."""
+    pattern = _CUT if tokenizer is None or tokenizer.name == "gpt2" else _CUT_AFTER_WORD
+    base, refused = pos, 0
+    while base + 1 < end and refused < CHECKED_CUTS:
         f.seek(base)
         block = f.read(min(end - base, 1 << 16))
-        match = _CUT.search(block)
-        if match:
-            return base + match.start()
-        base += len(block) - 1
+        for match in pattern.finditer(block):
+            cut = base + match.start() + match.group().index(b"\n")
+            if pattern is _CUT or cut_keeps_tokens(f, cut, tokenizer):
+                return cut
+            refused += 1
+            if refused == CHECKED_CUTS:
+                break
+        base += max(1, len(block) - 2)
     return end
 
 
@@ -101,9 +115,10 @@ def _documents(files, strip_gutenberg) -> list:
 
 
 def plan_shards(files, strip_gutenberg=False, val_fraction=0.1, shard_bytes=SHARD_BYTES,
-                piece_bytes=PIECE_BYTES) -> dict:
+                piece_bytes=PIECE_BYTES, tokenizer="gpt2") -> dict:
     """Cut the documents into pieces at safe points, the last `val_fraction` of all bytes into
     the validation split, and group the pieces into shards of about `shard_bytes` each."""
+    tok = load_tokenizer(tokenizer)
     if not 0 < val_fraction < 1:
         raise InputError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
     docs = _documents(files, strip_gutenberg)
@@ -113,10 +128,10 @@ def plan_shards(files, strip_gutenberg=False, val_fraction=0.1, shard_bytes=SHAR
         split_at = end if seen + end - start <= val_at else start   # all train, or all val
         with open(path, "rb") as f:
             if seen <= val_at < seen + end - start:   # the split falls in this document
-                split_at = _safe_cut(f, start + val_at - seen, end)
+                split_at = _safe_cut(f, start + val_at - seen, end, tok)
             for lo, hi, split in ((start, split_at, "train"), (split_at, end, "val")):
                 while lo < hi:
-                    cut = _safe_cut(f, lo + piece_bytes, hi) if hi - lo > piece_bytes else hi
+                    cut = _safe_cut(f, lo + piece_bytes, hi, tok) if hi - lo > piece_bytes else hi
                     pieces.append([path, lo, cut, False, split])
                     lo = cut
         pieces[-1][3] = d + 1 < len(docs)
@@ -132,8 +147,9 @@ def plan_shards(files, strip_gutenberg=False, val_fraction=0.1, shard_bytes=SHAR
         group[-1].append(piece[:4])
     names = {f"{split}_{i:05d}.bin": group for split in shards for i, group in enumerate(shards[split])}
     sizes = {str(p): [os.path.getsize(p), os.stat(p).st_mtime_ns] for p in files}
-    return {"format": FORMAT, "tokenizer": "gpt2", "strip_gutenberg": bool(strip_gutenberg),
-            "val_fraction": val_fraction, "files": sizes, "shards": names}
+    return {"format": FORMAT, "tokenizer": tokenizer_record(tok),
+            "strip_gutenberg": bool(strip_gutenberg), "val_fraction": val_fraction,
+            "files": sizes, "shards": names}
 
 
 def _piece_text(path, start, end) -> str:
@@ -149,15 +165,16 @@ def _piece_text(path, start, end) -> str:
                          f"{raw[e.start:e.start + 1]!r} ({e.reason}); save it as UTF-8") from None
 
 
-def write_shard(out_dir, name, pieces) -> tuple:
+def write_shard(out_dir, name, pieces, tokenizer="gpt2") -> tuple:
     """Tokenize `pieces` into the shard file `name`, piece by piece -> (name, tokens, sha256)."""
-    tokenizer, digest, count = get_gpt2_tokenizer(), hashlib.sha256(), 0
+    tok, digest, count = load_tokenizer(tokenizer), hashlib.sha256(), 0
+    dtype = np.dtype(token_dtype(tok.n_vocab)).newbyteorder("<")
     with atomic_write(Path(out_dir) / name, "wb") as f:
         for path, start, end, eot_after in pieces:
-            ids = tokenizer.encode(_piece_text(path, start, end), allowed_special={ENDOFTEXT})
+            ids = tok.encode(_piece_text(path, start, end))
             if eot_after:
-                ids.append(EOT_ID)
-            data = np.asarray(ids, dtype="<u2").tobytes()
+                ids.append(tok.eot_id)
+            data = np.asarray(ids, dtype=dtype).tobytes()
             f.write(data)
             digest.update(data)
             count += len(ids)
@@ -173,22 +190,31 @@ def _file_digest(path) -> str:
 
 
 def prepare_data(inputs, out_dir, strip_gutenberg=False, val_fraction=0.1, jobs=None,
-                 shard_bytes=SHARD_BYTES, piece_bytes=PIECE_BYTES, progress=True) -> dict:
+                 shard_bytes=SHARD_BYTES, piece_bytes=PIECE_BYTES, progress=True,
+                 tokenizer="gpt2") -> dict:
     """Tokenize `inputs` into shards in `out_dir` (see the module docstring), `jobs` processes
-    at once (default: the CPUs); returns the index, also written to `out_dir`/index.json."""
+    at once (default: the CPUs), with GPT-2's tokenizer or a model's (`tokenizer`: its
+    tokenizer.json or the folder holding it); returns the index, also written to
+    `out_dir`/index.json."""
     out = Path(out_dir)
     files = find_inputs(inputs)
-    plan = plan_shards(files, strip_gutenberg, val_fraction, shard_bytes, piece_bytes)
+    tok = load_tokenizer(None if tokenizer is None else str(tokenizer))
+    plan = plan_shards(files, strip_gutenberg, val_fraction, shard_bytes, piece_bytes,
+                       None if tokenizer is None else str(tokenizer))
     _check_plan(out, plan)
     done = {name: None for name in plan["shards"] if (out / name).is_file()}
-    todo = [(str(out), name, pieces) for name, pieces in plan["shards"].items() if name not in done]
+    spec = "gpt2" if tok.name == "gpt2" else tok.name
+    todo = [(str(out), name, pieces, spec) for name, pieces in plan["shards"].items()
+            if name not in done]
     if done and progress:
         print(f"resuming: {len(done)} of {len(plan['shards'])} shards are done")
     results = dict(_run_jobs(todo, jobs, progress))
+    dtype = token_dtype(tok.n_vocab)
     for name in done:
-        results[name] = (os.path.getsize(out / name) // 2, _file_digest(out / name))
+        results[name] = (os.path.getsize(out / name) // np.dtype(dtype).itemsize,
+                         _file_digest(out / name))
     index = {**{k: plan[k] for k in ("format", "tokenizer", "strip_gutenberg", "val_fraction")},
-             "dtype": "uint16", "vocab_size": 50257, "eot_id": EOT_ID,
+             "dtype": dtype, "vocab_size": tok.n_vocab, "eot_id": tok.eot_id,
              "files": [{"path": p, "bytes": size} for p, (size, _) in plan["files"].items()]}
     for split in ("train", "val"):
         names = sorted(n for n in plan["shards"] if n.startswith(split + "_"))
@@ -221,7 +247,7 @@ def _run_jobs(todo, jobs, progress):
     """Yield (name, (tokens, sha256)) for each job, over `jobs` processes, with a tokens/s bar."""
     from tqdm import tqdm
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
-    total = sum(end - start for _, _, pieces in todo for _, start, end, _ in pieces)
+    total = sum(end - start for _, _, pieces, _ in todo for _, start, end, _ in pieces)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
     tokens, started = 0, time.perf_counter()
     pool = None
@@ -232,7 +258,7 @@ def _run_jobs(todo, jobs, progress):
         results = (f.result() for f in as_completed([pool.submit(write_shard, *job) for job in todo]))
     else:
         results = (write_shard(*job) for job in todo)
-    sizes = {name: sum(e - s for _, s, e, _ in pieces) for _, name, pieces in todo}
+    sizes = {name: sum(e - s for _, s, e, _ in pieces) for _, name, pieces, _ in todo}
     try:
         for name, count, digest in results:
             tokens += count
@@ -256,6 +282,7 @@ class ShardWindows:
 
     def __init__(self, data_dir, split="train", max_length=256, stride=None):
         self.index = read_index(data_dir)
+        self.dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
         self.max_length, self.stride = int(max_length), int(stride or max_length)
         entries = [e for e in self.index[split] if e["tokens"]]
         self.paths = [str(Path(data_dir) / e["name"]) for e in entries]
@@ -269,19 +296,19 @@ class ShardWindows:
 
     def tokens(self, start, count) -> np.ndarray:
         """(count,) int64: the stream's tokens [start, start + count)."""
-        out, pos = np.empty(count, np.int64), 0
+        out, pos, size = np.empty(count, np.int64), 0, self.dtype.itemsize
         k = int(np.searchsorted(self.ends, start, side="right"))
         while pos < count:
             first = start + pos - (int(self.ends[k - 1]) if k else 0)
             n = min(count - pos, int(self.ends[k]) - start - pos)
             fd = os.open(self.paths[k], os.O_RDONLY)
             try:
-                raw = os.pread(fd, 2 * n, 2 * first)
+                raw = os.pread(fd, size * n, size * first)
             finally:
                 os.close(fd)
-            if len(raw) != 2 * n:
+            if len(raw) != size * n:
                 raise InputError(f"shard {self.paths[k]} is shorter than its index records")
-            out[pos:pos + n] = np.frombuffer(raw, "<u2")
+            out[pos:pos + n] = np.frombuffer(raw, self.dtype)
             pos, k = pos + n, k + 1
         return out
 
@@ -302,11 +329,13 @@ def read_index(data_dir) -> dict:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path} is not a tinygpt index: {err}") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("dtype") != "uint16":
-        raise InputError(f"{path} is not a {FORMAT} index of uint16 shards")
+    if (not isinstance(index, dict) or index.get("format") != FORMAT
+            or index.get("dtype") not in ("uint16", "uint32")):
+        raise InputError(f"{path} is not a {FORMAT} index of uint16 or uint32 shards")
+    itemsize = np.dtype(index["dtype"]).itemsize
     for entry in index["train"] + index["val"]:
         shard = Path(data_dir) / entry["name"]
-        if not shard.is_file() or os.path.getsize(shard) != 2 * entry["tokens"]:
+        if not shard.is_file() or os.path.getsize(shard) != itemsize * entry["tokens"]:
             raise InputError(f"shard {shard} is missing or not the {entry['tokens']} tokens "
                              "index.json records: prepare the folder again")
     return index

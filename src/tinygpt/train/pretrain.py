@@ -81,14 +81,22 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
     check_counts(optional=True, **{k: given[k] for k in ("num_epochs", "batch_size", "eval_freq",
                                                           "eval_iter", "grad_accum")})
     check_counts(checkpoint_every=checkpoint_every, max_steps=max_steps, optional=True)
-    cfg, saved = _run_config(cfg, resume)
+    data_index = None
+    if data_dir is not None:
+        from ..data.shards import read_index
+        data_index = read_index(data_dir)
+    # (an index without a tokenizer or vocab_size is of GPT-2 tokens, the only kind there was)
+    vocab_size = data_index.get("vocab_size", GPT2_VOCAB_SIZE) if data_index else GPT2_VOCAB_SIZE
+    cfg, saved = _run_config(cfg, resume, vocab_size)
     run = _run_settings(given, saved, resume)
     num_epochs, batch_size, seed = run["num_epochs"], run["batch_size"], run["seed"]
     if data_parallel is not None and batch_size % data_parallel.size:
         raise InputError(f"the batch size {batch_size} cannot be split evenly over "
                          f"{data_parallel.size} ranks: give a multiple of {data_parallel.size}")
     checkpoint_path = check_writable(pathlib.Path(out_dir) / "model.safetensors")
-    tokenizer = get_gpt2_tokenizer()
+    # samples need the tokenizer: GPT-2's, unless the shards hold a model's own tokens
+    gpt2 = data_index is None or data_index.get("tokenizer", "gpt2") == "gpt2"
+    tokenizer = get_gpt2_tokenizer() if gpt2 else None
     manual_seed(seed)
     step_batch = batch_size * run["grad_accum"]   # the windows of one optimizer step
     if data_dir is not None:   # token shards (tinygpt prepare-data), read window by window
@@ -98,6 +106,7 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
         train_loader, val_loader = _loaders(text, run["train_ratio"], step_batch,
                                             cfg["context_length"], seed)
         data_id = None
+    check_same_data(saved, data_id, data_dir, resume)
     manual_seed(seed)
     model = GPTModel(cfg)
     optimizer = AdamW(model.parameters(), lr=run["lr"], weight_decay=run["weight_decay"])
@@ -141,9 +150,10 @@ def _run_settings(given: dict, saved, resume) -> dict:
     return run
 
 
-def _run_config(cfg, resume):
+def _run_config(cfg, resume, vocab_size=GPT2_VOCAB_SIZE):
     """-> (the model config of this run: `cfg`, or the checkpoint's when resuming without one;
-    the checkpoint's recorded settings or None)."""
+    the checkpoint's recorded settings or None). `vocab_size`: the tokenizer's (GPT-2's, or
+    that of the shards' tokenizer)."""
     saved_settings = None
     if resume is not None:
         entries, state = read_checkpoint_header(resume)
@@ -158,9 +168,10 @@ def _run_config(cfg, resume):
     if cfg is None:
         raise InputError("pretrain needs a model config (cfg), unless it resumes a checkpoint")
     cfg = check_config(cfg, "the model config", error=InputError)
-    if cfg["vocab_size"] < GPT2_VOCAB_SIZE:  # pretrain tokenizes with GPT-2's BPE
+    if cfg["vocab_size"] < vocab_size:  # pretrain feeds it GPT-2's tokens, or the shards'
+        which = "GPT-2 tokenizer's" if vocab_size == GPT2_VOCAB_SIZE else "shards' tokenizer's"
         raise InputError(f"the model config's vocab_size {cfg['vocab_size']} is smaller than the "
-                         f"GPT-2 tokenizer's {GPT2_VOCAB_SIZE} tokens that pretrain feeds it")
+                         f"{which} {vocab_size} tokens that pretrain feeds it")
     return cfg, saved_settings
 
 
@@ -185,6 +196,20 @@ def _loaders(text, train_ratio, batch_size, ctx, seed):
                          f"windows of {ctx} + 1 tokens and the rest one window for validation; "
                          "use a longer text or a smaller context/batch") from None
     return train_loader, val_loader
+
+
+def check_same_data(saved_settings, data_id, data_dir, resume) -> None:
+    """Refuse to resume, on other training data, a checkpoint that records its data: a --text
+    run under --data, the reverse, or shards of another corpus (the message names both)."""
+    if resume is None or not isinstance(saved_settings, dict):
+        return   # a new run, or a checkpoint older than recorded settings
+    before = saved_settings.get("data")
+    if before == data_id:
+        return
+    was = f"--data shards of {before}" if before else "a --text file"
+    now = f"--data {data_dir} ({data_id})" if data_id else "a --text file"
+    raise InputError(f"{resume} was trained on {was}, and this run gives {now}: resume with the "
+                     "data it was trained on, or start a new run")
 
 
 def shard_loaders(data_dir, step_batch, ctx, seed):

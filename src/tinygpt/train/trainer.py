@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from ..core.autograd import no_grad
 from ..core.random import batch_part, get_rng_state, set_rng_state
 from ..errors import CheckpointError, InputError, TrainingError
 from ..nn.utils import clip_grad_norm_
@@ -92,6 +93,37 @@ def check_counts(optional=False, **counts) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def evaluate_shared(model, train_loader, val_loader, eval_iter, dp) -> tuple:
+    """`evaluate_model` with every batch's rows split over the ranks of `dp`: each rank
+    evaluates its rows and weights its loss by their share of the batch, and one sum over the
+    ranks gives every rank the batch means of `calc_loss_loader` (to float rounding)."""
+    model.eval()
+    try:
+        shares = [_loss_share(model, loader, eval_iter, dp.rank, dp.size)
+                  for loader in (train_loader, val_loader)]
+    finally:
+        model.train()
+    return tuple(dp.sum(shares))
+
+
+def _loss_share(model, loader, num_batches, rank, ranks) -> float:
+    """This rank's part of `calc_loss_loader(loader, model, num_batches)`: its rows of each
+    batch (row j of a batch of n goes to rank j * ranks // n), NaN for an empty loader."""
+    if len(loader) == 0:
+        return math.nan
+    num_batches, total = min(num_batches, len(loader)), 0.0
+    with no_grad():
+        for i, (inputs, targets) in enumerate(loader):
+            if i >= num_batches:
+                break
+            rows = len(inputs)
+            first, end = -(-rank * rows // ranks), -(-(rank + 1) * rows // ranks)
+            if end > first:
+                loss = calc_loss_batch(inputs[first:end], targets[first:end], model).item()
+                total += loss * (end - first) / rows
+    return total / num_batches
 
 
 class _Trainer:
@@ -250,8 +282,12 @@ class _Trainer:
             # evaluate on this epoch's first batches: a function of (seed, epoch) only,
             # so a resumed run evaluates exactly what an uninterrupted one does
             self.train_loader.set_epoch(loop["epoch"])
-        train_loss, val_loss = evaluate_model(self.model, self.train_loader, self.val_loader,
-                                              self.s["eval_iter"])
+        if self.s["data_parallel"] is None:
+            train_loss, val_loss = evaluate_model(self.model, self.train_loader, self.val_loader,
+                                                  self.s["eval_iter"])
+        else:
+            train_loss, val_loss = evaluate_shared(self.model, self.train_loader, self.val_loader,
+                                                   self.s["eval_iter"], self.s["data_parallel"])
         # (an empty validation loader gives NaN by the book's convention: not a divergence)
         for name, value in (("training", train_loss), ("validation", val_loss)):
             if not math.isfinite(value) and (name == "training" or len(self.val_loader)):
