@@ -22,7 +22,7 @@ from ..core.autograd import no_grad
 from ..core.tensor import Tensor
 from ..errors import InputError
 from ..ops import stack, where
-from .sampling import sample_response
+from .sampling import sample_responses
 from .verifier import extract_final_candidate, grade_answer, render_prompt
 
 THINK_TOKEN_ID, END_THINK_TOKEN_ID = 151667, 151668  # Qwen3's <think> and </think>
@@ -120,12 +120,12 @@ def grpo_objective(new_logps, rewards, old_logps=None, ref_logps=None, clip_eps=
 
 def _rollouts(model, tokenizer, example, num_rollouts, max_new_tokens, temperature, top_p,
               format_reward, prompt_renderer):
-    """(token ids, prompt lengths, rewards, samples) of `num_rollouts` answers to `example`."""
+    """(token ids, prompt lengths, rewards, samples) of `num_rollouts` answers to `example`,
+    decoded together (sample_responses: Qwen3/Llama 3; one at a time on GPT-2)."""
     prompt = prompt_renderer(example["problem"])
     all_ids, lens, rewards, samples = [], [], [], []
-    for _ in range(num_rollouts):
-        ids, prompt_len, text = sample_response(model, tokenizer, prompt, max_new_tokens,
-                                                temperature, top_p)
+    for ids, prompt_len, text in sample_responses(model, tokenizer, prompt, num_rollouts,
+                                                  max_new_tokens, temperature, top_p):
         reward = reward_rlvr(text, example["answer"])
         if format_reward:
             reward += reward_format(ids, prompt_len)
