@@ -162,3 +162,19 @@ def test_finetune_grpo_trains_saves_a_model_eval_math_reads_and_resumes(setup, t
     lora = tmp_path / "lora"
     assert main(argv[:-1] + [str(lora), "--steps", "1", "--lora-rank", "2"]) == 0
     assert (lora / "model" / "model.safetensors").is_file()
+
+
+def test_finetune_grpo_evaluates_held_out_problems_and_skips_zero_advantage(setup, tmp_path):
+    from tinygpt.reasoning.grpo_train import read_metrics
+    folder, data, expected = setup
+    out = tmp_path / "grpo"
+    assert main(["finetune-grpo", "--model", str(folder), "--data", str(data), "--steps", "2",
+                 "--rollouts", "2", "--max-new-tokens", "3", "--out", str(out), "--eval-every",
+                 "2", "--eval-n", "2", "--eval-data", str(data),
+                 "--skip-zero-advantage-updates"]) == 0
+    metrics = read_metrics(out / "grpo-metrics.csv")
+    assert metrics[0]["eval_acc"] is None and metrics[1]["eval_acc"] in (0.0, 1.0)
+    assert all(r["skipped"] == float(r["adv_std"] == 0.0) for r in metrics)
+    lines = [json.loads(x) for x in (out / "eval-step00002.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["p2"]  # p0 and p1 are trained on: only p2 is held out
+    assert metrics[1]["eval_acc"] == float(lines[0]["correct"])

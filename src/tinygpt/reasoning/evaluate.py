@@ -44,13 +44,14 @@ def read_results(out_path) -> dict:
 
 
 def evaluate_math_stream(text_model, problems, out_path, max_new_tokens: int = 512,
-                         progress=None, batch_size: int = 1) -> dict:
+                         progress=None, batch_size: int = 1, prompt_renderer=render_prompt) -> dict:
     """Grade `text_model` on `problems` (dicts with id, problem, answer), appending one JSON line
     per problem to `out_path`: id, gtruth_answer, extracted, correct, tokens (generated),
     seconds, generated_text. Problems already in the file are not run again. `batch_size` > 1:
     that many problems are generated together (`tinygpt.model.generate_batched`: the same greedy
     answers, faster on Qwen3/Llama), their lines written when the batch ends, each with an equal
-    share of the batch's seconds. `progress(record, done, correct, total)` is called after each.
+    share of the batch's seconds. `progress(record, done, correct, total)` is called after each;
+    `prompt_renderer(problem)` makes the prompt text (default: chapter 3's render_prompt).
     Returns {"correct", "total", "accuracy"} over every problem of `problems` (those from
     earlier runs included)."""
     if batch_size < 1:
@@ -63,7 +64,7 @@ def evaluate_math_stream(text_model, problems, out_path, max_new_tokens: int = 5
     with open(out_path, "a", encoding="utf-8") as f:
         for first in range(0, len(todo), batch_size):
             batch = todo[first:first + batch_size]
-            for record in _grade_batch(text_model, batch, max_new_tokens):
+            for record in _grade_batch(text_model, batch, max_new_tokens, prompt_renderer):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -74,10 +75,10 @@ def evaluate_math_stream(text_model, problems, out_path, max_new_tokens: int = 5
     return {"correct": correct, "total": total, "accuracy": correct / total}
 
 
-def _grade_batch(text_model, rows, max_new_tokens) -> list:
+def _grade_batch(text_model, rows, max_new_tokens, prompt_renderer) -> list:
     """The records of `rows`, their answers generated together (greedy)."""
     start = time.perf_counter()
-    prompts = [text_model.prompt_ids(render_prompt(row["problem"])) for row in rows]
+    prompts = [text_model.prompt_ids(prompt_renderer(row["problem"])) for row in rows]
     answers = generate_batched(text_model.model, prompts, max_new_tokens, text_model.stop_ids,
                                context_length=text_model.context_length)
     seconds = round((time.perf_counter() - start) / len(rows), 3)
