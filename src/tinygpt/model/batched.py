@@ -136,11 +136,11 @@ def generate_batched(model, prompts, max_new_tokens: int, stop_ids=(), temperatu
     if not together:
         return [_one_at_a_time(model, p, max_new_tokens, stops, temperature, top_p, keep_stop,
                                context) for p in rows]
-    if any(type(block.att) is GroupedQueryAttention for block in model.trf_blocks):
-        for_inference(model)                                 # the fast twins: the decode route
     temperature, top_p = float(temperature), _check_top_p(top_p)
     if not (np.isfinite(temperature) and temperature >= 0.0):
         raise InputError(f"temperature must be a finite number >= 0, got {temperature}")
+    if any(type(block.att) is GroupedQueryAttention for block in model.trf_blocks):
+        for_inference(model)                                 # the fast twins: the decode route
     with no_grad():
         return _decode_together(model, rows, max_new_tokens, stops, temperature, top_p, keep_stop)
 
