@@ -94,6 +94,30 @@ def test_eval_math_runs_from_the_command_line_and_resumes(setup, tmp_path, capsy
     assert len(records(out)) == 3
 
 
+def test_eval_math_batch_size_gives_the_same_lines_and_resumes(setup, tmp_path, capsys,
+                                                               monkeypatch):
+    """--batch-size 2 decodes problems together (different prompt lengths, p0 stopping early):
+    the lines are those of one at a time; a rerun resumes after the first batch."""
+    from tinygpt.model.batched import BatchedKVCache
+    batches, build = [], BatchedKVCache.from_prompts.__func__
+    monkeypatch.setattr(BatchedKVCache, "from_prompts", classmethod(
+        lambda cls, caches, lengths, max_len: batches.append(len(caches))
+        or build(cls, caches, lengths, max_len)))
+    folder, data, expected = setup
+    out = tmp_path / "batched.jsonl"
+    argv = ["eval-math", "--model", str(folder), "--data", str(data), "--max-new-tokens",
+            str(MAX_NEW), "--out", str(out), "--batch-size", "2"]
+    assert main(argv + ["--n", "2"]) == 0
+    assert records(out) == [expected["p0"], expected["p1"]]
+    assert main(argv) == 0
+    assert "accuracy 33.3% (1/3)" in capsys.readouterr().out
+    assert records(out) == [expected["p0"], expected["p1"], expected["p2"]]
+    whole = tmp_path / "whole.jsonl"
+    assert main(argv[:-3] + [str(whole), "--batch-size", "3"]) == 0
+    assert records(whole) == records(out)
+    assert batches == [2, 3]  # p2 alone on resuming: one at a time
+
+
 def one_line_error(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -138,3 +162,19 @@ def test_finetune_grpo_trains_saves_a_model_eval_math_reads_and_resumes(setup, t
     lora = tmp_path / "lora"
     assert main(argv[:-1] + [str(lora), "--steps", "1", "--lora-rank", "2"]) == 0
     assert (lora / "model" / "model.safetensors").is_file()
+
+
+def test_finetune_grpo_evaluates_held_out_problems_and_skips_zero_advantage(setup, tmp_path):
+    from tinygpt.reasoning.grpo_train import read_metrics
+    folder, data, expected = setup
+    out = tmp_path / "grpo"
+    assert main(["finetune-grpo", "--model", str(folder), "--data", str(data), "--steps", "2",
+                 "--rollouts", "2", "--max-new-tokens", "3", "--out", str(out), "--eval-every",
+                 "2", "--eval-n", "2", "--eval-data", str(data),
+                 "--skip-zero-advantage-updates"]) == 0
+    metrics = read_metrics(out / "grpo-metrics.csv")
+    assert metrics[0]["eval_acc"] is None and metrics[1]["eval_acc"] in (0.0, 1.0)
+    assert all(r["skipped"] == float(r["adv_std"] == 0.0) for r in metrics)
+    lines = [json.loads(x) for x in (out / "eval-step00002.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["p2"]  # p0 and p1 are trained on: only p2 is held out
+    assert metrics[1]["eval_acc"] == float(lines[0]["correct"])

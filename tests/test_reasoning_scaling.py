@@ -129,3 +129,25 @@ def test_sampling_is_reproducible_with_a_seed():
             for s in (7, 7, 8)]
     assert runs[0] == runs[1] and runs[0]["full_answers"] != runs[2]["full_answers"]
     assert all(len(a) <= 5 for a in runs[0]["full_answers"])
+
+
+def test_batched_sampling_is_reproducible_and_batched(monkeypatch):
+    """batch_size 3 over 5 samples: batches of 3 and 2, each seeded at its first sample's index
+    and decoded together; reproducible, and the samples differ."""
+    from tinygpt.reasoning import sampling
+    tg.manual_seed(0)
+    model = Qwen3Model(TINY_QWEN3).eval()
+    tok, sizes, batched = CharTokenizer(), [], sampling.generate_batched
+    monkeypatch.setattr(sampling, "generate_batched",
+                        lambda m, prompts, *a, **k: sizes.append(len(prompts)) or batched(m, prompts, *a, **k))
+    runs = [self_consistency_vote(model, tok, "2+2=", num_samples=5, temperature=1.5,
+                                  max_new_tokens=6, show_progress=False, seed=s, batch_size=3)
+            for s in (7, 7, 8)]
+    assert sizes == [3, 2] * 3
+    assert runs[0] == runs[1] and runs[0]["full_answers"] != runs[2]["full_answers"]
+    assert len(set(runs[0]["full_answers"])) > 1
+    best = best_of_n(model, tok, "2+2=", n=4, temperature=1.5, max_new_tokens=6, seed=7,
+                     batch_size=3)
+    assert best["answers"][:3] == runs[0]["full_answers"][:3]  # the same first batch and seed
+    with pytest.raises(tg.errors.InputError, match="batch_size"):
+        best_of_n(model, tok, "2+2=", n=2, seed=7, batch_size=0)

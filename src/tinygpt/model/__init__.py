@@ -6,6 +6,7 @@ from .fast_attention import FastMultiHeadAttention
 from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
 from .inference import for_inference
+from .batched import BatchedKVCache, generate_batched
 from .gemma3 import (GEMMA3_CONFIG_1B, GEMMA3_CONFIG_270M, GEMMA3_CONFIG_4B, GEMMA3_CONFIGS,
                      SlidingWindowKVCache, Gemma3Model, SlidingLayerKVCache, sliding_window_attention)
 from .olmo3 import OLMO3_CONFIG_7B, OLMO3_CONFIGS, Olmo3Model
@@ -19,6 +20,7 @@ from .qwen3 import (QWEN3_CONFIG_0_6B, QWEN3_CONFIG_1_7B, QWEN3_CONFIG_4B, QWEN3
 
 __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttention",
            "FastMultiHeadAttention", "MultiHeadAttentionWrapper", "for_inference",
+           "BatchedKVCache", "generate_batched",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
            "model_configs", "validate_config", "generate", "generate_text_simple",
            "text_to_token_ids", "token_ids_to_text", "GELU", "LayerNorm", "FeedForward",

@@ -19,6 +19,9 @@ Where a graph is recorded (training), `forward` IS the book-shaped forward. Else
    head read once for its group, straight into the layout `out_proj` reads. The book-shaped
    forward costs about 25 op dispatches per layer and token; this route about 8, so a decode
    step is almost all weight reads (bench/generate_modern.py's "x bound").
+   A batched cache (model/batched.py: several sequences right-aligned in one cache) always takes
+   this route, with each row's own RoPE positions and first valid key (`starts`); where the
+   projections are not packed (LoRA) they run themselves here.
 
 Why DECODE_TOKENS: the kernel loops over query rows; over a long prompt the batched products of
 `grouped_query_attention` win on one thread (bench/README.md, "cached attention gqa"), so a
@@ -28,6 +31,8 @@ When a layer is replaced (LoRA) or given new arrays, the packed product stops (p
 how that is checked) and the layers run themselves; `pack()` packs again. Checked by
 tests/test_fast_modern.py.
 """
+import numpy as np
+
 from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
@@ -58,22 +63,31 @@ class FastGroupedQueryAttention(FastTwin, GroupedQueryAttention):
     _group, _names = "_qkv", QKV_NAMES  # FastTwin's from_book, pack, packed (packing.py)
 
     def forward(self, x, cos, sin, kv_cache: LayerKVCache | None = None):
-        if kv_cache is None or x.shape[1] > DECODE_TOKENS or not _packed_applies(self._qkv, x):
+        batched = getattr(kv_cache, "starts", None) is not None     # model/batched.py's cache
+        if not batched and (kv_cache is None or x.shape[1] > DECODE_TOKENS
+                            or not _packed_applies(self._qkv, x)):
             return super().forward(x, cos, sin, kv_cache)        # the book's route
         return self._decode(x, cos, sin, kv_cache)
 
     def _decode(self, x, cos, sin, kv_cache):
         b, num_tokens, _ = x.shape
         hd, start = self.head_dim, kv_cache.length
-        q, k, v = (part.reshape(b, num_tokens, -1, hd) for part in self._qkv(x.data))  # (b, T, heads, hd)
+        parts = (self._qkv(x.data) if _packed_applies(self._qkv, x) else  # e.g. LoRA: the layers
+                 [layer(x).data for layer in (self.W_query, self.W_key, self.W_value)])
+        q, k, v = (part.reshape(b, num_tokens, -1, hd) for part in parts)  # (b, T, heads, hd)
         if self.q_norm is not None:                                  # QK-norm over head_dim
             q, k = self.q_norm(Tensor(q)).data, self.k_norm(Tensor(k)).data
-        window = slice(start, start + num_tokens)
-        cos_t, sin_t = cos[window, None, :], sin[window, None, :]    # (T, 1, hd): every head
+        starts = getattr(kv_cache, "starts", None)                   # (b,) for a batched cache
+        if starts is None:
+            window = slice(start, start + num_tokens)
+            cos_t, sin_t = cos[window, None, :], sin[window, None, :]    # (T, 1, hd): every head
+        else:  # row r's tokens sit at positions start - starts[r] ..: its own RoPE positions
+            pos = (start - starts)[:, None] + np.arange(num_tokens)      # (b, T)
+            cos_t, sin_t = cos[pos][:, :, None, :], sin[pos][:, :, None, :]  # (b, T, 1, hd)
         q, k = rotate(q, cos_t, sin_t), rotate(k, cos_t, sin_t)      # rotated by position
         kv_cache.append(Tensor(k.transpose(0, 2, 1, 3)), Tensor(v.transpose(0, 2, 1, 3)))  # (b, G, T, hd)
         context = kernels.cached_attention(q.transpose(0, 2, 1, 3), kv_cache.k, kv_cache.v,
-                                           kv_cache.length, 1.0 / hd ** 0.5)  # (b, T, H, hd)
+                                           kv_cache.length, 1.0 / hd ** 0.5, starts)  # (b, T, H, hd)
         return self.out_proj(Tensor(context.reshape(b, num_tokens, self.d_out)))  # (b, T, emb)
 
 

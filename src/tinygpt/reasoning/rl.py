@@ -22,7 +22,7 @@ from ..core.autograd import no_grad
 from ..core.tensor import Tensor
 from ..errors import InputError
 from ..ops import stack, where
-from .sampling import sample_response
+from .sampling import sample_responses
 from .verifier import extract_final_candidate, grade_answer, render_prompt
 
 THINK_TOKEN_ID, END_THINK_TOKEN_ID = 151667, 151668  # Qwen3's <think> and </think>
@@ -120,12 +120,12 @@ def grpo_objective(new_logps, rewards, old_logps=None, ref_logps=None, clip_eps=
 
 def _rollouts(model, tokenizer, example, num_rollouts, max_new_tokens, temperature, top_p,
               format_reward, prompt_renderer):
-    """(token ids, prompt lengths, rewards, samples) of `num_rollouts` answers to `example`."""
+    """(token ids, prompt lengths, rewards, samples) of `num_rollouts` answers to `example`,
+    decoded together (sample_responses: Qwen3/Llama 3; one at a time on GPT-2)."""
     prompt = prompt_renderer(example["problem"])
     all_ids, lens, rewards, samples = [], [], [], []
-    for _ in range(num_rollouts):
-        ids, prompt_len, text = sample_response(model, tokenizer, prompt, max_new_tokens,
-                                                temperature, top_p)
+    for ids, prompt_len, text in sample_responses(model, tokenizer, prompt, num_rollouts,
+                                                  max_new_tokens, temperature, top_p):
         reward = reward_rlvr(text, example["answer"])
         if format_reward:
             reward += reward_format(ids, prompt_len)
@@ -136,15 +136,28 @@ def _rollouts(model, tokenizer, example, num_rollouts, max_new_tokens, temperatu
     return all_ids, lens, rewards, samples
 
 
+def _zero_advantage_stats(old, ids, lens, rewards, samples, advantages) -> dict:
+    """compute_grpo_loss's answer for a skipped group: no loss to backpropagate (call under
+    no_grad; the entropies are the rollout policy's)."""
+    entropies = [sequence_logprob_and_entropy(old, i, n)[1] for i, n in zip(ids, lens)]
+    return {"loss_tensor": None, "loss": 0.0, "pg_loss": 0.0, "kl_loss": 0.0,
+            "policy_ratio": None, "advantages": advantages.tolist(), "rewards": rewards,
+            "entropies": entropies, "samples": samples, "is_zero_adv": True}
+
+
 def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
                       max_new_tokens: int = 256, temperature: float = 0.8, top_p: float = 0.9,
                       old_model=None, ref_model=None, clip_eps=None, kl_coeff: float = 0.0,
-                      format_reward: bool = False, prompt_renderer=render_prompt) -> dict:
+                      format_reward: bool = False, prompt_renderer=render_prompt,
+                      skip_zero_adv: bool = False) -> dict:
     """Sample `num_rollouts` answers to prompt_renderer(example["problem"]) with `old_model`
     (default: `model`, in eval mode), reward them against example["answer"], and return
-    `grpo_objective`'s dict with rewards, entropies (the rollout policy's) and samples (text,
-    reward, gen_len). Without `old_model` the log-probabilities are taken once, in eval mode
-    (as chapter 6 does), and serve as both the rollout policy's and the model's."""
+    `grpo_objective`'s dict with rewards, entropies (the rollout policy's), samples (text,
+    reward, gen_len) and is_zero_adv. Without `old_model` the log-probabilities are taken once,
+    in eval mode (as chapter 6 does), and serve as both the rollout policy's and the model's.
+    `skip_zero_adv` (the reference's chapter-7 option): when every advantage is 0 (all rewards
+    equal, so the loss has no gradient) no graph is built: loss_tensor is None, the losses 0.0
+    and the entropies come from a forward without gradient."""
     if num_rollouts < 2:
         raise InputError(f"GRPO compares rollouts within a group: num_rollouts must be >= 2, "
                          f"got {num_rollouts}")
@@ -156,6 +169,10 @@ def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
         ids, lens, rewards, samples = _rollouts(old, tokenizer, example, num_rollouts,
                                                 max_new_tokens, temperature, top_p, format_reward,
                                                 prompt_renderer)
+        advantages = compute_advantage_stats(rewards)[0]
+        if skip_zero_adv and np.allclose(advantages, 0.0, rtol=0.0, atol=1e-8):
+            model.train(was_training)
+            return _zero_advantage_stats(old, ids, lens, rewards, samples, advantages)
         old_stats = ([sequence_logprob_and_entropy(old, i, n) for i, n in zip(ids, lens)]
                      if old_model is not None else None)
         ref_logps = ([float(sequence_logprob(ref_model, i, n).data) for i, n in zip(ids, lens)]
@@ -170,4 +187,4 @@ def compute_grpo_loss(model, tokenizer, example, num_rollouts: int = 2,
     stats = grpo_objective(new_logps, rewards, [float(lp.data) for lp, _ in old_stats],
                            ref_logps, clip_eps, kl_coeff)
     return {**stats, "rewards": rewards, "entropies": [e for _, e in old_stats],
-            "samples": samples}
+            "samples": samples, "is_zero_adv": False}

@@ -1,11 +1,14 @@
 """Generating from a model for the reasoning methods: greedy or sampled (temperature, top-p),
-stopping at end tokens, through tinygpt's KV-cached `generate_stream`.
+stopping at end tokens, through tinygpt's KV-cached `generate_stream`; several samples of one
+prompt at once (`sample_responses`, `generate_texts`) through `tinygpt.model.generate_batched`,
+which decodes them together on Qwen3/Llama 3 (one at a time on GPT-2).
 
 Temperature 0 is greedy decoding here, as everywhere in tinygpt (the reference's samplers skip the
 division at 0 and sample at temperature 1)."""
 import numpy as np
 
 from ..errors import InputError
+from ..model.batched import generate_batched
 from ..model.generate import generate_stream
 
 
@@ -55,3 +58,24 @@ def sample_response(model, tokenizer, prompt: str, max_new_tokens: int = 512,
     new = generate_ids(model, prompt_ids, max_new_tokens, _stops(tokenizer), temperature, top_p,
                        keep_stop=True)
     return np.asarray(prompt_ids + new, dtype=np.int64), len(prompt_ids), tokenizer.decode(new)
+
+
+def generate_texts(model, tokenizer, prompt: str, n: int, max_new_tokens: int = 512,
+                   temperature: float = 0.8, top_p=0.9) -> list:
+    """`n` texts the model writes after `prompt`, decoded together (see the module docstring),
+    each stopped at `tokenizer.eos_token_id` (left out)."""
+    prompt_ids = list(tokenizer.encode(prompt))
+    new = generate_batched(model, [prompt_ids] * n, max_new_tokens, _stops(tokenizer),
+                           temperature, top_p)
+    return [tokenizer.decode(ids) for ids in new]
+
+
+def sample_responses(model, tokenizer, prompt: str, n: int, max_new_tokens: int = 512,
+                     temperature: float = 0.8, top_p=0.9) -> list:
+    """`n` rollouts of `prompt` decoded together: a list of what `sample_response` returns
+    (ids of prompt + response with the end token kept, the prompt's length, the text)."""
+    prompt_ids = list(tokenizer.encode(prompt))
+    new = generate_batched(model, [prompt_ids] * n, max_new_tokens, _stops(tokenizer),
+                           temperature, top_p, keep_stop=True)
+    return [(np.asarray(prompt_ids + ids, dtype=np.int64), len(prompt_ids), tokenizer.decode(ids))
+            for ids in new]

@@ -16,7 +16,7 @@ from ..core.random import manual_seed
 from ..core.autograd import no_grad
 from ..core.tensor import Tensor
 from ..errors import InputError
-from .sampling import generate_text
+from .sampling import generate_text, generate_texts
 from .verifier import extract_final_candidate, render_prompt
 
 
@@ -34,18 +34,35 @@ def majority_vote(short_answers) -> dict:
             "final_answer": winners[0] if len(winners) == 1 else None}
 
 
+def _sampled_texts(model, tokenizer, prompt, n, seed, batch_size, max_new_tokens, temperature,
+                   top_p):
+    """Yield `n` sampled answers to `prompt`. batch_size 1: one at a time, sample i seeded with
+    seed + i + 1 (the reference's seeding); more: `batch_size` at a time, decoded together
+    (generate_texts), each batch seeded with seed + (its first sample's index) + 1."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    for first in range(0, n, batch_size):
+        if seed is not None:
+            manual_seed(seed + first + 1)
+        count = min(batch_size, n - first)
+        if count == 1:
+            yield generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_p)
+        else:
+            yield from generate_texts(model, tokenizer, prompt, count, max_new_tokens,
+                                      temperature, top_p)
+
+
 def self_consistency_vote(model, tokenizer, prompt: str, num_samples: int = 10,
                           temperature: float = 0.8, top_p: float = 0.9,
                           max_new_tokens: int = 2048, show_progress: bool = True,
-                          seed=None) -> dict:
+                          seed=None, batch_size: int = 1) -> dict:
     """Sample `num_samples` answers to `prompt` (sample i seeded with seed + i + 1 when `seed` is
-    given), extract each final answer, and vote (see `majority_vote`). Returns the vote with
+    given; with `batch_size` > 1 they are decoded that many at a time, see _sampled_texts),
+    extract each final answer, and vote (see `majority_vote`). Returns the vote with
     full_answers and short_answers."""
     full_answers, short_answers = [], []
-    for i in range(num_samples):
-        if seed is not None:
-            manual_seed(seed + i + 1)
-        answer = generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_p)
+    for i, answer in enumerate(_sampled_texts(model, tokenizer, prompt, num_samples, seed,
+                                              batch_size, max_new_tokens, temperature, top_p)):
         full_answers.append(answer)
         short_answers.append(extract_final_candidate(answer, fallback="number_then_full"))
         if show_progress:
@@ -89,15 +106,13 @@ def avg_logprob_answer(model, tokenizer, prompt: str, answer: str) -> float:
 
 def best_of_n(model, tokenizer, prompt: str, n: int = 4, score_fn=heuristic_score,
               temperature: float = 0.8, top_p: float = 0.9, max_new_tokens: int = 2048,
-              seed=None) -> dict:
-    """Sample `n` answers and keep the one `score_fn(answer=..., prompt=...)` scores highest (the
-    first on a tie). Returns best (text), best_extracted, best_index, answers and scores."""
-    answers, scores = [], []
-    for i in range(n):
-        if seed is not None:
-            manual_seed(seed + i + 1)
-        answers.append(generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_p))
-        scores.append(float(score_fn(answer=answers[-1], prompt=prompt)))
+              seed=None, batch_size: int = 1) -> dict:
+    """Sample `n` answers (seeded as self_consistency_vote's, `batch_size` at a time) and keep
+    the one `score_fn(answer=..., prompt=...)` scores highest (the first on a tie). Returns best
+    (text), best_extracted, best_index, answers and scores."""
+    answers = list(_sampled_texts(model, tokenizer, prompt, n, seed, batch_size, max_new_tokens,
+                                  temperature, top_p))
+    scores = [float(score_fn(answer=answer, prompt=prompt)) for answer in answers]
     best = int(np.argmax(scores))
     return {"best": answers[best], "best_extracted": extract_final_candidate(answers[best]),
             "best_index": best, "answers": answers, "scores": scores}
