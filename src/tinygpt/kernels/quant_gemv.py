@@ -132,6 +132,58 @@ def _gemv_q8(x, q, s, c, chunk, nchunks):
             c[m, n] = acc
 
 
+@njit(fastmath={"reassoc", "contract"})
+def _gemm_bf16(x, w, c, chunk, nchunks):
+    # c[:, rows] = x (M, K) @ widen(w[rows]).T, four rows of x at a time: each weight value is
+    # widened once for four FMAs (the GEMV kernel above widens it once per row of x)
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
+    for n in range(n0, n1):
+        wn = w[n]
+        for m in range(0, M - 3, 4):
+            x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            for k in range(K):
+                v = _as_float32(np.uint32(wn[k]) << np.uint32(16))
+                a0 += x0[k] * v
+                a1 += x1[k] * v
+                a2 += x2[k] * v
+                a3 += x3[k] * v
+            c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+        for m in range(M - M % 4, M):
+            xm = x[m]
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc += xm[k] * _as_float32(np.uint32(wn[k]) << np.uint32(16))
+            c[m, n] = acc
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _gemm_q8(x, q, s, c, chunk, nchunks):
+    # c[:, rows] = x (M, K) @ (q * s)[rows].T, four rows of x at a time (as _gemm_bf16)
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, q.shape[0])
+    for n in range(n0, n1):
+        qn = q[n]
+        sn = s[n]
+        for m in range(0, M - 3, 4):
+            x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            for k in range(K):
+                v = np.float32(qn[k]) * sn[k >> 5]
+                a0 += x0[k] * v
+                a1 += x1[k] * v
+                a2 += x2[k] * v
+                a3 += x3[k] * v
+            c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+        for m in range(M - M % 4, M):
+            xm = x[m]
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc += xm[k] * (np.float32(qn[k]) * sn[k >> 5])
+            c[m, n] = acc
+
+
 @njit
 def _widen_rows_bf16(w, r0, r1, out):
     # out[:r1-r0] (float32) = widen(w[r0:r1]), as uint32 bits shifted up
@@ -183,6 +235,36 @@ def gemv_q8(x, q, s, out=None):
     return c
 
 
+def gemm_bf16(x, w):
+    """x (M, K) float32 @ widen(w (N, K) uint16).T -> (M, N), the Numba GEMM over the bits."""
+    x = _check_x(x, w.shape[1])
+    c = np.empty((x.shape[0], w.shape[0]), np.float32)
+    if c.size:
+        run_chunks(_gemm_bf16, chunks(w.shape[0], MIN_ROWS), x, w, c)
+    return c
+
+
+def gemm_q8(x, q, s):
+    """x (M, K) float32 @ (q * s).T -> (M, N), the Numba GEMM over the blocks."""
+    x = _check_x(x, q.shape[1])
+    c = np.empty((x.shape[0], q.shape[0]), np.float32)
+    if c.size:
+        run_chunks(_gemm_q8, chunks(q.shape[0], MIN_ROWS), x, q, s, c)
+    return c
+
+
+def tiled_bf16(x, w):
+    """x (M, K) @ widen(w).T by widened float32 tiles and np.matmul (BLAS)."""
+    x = _check_x(x, w.shape[1])
+    return _tiled(x, w.shape[0], lambda r0, r1, tile: _widen_rows_bf16(w, r0, r1, tile))
+
+
+def tiled_q8(x, q, s):
+    """x (M, K) @ (q * s).T by widened float32 tiles and np.matmul (BLAS)."""
+    x = _check_x(x, q.shape[1])
+    return _tiled(x, q.shape[0], lambda r0, r1, tile: _widen_rows_q8(q, s, r0, r1, tile))
+
+
 def _tiled(x, n_rows, widen):
     """x (M, K) @ W.T, W widened ROW_TILE rows at a time by widen(r0, r1, tile) and multiplied
     by np.matmul (BLAS)."""
@@ -200,7 +282,7 @@ def matmul_bf16(x, w):
     x = _check_x(x, w.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_bf16(x, w)
-    return _tiled(x, w.shape[0], lambda r0, r1, tile: _widen_rows_bf16(w, r0, r1, tile))
+    return tiled_bf16(x, w)
 
 
 def matmul_q8(x, q, s):
@@ -208,7 +290,7 @@ def matmul_q8(x, q, s):
     x = _check_x(x, q.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_q8(x, q, s)
-    return _tiled(x, q.shape[0], lambda r0, r1, tile: _widen_rows_q8(q, s, r0, r1, tile))
+    return tiled_q8(x, q, s)
 
 
 def take_bf16(w, idx):

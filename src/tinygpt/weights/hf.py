@@ -44,7 +44,8 @@ from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MO
                        qwen3_moe_config, qwen3_moe_hf_keys)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
-from ..quant import SCALES, QuantError, QuantWeight, q8_from_entries, quantize as quantize_model, weights_format
+from ..quant import (FORMATS, SCALES, QuantError, QuantWeight, check_bf16_entries, q8_from_entries,
+                     quantize as quantize_model, weights_format)
 from ..errors import MissingFileError
 from ..files import atomic_write
 
@@ -72,7 +73,7 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
     dtype="bf16" keeps the weights as bf16 and quantize="q8" as 8-bit blocks (tinygpt.quant), for
     generating: Qwen3/Llama weights go from the file straight into that form, one tensor at a
     time (no float32 copy of the model); GPT-2 is loaded in float32, then quantized. A folder
-    written by `tinygpt quantize` loads as the q8 it holds, without quantizing again."""
+    written by `tinygpt quantize` loads as the q8 or bf16 it holds, without converting again."""
     fmt = weights_format(dtype, quantize)
     if fmt is not None:
         dtype = np.float32
@@ -102,11 +103,11 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
     if multimodal:
         tensors = gemma3_text_tensors(tensors)          # the text model's, under its own names
-    saved = _saved_format(tensors, fmt, path)           # "q8" for a `tinygpt quantize` folder
-    scales = _q8_scales(tensors, path) if saved else {}
+    saved = _saved_format(tensors, fmt, path)           # "q8"/"bf16": a `tinygpt quantize` folder
+    scales = _q8_scales(tensors, path) if saved == "q8" else {}
     check_claims(tensors, cfg, path / "config.json", per_head_qk_norm=model_type != "olmo3")
     names = _check_tensors(tensors, cfg, norm, path, table,  # {HF name: book name}
-                           READABLE | ({"I8"} if saved else set()))
+                           READABLE | ({"I8"} if saved == "q8" else set()))
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
     if fmt or saved:
@@ -122,18 +123,23 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
 
 
 def _saved_format(tensors: dict, fmt, path):
-    """"q8" when the files were written by `tinygpt quantize` (their metadata says so), else None;
-    a QuantError when such a folder is asked for as bf16."""
+    """"q8" or "bf16" when the files were written by `tinygpt quantize` (their metadata says so),
+    else None; a QuantError when a q8 folder is asked for as bf16 or a bf16 folder holds a weight
+    matrix that is not BF16."""
     files = {file for file, _, _ in tensors.values()}
     saved = {read_header(file)[1].get("tinygpt_quantization") for file in files} - {None}
     if not saved:
         return None
-    if saved != {"q8"}:
-        raise QuantError(f"{path}: the files say they hold {sorted(saved)} weights; tinygpt reads q8")
-    if fmt == "bf16":
+    if len(saved) > 1 or not saved <= set(FORMATS):
+        raise QuantError(f"{path}: the files say they hold {sorted(saved)} weights; tinygpt reads "
+                         f"{' or '.join(FORMATS)}")
+    saved = saved.pop()
+    if saved == "q8" and fmt == "bf16":
         raise QuantError(f"{path} holds q8 weights (written by tinygpt quantize): load it without "
                          f"--dtype bf16")
-    return "q8"
+    if saved == "bf16":
+        check_bf16_entries(tensors, path)
+    return saved
 
 
 def _q8_scales(tensors: dict, path) -> dict:
