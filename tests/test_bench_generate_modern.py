@@ -24,12 +24,12 @@ def test_modern_generation_bench_smoke():
     for model in ("qwen3-0.6b", "llama3.2-1b"):
         for runner in RUNNERS:
             fmt = "bf16" if runner.endswith("bf16") else "q8" if runner.endswith("q8") else "float32"
-            row = re.search(rf"^\| {model} \| {runner} \| {fmt} \| 1 \| (.*)$", out, re.M)
+            row = re.search(rf"^\| {model} +\| +{runner} \| +{fmt} \| +1 \| (.*)$", out, re.M)
             assert row, f"no row for {model} {runner}"
             decode, _, _, mb_token, _, bound, *_ = [c.strip() for c in row[1].split("|")]
             assert float(mb_token) > 0 and float(decode.rstrip(" *")) > 0 and float(bound) > 0
-        rows = {r: float(re.search(rf"^\| {model} \| {r} \| \w+ \| 1 \| [^|]+\|[^|]*\|[^|]*\| ([\d.]+)", out,
-                                   re.M)[1]) for r in ("tinygpt", "tinygpt-bf16", "tinygpt-q8")}
+        rows = {r: float(re.search(rf"^\| {model} +\| +{r} \|[^|]+\|[^|]+\|[^|]+\|[^|]*\|[^|]*\| +([\d.]+)",
+                                   out, re.M)[1]) for r in ("tinygpt", "tinygpt-bf16", "tinygpt-q8")}
         assert rows["tinygpt-q8"] < rows["tinygpt-bf16"] < rows["tinygpt"]  # the bytes a token reads
     for fmt in ("float32", "bf16", "q8"):
         assert out.count(f"load_pretrained + for_inference ({fmt}): peak RSS") == 2
