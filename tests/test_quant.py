@@ -37,7 +37,7 @@ def test_bf16_rounding_is_torchs():
     assert np.isnan(K.bf16_to_float32_ref(K.float32_to_bf16_ref(np.float32([np.nan])))).all()
 
 
-@pytest.mark.parametrize("rows", [1, 3, 9])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
 def test_bf16_kernels_equal_the_reference(rows, threads):
     rng = np.random.default_rng(rows)
     w = K.float32_to_bf16_ref(rng.standard_normal((1100, 96)).astype(np.float32))
@@ -49,7 +49,7 @@ def test_bf16_kernels_equal_the_reference(rows, threads):
     assert np.array_equal(K.take_bf16(w, np.array([4, 0, 4])), K.bf16_to_float32_ref(w)[[4, 0, 4]])
 
 
-@pytest.mark.parametrize("rows", [1, 3, 9])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
 def test_q8_kernels_equal_the_reference(rows, threads):
     rng = np.random.default_rng(rows)
     q, s = K.q8_quantize_ref(rng.standard_normal((1100, 96)).astype(np.float32))

@@ -25,8 +25,16 @@ vextract instructions; the flat loop's has none: sign-extend 16 int8, convert, o
 Decode GEMV (M <= GEMV_MAX_ROWS rows of x): the kernels below, rows split over the thread pool
 (`run_chunks`) in chunks of at least MIN_ROWS rows. bf16 widens each value where the FMA reads
 it: zero-extend to uint32, shift up 16, reinterpret as float32 (`_as_float32`, an LLVM bitcast
-that costs nothing), so the loop vectorises as float32's does with half the bytes to load. Prefill (more rows): `_widen_rows_*` widen ROW_TILE weight rows at a time into a
-float32 tile and np.matmul (BLAS) multiplies it: the tile is reused by every row of x.
+that costs nothing), so the loop vectorises as float32's does with half the bytes to load.
+
+Prompts (prefill), the rule `matmul_bf16` / `matmul_q8` follow, from `bench/quant.py --prefill`
+(Qwen3-0.6B's 6144 x 1024 and 1024 x 3072 weights, M = 8-512 rows of x; bench/README.md has the
+figures): up to GEMM_MAX_ROWS rows, a Numba GEMM over the bits / blocks (`_gemm_*`: the GEMV loop
+with four rows of x per pass, so each weight is widened once for four FMAs); it reads the weight
+once in its small format, and ran 2-10x faster than widening and BLAS at M <= 16, even at 32.
+Above that BLAS's blocked kernel wins (2-3x at M = 512): `_widen_rows_*` widen ROW_TILE weight
+rows at a time into a float32 tile that np.matmul multiplies, the tile reused by every row of x;
+the widening then costs a few % of the product (tiles+BLAS ran within 10% of float32 np.matmul).
 """
 import numpy as np
 
@@ -36,7 +44,8 @@ if HAVE_NUMBA:
     import numba.extending
 
 BLOCK = 32          # Q8_0: weights per scale
-GEMV_MAX_ROWS = 4   # rows of x up to which the GEMV kernels answer (else tiles + BLAS)
+GEMV_MAX_ROWS = 4   # rows of x up to which the GEMV kernels answer
+GEMM_MAX_ROWS = 32  # ... the Numba GEMM (four rows of x a pass); above, widened tiles + BLAS
 MIN_ROWS = 256      # weight rows per thread chunk (a chunk must pay for the hand-off)
 ROW_TILE = 512      # weight rows widened at a time for the prefill product
 
@@ -200,7 +209,7 @@ def _widen_rows_bf16(w, r0, r1, out):
 def _widen_rows_q8(q, s, r0, r1, out):
     # out[:r1-r0] (float32) = q[r0:r1] * s[r0:r1] blockwise. LLVM leaves this loop scalar (no
     # vector code, with or without fastmath, flat or per block); it costs a few % of the BLAS
-    # product of a prompt of 64 rows that follows (bench/quant.py measures the decode path only)
+    # product of the prompt of more than GEMM_MAX_ROWS rows that follows (bench/quant.py --prefill)
     K = q.shape[1]
     for r in range(r0, r1):
         qr = q[r]
@@ -278,19 +287,21 @@ def _tiled(x, n_rows, widen):
 
 
 def matmul_bf16(x, w):
-    """x (M, K) @ widen(w).T: the GEMV kernel for a few rows, widened tiles and BLAS for more."""
+    """x (M, K) @ widen(w).T: the GEMV kernel for a few rows, the Numba GEMM for a short prompt,
+    widened tiles and BLAS for a longer one (the module docstring)."""
     x = _check_x(x, w.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_bf16(x, w)
-    return tiled_bf16(x, w)
+    return gemm_bf16(x, w) if x.shape[0] <= GEMM_MAX_ROWS else tiled_bf16(x, w)
 
 
 def matmul_q8(x, q, s):
-    """x (M, K) @ (q * s).T: the GEMV kernel for a few rows, widened tiles and BLAS for more."""
+    """x (M, K) @ (q * s).T: the GEMV kernel for a few rows, the Numba GEMM for a short prompt,
+    widened tiles and BLAS for a longer one (the module docstring)."""
     x = _check_x(x, q.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_q8(x, q, s)
-    return tiled_q8(x, q, s)
+    return gemm_q8(x, q, s) if x.shape[0] <= GEMM_MAX_ROWS else tiled_q8(x, q, s)
 
 
 def take_bf16(w, idx):
