@@ -116,8 +116,8 @@ def build(key):
 
 def book_model(key, model, dtype="float32"):
     """The book's KV-cache model holding tinygpt's parameter buffers (assign=True: its own random
-    ones are dropped, not kept beside them), or bf16 copies of them (torch rounds to nearest even,
-    as tinygpt's bf16 does; a tied table is converted once and shared). Returns (model, GB a
+    ones are dropped, not kept beside them), or with dtype "bf16" its own bf16 tensors holding
+    them rounded (torch rounds to nearest even, as tinygpt's bf16 does). Returns (model, bytes a
     decoded token reads: every weight but the embedding table, plus one row of it)."""
     import importlib
     import torch
@@ -125,13 +125,14 @@ def book_model(key, model, dtype="float32"):
     cls = mod.Qwen3Model if key.startswith("qwen3") else mod.Llama3Model
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     theirs = cls({**model.cfg, "dtype": torch_dtype})
-    converted, dtypes = {}, {k: v.dtype for k, v in theirs.state_dict().items()}
-    for name, array in model.state_dict().items():
-        if id(array) not in converted:
-            converted[id(array)] = torch.from_numpy(np.asarray(array)).to(dtypes[name])
-    sd = {k: converted[id(v)] for k, v in model.state_dict().items()}
+    sd = {k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()}
+    if dtype == "bf16":  # copied into its own bf16 tensors one at a time: no bf16 copy of the whole
+        with torch.no_grad():
+            for name, tensor in theirs.state_dict().items():
+                if name in sd:
+                    tensor.copy_(sd.pop(name))
     result = theirs.load_state_dict(sd, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
+    if dtype == "float32" and (result.missing_keys or result.unexpected_keys):
         raise SystemExit(f"state dicts differ: {result}")
     table = theirs.tok_emb.weight
     nbytes = {p.data_ptr(): p.numel() * p.element_size() for p in theirs.parameters()}
@@ -213,12 +214,12 @@ def sum_bandwidth(threads, mbytes=256, repeats=7):
     return a.nbytes / best / 1e9
 
 
-def bound_ms(model, weight_bytes, cache_itemsize, bandwidth_gbs):
+def bound_ms(shape, weight_bytes, cache_itemsize, bandwidth_gbs):
     """ms per decoded token if every byte it must read came at `bandwidth_gbs`: the weights
-    (`weight_bytes`) + the mean KV cache over the decode."""
-    head_dim = model.trf_blocks[0].att.head_dim
+    (`weight_bytes`) + the mean KV cache over the decode; shape = (cfg, head_dim)."""
+    cfg, head_dim = shape
     positions = ARGS.prompt_tokens + ARGS.new_tokens / 2
-    cache = 2 * model.cfg["n_layers"] * model.cfg["n_kv_groups"] * head_dim * positions * cache_itemsize
+    cache = 2 * cfg["n_layers"] * cfg["n_kv_groups"] * head_dim * positions * cache_itemsize
     return 1e3 * (weight_bytes + cache) / (bandwidth_gbs * 1e9)
 
 
@@ -236,6 +237,7 @@ def bench_model(key, bandwidth_gbs):
     prompt = rng.integers(0, model.cfg["vocab_size"], (1, ARGS.prompt_tokens)).astype(np.int64)
     long_prompt = rng.integers(0, model.cfg["vocab_size"], (1, ARGS.prefill_tokens)).astype(np.int64)
     results, rss = {}, {}
+    shape = (model.cfg, model.trf_blocks[0].att.head_dim)
     with tempfile.TemporaryDirectory() as tmp:
         folders = {"float32": os.path.join(tmp, "f32"), "bf16": os.path.join(tmp, "bf16")}
         save_pretrained_hf(model, folders["float32"])
@@ -244,13 +246,15 @@ def bench_model(key, bandwidth_gbs):
             gen, nbytes, itemsize = runner(name, key, model, folders)
             results[name] = (*measure(gen, prompt, long_prompt), nbytes, itemsize)
             del gen
+        del model  # the children below load the folders without this beside them
+        for name in ARGS.runners:
             if name.startswith("tinygpt"):
                 fmt = FORMAT.get(name, "float32")
                 rss[fmt] = peak_rss(folders[fmt if fmt == "float32" else "bf16"], fmt)
-    report(key, model, results, rss, bandwidth_gbs)
+    report(key, shape, results, rss, bandwidth_gbs)
 
 
-def report(key, model, results, rss, bandwidth_gbs):
+def report(key, shape, results, rss, bandwidth_gbs):
     for fmt in ("float32", "bf16", "q8"):   # runners on the same weights agree, or a warning
         tokens = {k: r[2] for k, r in results.items() if FORMAT.get(k, "float32") == fmt}
         if len(set(tokens.values())) > 1:
@@ -265,7 +269,7 @@ def report(key, model, results, rss, bandwidth_gbs):
         fmt, mine = FORMAT.get(name, "float32"), name.startswith("tinygpt")
         vs = f"{decode / max(refs[fmt]):.2f}" if refs[fmt] and mine else ""
         vs32 = f"{decode / f32:.2f}" if f32 and mine and fmt != "float32" else ""
-        bound = bound_ms(model, nbytes, itemsize, bandwidth_gbs)
+        bound = bound_ms(shape, nbytes, itemsize, bandwidth_gbs)
         mark = " *" if busy(load, ARGS.threads) else ""
         memory = ""
         if mine and fmt in rss:
