@@ -164,16 +164,17 @@ def _load_quantized(model, names: dict, tensors: dict, scales: dict, fmt: str):
 
     def source(book_name):
         file, entry, start = tensors[hf_of[book_name]]
-        raw = np.empty(entry["shape"], entry["dtype"] if entry["tag"] in ("BF16", "I8") else np.float32)
-        _read_into(raw, file, entry, start)
-        if entry["tag"] == "I8":
+        if entry["tag"] == "BF16" and fmt == "bf16" or entry["tag"] == "I8":  # kept as stored
+            raw = np.empty(entry["shape"], entry["dtype"])
+            _read_into(raw, file, entry, start)
+            if entry["tag"] == "BF16":
+                return QuantWeight("bf16", raw)
             s_file, s_entry, s_start = scales[hf_of[book_name]]
             s = np.empty(s_entry["shape"], np.float32)
             _read_into(s, s_file, s_entry, s_start)
             return QuantWeight("q8", raw, s)
-        if entry["tag"] == "BF16":
-            return QuantWeight.from_bf16_bits(raw, fmt)
-        return QuantWeight.from_float(raw, fmt)
+        return QuantWeight.from_rows(entry["shape"], fmt,  # converted a chunk of rows at a time
+                                     lambda r0, r1: _read_rows(file, entry, start, r0, r1))
 
     quantize_model(model, fmt, source)
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -322,6 +323,17 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
             if raw.size != n:
                 raise WeightsError(f"{file}: short read of a tensor")
             flat[lo:lo + n] = bf16_to_float32(raw) if entry["tag"] == "BF16" else raw
+
+
+def _read_rows(file: Path, entry: dict, start: int, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of the 2-D tensor `entry` of `file`, in the file's dtype (BF16: uint16)."""
+    width = entry["shape"][1]
+    with open(file, "rb") as f:
+        f.seek(start + entry["begin"] + r0 * width * entry["dtype"].itemsize)
+        raw = np.fromfile(f, dtype=entry["dtype"], count=(r1 - r0) * width)
+    if raw.size != (r1 - r0) * width:
+        raise WeightsError(f"{file}: short read of a tensor")
+    return raw.reshape(r1 - r0, width)
 
 
 def cfg_to_hf_config(model) -> dict:
