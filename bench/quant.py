@@ -4,11 +4,17 @@ random weights, 1 and 2 threads; and the GEMV kernels alone on Qwen3's output-he
     python bench/quant.py                    # both thread counts (each in a child), short run
     python bench/quant.py --threads 1        # one thread count, in this process
     python bench/quant.py --kernels          # the head-shaped GEMV: f32 / bf16 / q8 flat / q8 nested
+    python bench/quant.py --prefill          # prompt products: widened tiles + BLAS vs Numba GEMM
     python bench/quant.py --smoke            # a tiny config: checks the script runs (no figures)
 
 Decode tok/s: after a --prompt-tokens prompt, --new-tokens greedy steps through the KV cache,
 median ms per step. GB/s: the weight bytes a step reads (every Linear weight and the tied head;
-one embedding row) over the median step time. "background cores": other processes' CPU over
+one embedding row) over the median step time. --prefill: the products a prompt of M tokens makes
+with Qwen3-0.6B's packed fc1/fc2 (6144 x 1024) and fc3 (1024 x 3072) weights, one thread, each
+form checked against the NumPy reference, then timed in turns (the fastest of 9: the machine is
+shared and a time-sliced run is only ever slower): float32 np.matmul, and
+for bf16 and q8 the weight widened 512 rows at a time into a float32 tile multiplied by
+np.matmul ("tiles+BLAS") against a Numba GEMM over the bits/blocks (four rows of x per pass). "background cores": other processes' CPU over
 the timed steps (the machine is shared: figures taken with background load are noisy, and a
 2-thread figure with a busy second core is not to be trusted). OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE are removed from the children's environment.
@@ -30,6 +36,7 @@ def _parse_args(argv=None):
     p.add_argument("--prompt-tokens", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=12)
     p.add_argument("--kernels", action="store_true", help="the output-head GEMV kernels only")
+    p.add_argument("--prefill", action="store_true", help="the prompt (GEMM) products only")
     p.add_argument("--smoke", action="store_true")
     return p.parse_args(argv)
 
@@ -170,7 +177,44 @@ def run_kernels():
     return rows
 
 
+def run_prefill():
+    from tinygpt.kernels import quant_gemv as K
+    tg.kernels.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    shapes = [(256, 64)] if ARGS.smoke else [(6144, 1024), (1024, 3072)]
+    rows = []
+    for n, k in shapes:
+        w = (rng.random((n, k), dtype=np.float32) - 0.5)
+        w16, (q, s) = K.float32_to_bf16_ref(w), K.q8_quantize_ref(w)
+        for m in ([5, 16] if ARGS.smoke else [8, 16, 32, 64, 128, 512]):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            forms = {"float32 np.matmul": (lambda: x @ w.T, x @ w.T),
+                     "bf16 tiles+BLAS": (lambda: K.tiled_bf16(x, w16), K.gemv_bf16_ref(x, w16)),
+                     "bf16 Numba GEMM": (lambda: K.gemm_bf16(x, w16), K.gemv_bf16_ref(x, w16)),
+                     "q8 tiles+BLAS": (lambda: K.tiled_q8(x, q, s), K.gemv_q8_ref(x, q, s)),
+                     "q8 Numba GEMM": (lambda: K.gemm_q8(x, q, s), K.gemv_q8_ref(x, q, s))}
+            for name, (fn, want) in forms.items():  # each form computes its product, then timed
+                err = np.abs(fn() - want).max() / np.abs(want).max()
+                assert err < 1e-5, f"{name} M={m}: relative error {err:.2e}"
+            times, meter = {name: [] for name in forms}, LoadMeter()
+            for _ in range(3 if ARGS.smoke else 9):
+                for name, (fn, _) in forms.items():
+                    meter.start()
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+                    meter.stop()
+            ms = {name: min(t) * 1e3 for name, t in times.items()}  # least disturbed by others
+            rows.append([f"{n} x {k}", str(m)] + [f"{v:.2f}" for v in ms.values()]
+                        + [f"{meter.other / max(meter.wall, 1e-9):.2f}"])
+    return ["weight", "M"] + [f"{name} ms" for name in forms] + ["background cores"], rows
+
+
 def main():
+    if ARGS.prefill:
+        print(f"prompt products, 1 thread, {os.uname().nodename}")
+        print(markdown_table(*run_prefill()))
+        return
     if ARGS.kernels:
         print(f"GEMV on the output-head shape, 1 thread, {os.uname().nodename}")
         print(markdown_table(["kernel", "ms", "GB/s", "background cores"], run_kernels()))

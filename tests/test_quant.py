@@ -10,7 +10,7 @@ from quant_models import MODELS, bf16_folder, float_twin
 from tinygpt.kernels import quant_gemv as K
 from tinygpt.kernels._jit import num_threads, set_num_threads
 from tinygpt.model import GPTModel, for_inference, generate
-from tinygpt.quant import QuantError, QuantLinear, quantize, quantized_format
+from tinygpt.quant import QuantError, QuantLinear, decode_bytes, quantize, quantized_format
 from tinygpt.weights import load_pretrained
 
 TIGHT = 1e-5  # float32 products summed in another order: |diff| <= TIGHT * max|logit|
@@ -37,7 +37,7 @@ def test_bf16_rounding_is_torchs():
     assert np.isnan(K.bf16_to_float32_ref(K.float32_to_bf16_ref(np.float32([np.nan])))).all()
 
 
-@pytest.mark.parametrize("rows", [1, 3, 9])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
 def test_bf16_kernels_equal_the_reference(rows, threads):
     rng = np.random.default_rng(rows)
     w = K.float32_to_bf16_ref(rng.standard_normal((1100, 96)).astype(np.float32))
@@ -45,10 +45,11 @@ def test_bf16_kernels_equal_the_reference(rows, threads):
     want = K.gemv_bf16_ref(x, w)
     assert rel(K.matmul_bf16(x, w), want) < TIGHT
     assert rel(K.gemv_bf16(x, w), want) < TIGHT
+    assert rel(K.gemm_bf16(x, w), want) < TIGHT and rel(K.tiled_bf16(x, w), want) < TIGHT
     assert np.array_equal(K.take_bf16(w, np.array([4, 0, 4])), K.bf16_to_float32_ref(w)[[4, 0, 4]])
 
 
-@pytest.mark.parametrize("rows", [1, 3, 9])
+@pytest.mark.parametrize("rows", [1, 3, 9, 40])
 def test_q8_kernels_equal_the_reference(rows, threads):
     rng = np.random.default_rng(rows)
     q, s = K.q8_quantize_ref(rng.standard_normal((1100, 96)).astype(np.float32))
@@ -56,6 +57,7 @@ def test_q8_kernels_equal_the_reference(rows, threads):
     want = K.gemv_q8_ref(x, q, s)
     assert rel(K.matmul_q8(x, q, s), want) < TIGHT
     assert rel(K.gemv_q8(x, q, s), want) < TIGHT
+    assert rel(K.gemm_q8(x, q, s), want) < TIGHT and rel(K.tiled_q8(x, q, s), want) < TIGHT
     assert np.array_equal(K.take_q8(q, s, np.array([7, 1])), K.q8_dequantize_ref(q, s)[[7, 1]])
 
 
@@ -156,3 +158,19 @@ def test_the_serve_pages_inspection_reads_a_bf16_model_as_its_float_twin(tmp_pat
     want = inspect_position(float_twin(folder), ids, 4, 1)
     assert got.top_ids == want.top_ids and got.lens_ids == want.lens_ids
     assert np.allclose(got.attention, want.attention, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "llama"])
+def test_decode_bytes_counts_what_a_token_reads_in_each_format(tmp_path, kind):
+    folder = bf16_folder(tmp_path, kind, seed=3)
+    ref = float_twin(folder)
+    params = dict(ref.named_parameters())             # a tied head is listed once, as the table
+    table = params.pop("tok_emb.weight").data
+    weights = sum(p.data.size for p in params.values() if p.data.ndim == 2)
+    weights += table.size if ref.weights_tied else table.shape[1]  # the head, or one row
+    vectors = sum(p.data.size for p in params.values() if p.data.ndim == 1)
+    assert ref.weights_tied == (kind == "qwen3")
+    assert decode_bytes(ref) == 4 * weights + 4 * vectors
+    assert decode_bytes(load_pretrained(folder, dtype="bf16")) == 2 * weights + 4 * vectors
+    # q8: a byte a weight and a float32 scale a block of 32
+    assert decode_bytes(load_pretrained(folder, quantize="q8")) == weights * 9 // 8 + 4 * vectors

@@ -80,6 +80,6 @@ def _register_commands() -> None:
     from . import inference, pretrain, show  # noqa: F401
     from . import data  # noqa: F401  (prepare-data, beside pretrain)
     from . import serve  # noqa: F401  (the serve command; tinygpt.serve loads when it runs)
-    from . import quantize  # noqa: F401  (tinygpt quantize: q8 weights saved once)
+    from . import quantize  # noqa: F401  (tinygpt quantize: q8 or bf16 weights saved once)
     from . import reasoning  # noqa: F401  (eval-math, finetune-grpo)
     from . import finetune  # noqa: F401  (last: the fine-tuning commands follow in --help)

@@ -51,6 +51,9 @@ def _generate(sub):
                      help="read prompts from standard input, one per line, until end of input")
     _sampling_args(sub, 50)
     weights_args(sub)
+    sub.add_argument("--stats", action="store_true",
+                     help="after each answer, print the prompt and decode tok/s and the GB/s of "
+                          "weight reads to standard error")
 
     def run(args):
         from ..errors import InputError
@@ -178,6 +181,7 @@ class Session:
         import contextlib
         import numpy as np
         from ..model.generate import generate_stream
+        from ..quant import GenerationStats
         tm = self.text_model
         ids = np.asarray(tm.prompt_ids(text), dtype=np.int64).reshape(1, -1)  # (1, n)
         # the KV cache holds no more than this reply needs (a 40k context would take gigabytes)
@@ -188,12 +192,18 @@ class Session:
         tokens = generate_stream(tm.model, ids, self.args.max_new_tokens, window,
                                  temperature=self.args.temperature, top_k=self.args.top_k,
                                  eos_id=tm.stop_ids[0])
+        stats = GenerationStats(tm.model, ids.shape[1]) if getattr(self.args, "stats", False) else None
         with contextlib.closing(tokens):  # closed at once when Ctrl-C stops the reply
             for token in tokens:
+                if stats:
+                    stats.tick()
                 if int(token[0, 0]) in tm.stop_ids:  # another end token (<|endoftext|> in a chat)
                     break
                 out.add(int(token[0, 0]))  # (1, 1) ids of the new token
-        return out.finish()
+        text = out.finish()
+        if stats:
+            print(stats.line(), file=sys.stderr, flush=True)
+        return text
 
 
 class TextStream:

@@ -25,8 +25,16 @@ vextract instructions; the flat loop's has none: sign-extend 16 int8, convert, o
 Decode GEMV (M <= GEMV_MAX_ROWS rows of x): the kernels below, rows split over the thread pool
 (`run_chunks`) in chunks of at least MIN_ROWS rows. bf16 widens each value where the FMA reads
 it: zero-extend to uint32, shift up 16, reinterpret as float32 (`_as_float32`, an LLVM bitcast
-that costs nothing), so the loop vectorises as float32's does with half the bytes to load. Prefill (more rows): `_widen_rows_*` widen ROW_TILE weight rows at a time into a
-float32 tile and np.matmul (BLAS) multiplies it: the tile is reused by every row of x.
+that costs nothing), so the loop vectorises as float32's does with half the bytes to load.
+
+Prompts (prefill), the rule `matmul_bf16` / `matmul_q8` follow, from `bench/quant.py --prefill`
+(Qwen3-0.6B's 6144 x 1024 and 1024 x 3072 weights, M = 8-512 rows of x; bench/README.md has the
+figures): up to GEMM_MAX_ROWS rows, a Numba GEMM over the bits / blocks (`_gemm_*`: the GEMV loop
+with four rows of x per pass, so each weight is widened once for four FMAs); it reads the weight
+once in its small format, and ran 2-10x faster than widening and BLAS at M <= 16, even at 32.
+Above that BLAS's blocked kernel wins (2-3x at M = 512): `_widen_rows_*` widen ROW_TILE weight
+rows at a time into a float32 tile that np.matmul multiplies, the tile reused by every row of x;
+the widening then costs a few % of the product (tiles+BLAS ran within 10% of float32 np.matmul).
 """
 import numpy as np
 
@@ -36,7 +44,8 @@ if HAVE_NUMBA:
     import numba.extending
 
 BLOCK = 32          # Q8_0: weights per scale
-GEMV_MAX_ROWS = 4   # rows of x up to which the GEMV kernels answer (else tiles + BLAS)
+GEMV_MAX_ROWS = 4   # rows of x up to which the GEMV kernels answer
+GEMM_MAX_ROWS = 32  # ... the Numba GEMM (four rows of x a pass); above, widened tiles + BLAS
 MIN_ROWS = 256      # weight rows per thread chunk (a chunk must pay for the hand-off)
 ROW_TILE = 512      # weight rows widened at a time for the prefill product
 
@@ -132,6 +141,58 @@ def _gemv_q8(x, q, s, c, chunk, nchunks):
             c[m, n] = acc
 
 
+@njit(fastmath={"reassoc", "contract"})
+def _gemm_bf16(x, w, c, chunk, nchunks):
+    # c[:, rows] = x (M, K) @ widen(w[rows]).T, four rows of x at a time: each weight value is
+    # widened once for four FMAs (the GEMV kernel above widens it once per row of x)
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
+    for n in range(n0, n1):
+        wn = w[n]
+        for m in range(0, M - 3, 4):
+            x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            for k in range(K):
+                v = _as_float32(np.uint32(wn[k]) << np.uint32(16))
+                a0 += x0[k] * v
+                a1 += x1[k] * v
+                a2 += x2[k] * v
+                a3 += x3[k] * v
+            c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+        for m in range(M - M % 4, M):
+            xm = x[m]
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc += xm[k] * _as_float32(np.uint32(wn[k]) << np.uint32(16))
+            c[m, n] = acc
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _gemm_q8(x, q, s, c, chunk, nchunks):
+    # c[:, rows] = x (M, K) @ (q * s)[rows].T, four rows of x at a time (as _gemm_bf16)
+    M, K = x.shape
+    n0, n1 = chunk_bounds(chunk, nchunks, q.shape[0])
+    for n in range(n0, n1):
+        qn = q[n]
+        sn = s[n]
+        for m in range(0, M - 3, 4):
+            x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            for k in range(K):
+                v = np.float32(qn[k]) * sn[k >> 5]
+                a0 += x0[k] * v
+                a1 += x1[k] * v
+                a2 += x2[k] * v
+                a3 += x3[k] * v
+            c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+        for m in range(M - M % 4, M):
+            xm = x[m]
+            acc = np.float32(0.0)
+            for k in range(K):
+                acc += xm[k] * (np.float32(qn[k]) * sn[k >> 5])
+            c[m, n] = acc
+
+
 @njit
 def _widen_rows_bf16(w, r0, r1, out):
     # out[:r1-r0] (float32) = widen(w[r0:r1]), as uint32 bits shifted up
@@ -148,7 +209,7 @@ def _widen_rows_bf16(w, r0, r1, out):
 def _widen_rows_q8(q, s, r0, r1, out):
     # out[:r1-r0] (float32) = q[r0:r1] * s[r0:r1] blockwise. LLVM leaves this loop scalar (no
     # vector code, with or without fastmath, flat or per block); it costs a few % of the BLAS
-    # product of a prompt of 64 rows that follows (bench/quant.py measures the decode path only)
+    # product of the prompt of more than GEMM_MAX_ROWS rows that follows (bench/quant.py --prefill)
     K = q.shape[1]
     for r in range(r0, r1):
         qr = q[r]
@@ -183,6 +244,36 @@ def gemv_q8(x, q, s, out=None):
     return c
 
 
+def gemm_bf16(x, w):
+    """x (M, K) float32 @ widen(w (N, K) uint16).T -> (M, N), the Numba GEMM over the bits."""
+    x = _check_x(x, w.shape[1])
+    c = np.empty((x.shape[0], w.shape[0]), np.float32)
+    if c.size:
+        run_chunks(_gemm_bf16, chunks(w.shape[0], MIN_ROWS), x, w, c)
+    return c
+
+
+def gemm_q8(x, q, s):
+    """x (M, K) float32 @ (q * s).T -> (M, N), the Numba GEMM over the blocks."""
+    x = _check_x(x, q.shape[1])
+    c = np.empty((x.shape[0], q.shape[0]), np.float32)
+    if c.size:
+        run_chunks(_gemm_q8, chunks(q.shape[0], MIN_ROWS), x, q, s, c)
+    return c
+
+
+def tiled_bf16(x, w):
+    """x (M, K) @ widen(w).T by widened float32 tiles and np.matmul (BLAS)."""
+    x = _check_x(x, w.shape[1])
+    return _tiled(x, w.shape[0], lambda r0, r1, tile: _widen_rows_bf16(w, r0, r1, tile))
+
+
+def tiled_q8(x, q, s):
+    """x (M, K) @ (q * s).T by widened float32 tiles and np.matmul (BLAS)."""
+    x = _check_x(x, q.shape[1])
+    return _tiled(x, q.shape[0], lambda r0, r1, tile: _widen_rows_q8(q, s, r0, r1, tile))
+
+
 def _tiled(x, n_rows, widen):
     """x (M, K) @ W.T, W widened ROW_TILE rows at a time by widen(r0, r1, tile) and multiplied
     by np.matmul (BLAS)."""
@@ -196,19 +287,21 @@ def _tiled(x, n_rows, widen):
 
 
 def matmul_bf16(x, w):
-    """x (M, K) @ widen(w).T: the GEMV kernel for a few rows, widened tiles and BLAS for more."""
+    """x (M, K) @ widen(w).T: the GEMV kernel for a few rows, the Numba GEMM for a short prompt,
+    widened tiles and BLAS for a longer one (the module docstring)."""
     x = _check_x(x, w.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_bf16(x, w)
-    return _tiled(x, w.shape[0], lambda r0, r1, tile: _widen_rows_bf16(w, r0, r1, tile))
+    return gemm_bf16(x, w) if x.shape[0] <= GEMM_MAX_ROWS else tiled_bf16(x, w)
 
 
 def matmul_q8(x, q, s):
-    """x (M, K) @ (q * s).T: the GEMV kernel for a few rows, widened tiles and BLAS for more."""
+    """x (M, K) @ (q * s).T: the GEMV kernel for a few rows, the Numba GEMM for a short prompt,
+    widened tiles and BLAS for a longer one (the module docstring)."""
     x = _check_x(x, q.shape[1])
     if x.shape[0] <= GEMV_MAX_ROWS:
         return gemv_q8(x, q, s)
-    return _tiled(x, q.shape[0], lambda r0, r1, tile: _widen_rows_q8(q, s, r0, r1, tile))
+    return gemm_q8(x, q, s) if x.shape[0] <= GEMM_MAX_ROWS else tiled_q8(x, q, s)
 
 
 def take_bf16(w, idx):

@@ -8,13 +8,15 @@ dtype="bf16")` or `quantize="q8"` (tinygpt.weights) builds one straight from a c
 CLI's `--dtype bf16` / `--quantize q8` and `tinygpt quantize` use these. Inference only: training
 stays float32/float64. The kernels are in tinygpt/kernels/quant_gemv.py.
 """
-from .convert import SCALES, q8_from_entries, quantize, quantized_format, quantized_tensors
+from .convert import (SCALES, check_bf16_entries, q8_from_entries, quantize, quantized_format,
+                      quantized_tensors)
 from .layers import QuantEmbedding, QuantLinear, QuantPacked
+from .stats import GenerationStats, decode_bytes
 from .weights import FORMATS, QuantError, QuantWeight, check_format
 
-__all__ = ["FORMATS", "SCALES", "QuantEmbedding", "QuantError", "QuantLinear", "QuantPacked",
-           "QuantWeight", "check_format", "q8_from_entries", "quantize", "quantized_format",
-           "quantized_tensors", "weights_format"]
+__all__ = ["FORMATS", "SCALES", "GenerationStats", "QuantEmbedding", "QuantError", "QuantLinear",
+           "QuantPacked", "QuantWeight", "check_bf16_entries", "check_format", "decode_bytes",
+           "q8_from_entries", "quantize", "quantized_format", "quantized_tensors", "weights_format"]
 
 
 def weights_format(dtype=None, quantize=None):

@@ -123,3 +123,12 @@ def q8_from_entries(name: str, weight_entry: dict, scale_entry: dict | None, whe
     if scale_entry["tag"] != "F32" or tuple(scale_entry["shape"]) != want:
         raise QuantError(f"{where}: {name}{SCALES} is {scale_entry['tag']} {tuple(scale_entry['shape'])}; "
                          f"q8 {name} {tuple(shape)} needs F32 {want} (one scale per block of 32)")
+
+
+def check_bf16_entries(tensors: dict, where) -> None:
+    """A folder saved as bf16 holds every weight matrix as BF16 ({name: (file, header entry,
+    start)}; 1-D norms may be float): a QuantError names the first that is not."""
+    for name, (_, entry, _) in tensors.items():
+        if len(entry["shape"]) == 2 and entry["tag"] != "BF16":
+            raise QuantError(f"{where}: tensor {name} is {entry['tag']}, but the files say they hold "
+                             f"bf16 weights (BF16)")

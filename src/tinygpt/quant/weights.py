@@ -60,13 +60,28 @@ class QuantWeight:
         time (q8), never widening the whole matrix."""
         if check_format(fmt) == "bf16":
             return cls(fmt, bits)
-        check_blocks(bits.shape, "this weight")
-        q = np.empty(bits.shape, np.int8)
-        s = np.empty((bits.shape[0], bits.shape[1] // K.BLOCK), np.float32)
-        for r0 in range(0, bits.shape[0], CHUNK_ROWS):
-            rows = K.bf16_to_float32_ref(bits[r0:r0 + CHUNK_ROWS])
-            q[r0:r0 + CHUNK_ROWS], s[r0:r0 + CHUNK_ROWS] = K.q8_quantize_ref(rows)
-        return cls(fmt, q, s)
+        return cls.from_rows(bits.shape, fmt, lambda r0, r1: bits[r0:r1])
+
+    @classmethod
+    def from_rows(cls, shape, fmt: str, read) -> "QuantWeight":
+        """The weight (N, K) whose rows r0:r1 `read(r0, r1)` returns (bf16 bits as uint16, or
+        floats), converted CHUNK_ROWS rows at a time: a loader reads a chunk from the file at a
+        time, so no copy of the whole matrix in its file's form is ever held."""
+        check_format(fmt)
+        if fmt == "q8":
+            check_blocks(shape, "this weight")
+            out = np.empty(shape, np.int8)
+            s = np.empty((shape[0], shape[1] // K.BLOCK), np.float32)
+        else:
+            out, s = np.empty(shape, np.uint16), None
+        for r0 in range(0, shape[0], CHUNK_ROWS):
+            rows = read(r0, min(r0 + CHUNK_ROWS, shape[0]))
+            rows = K.bf16_to_float32_ref(rows) if rows.dtype == np.uint16 else rows
+            if fmt == "q8":
+                out[r0:r0 + CHUNK_ROWS], s[r0:r0 + CHUNK_ROWS] = K.q8_quantize_ref(rows)
+            else:
+                out[r0:r0 + CHUNK_ROWS] = K.float32_to_bf16_ref(rows)
+        return cls(fmt, out, s)
 
     @property
     def nbytes(self) -> int:

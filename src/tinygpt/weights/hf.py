@@ -44,7 +44,8 @@ from .hf_names import (GEMMA3_HF_TO_BOOK, HF_TO_BOOK, OLMO3_HF_TO_BOOK, QWEN3_MO
                        qwen3_moe_config, qwen3_moe_hf_keys)
 from .hub import download_model, is_repo_id
 from .safetensors_io import bf16_to_float32, read_header, save_safetensors
-from ..quant import SCALES, QuantError, QuantWeight, q8_from_entries, quantize as quantize_model, weights_format
+from ..quant import (FORMATS, SCALES, QuantError, QuantWeight, check_bf16_entries, q8_from_entries,
+                     quantize as quantize_model, weights_format)
 from ..errors import MissingFileError
 from ..files import atomic_write
 
@@ -72,7 +73,7 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
     dtype="bf16" keeps the weights as bf16 and quantize="q8" as 8-bit blocks (tinygpt.quant), for
     generating: Qwen3/Llama weights go from the file straight into that form, one tensor at a
     time (no float32 copy of the model); GPT-2 is loaded in float32, then quantized. A folder
-    written by `tinygpt quantize` loads as the q8 it holds, without quantizing again."""
+    written by `tinygpt quantize` loads as the q8 or bf16 it holds, without converting again."""
     fmt = weights_format(dtype, quantize)
     if fmt is not None:
         dtype = np.float32
@@ -102,11 +103,11 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
     tensors = _tensor_index(path)                       # {HF name: (file, header entry)}
     if multimodal:
         tensors = gemma3_text_tensors(tensors)          # the text model's, under its own names
-    saved = _saved_format(tensors, fmt, path)           # "q8" for a `tinygpt quantize` folder
-    scales = _q8_scales(tensors, path) if saved else {}
+    saved = _saved_format(tensors, fmt, path)           # "q8"/"bf16": a `tinygpt quantize` folder
+    scales = _q8_scales(tensors, path) if saved == "q8" else {}
     check_claims(tensors, cfg, path / "config.json", per_head_qk_norm=model_type != "olmo3")
     names = _check_tensors(tensors, cfg, norm, path, table,  # {HF name: book name}
-                           READABLE | ({"I8"} if saved else set()))
+                           READABLE | ({"I8"} if saved == "q8" else set()))
     with skip_init():  # every parameter is read below: drawing them first would waste time
         model = cls(cfg)
     if fmt or saved:
@@ -122,18 +123,23 @@ def load_pretrained(path, *, dtype=np.float32, quantize=None, cache_dir=None, en
 
 
 def _saved_format(tensors: dict, fmt, path):
-    """"q8" when the files were written by `tinygpt quantize` (their metadata says so), else None;
-    a QuantError when such a folder is asked for as bf16."""
+    """"q8" or "bf16" when the files were written by `tinygpt quantize` (their metadata says so),
+    else None; a QuantError when a q8 folder is asked for as bf16 or a bf16 folder holds a weight
+    matrix that is not BF16."""
     files = {file for file, _, _ in tensors.values()}
     saved = {read_header(file)[1].get("tinygpt_quantization") for file in files} - {None}
     if not saved:
         return None
-    if saved != {"q8"}:
-        raise QuantError(f"{path}: the files say they hold {sorted(saved)} weights; tinygpt reads q8")
-    if fmt == "bf16":
+    if len(saved) > 1 or not saved <= set(FORMATS):
+        raise QuantError(f"{path}: the files say they hold {sorted(saved)} weights; tinygpt reads "
+                         f"{' or '.join(FORMATS)}")
+    saved = saved.pop()
+    if saved == "q8" and fmt == "bf16":
         raise QuantError(f"{path} holds q8 weights (written by tinygpt quantize): load it without "
                          f"--dtype bf16")
-    return "q8"
+    if saved == "bf16":
+        check_bf16_entries(tensors, path)
+    return saved
 
 
 def _q8_scales(tensors: dict, path) -> dict:
@@ -158,16 +164,17 @@ def _load_quantized(model, names: dict, tensors: dict, scales: dict, fmt: str):
 
     def source(book_name):
         file, entry, start = tensors[hf_of[book_name]]
-        raw = np.empty(entry["shape"], entry["dtype"] if entry["tag"] in ("BF16", "I8") else np.float32)
-        _read_into(raw, file, entry, start)
-        if entry["tag"] == "I8":
+        if entry["tag"] == "BF16" and fmt == "bf16" or entry["tag"] == "I8":  # kept as stored
+            raw = np.empty(entry["shape"], entry["dtype"])
+            _read_into(raw, file, entry, start)
+            if entry["tag"] == "BF16":
+                return QuantWeight("bf16", raw)
             s_file, s_entry, s_start = scales[hf_of[book_name]]
             s = np.empty(s_entry["shape"], np.float32)
             _read_into(s, s_file, s_entry, s_start)
             return QuantWeight("q8", raw, s)
-        if entry["tag"] == "BF16":
-            return QuantWeight.from_bf16_bits(raw, fmt)
-        return QuantWeight.from_float(raw, fmt)
+        return QuantWeight.from_rows(entry["shape"], fmt,  # converted a chunk of rows at a time
+                                     lambda r0, r1: _read_rows(file, entry, start, r0, r1))
 
     quantize_model(model, fmt, source)
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -316,6 +323,17 @@ def _read_into(out: np.ndarray, file: Path, entry: dict, start: int) -> None:
             if raw.size != n:
                 raise WeightsError(f"{file}: short read of a tensor")
             flat[lo:lo + n] = bf16_to_float32(raw) if entry["tag"] == "BF16" else raw
+
+
+def _read_rows(file: Path, entry: dict, start: int, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of the 2-D tensor `entry` of `file`, in the file's dtype (BF16: uint16)."""
+    width = entry["shape"][1]
+    with open(file, "rb") as f:
+        f.seek(start + entry["begin"] + r0 * width * entry["dtype"].itemsize)
+        raw = np.fromfile(f, dtype=entry["dtype"], count=(r1 - r0) * width)
+    if raw.size != (r1 - r0) * width:
+        raise WeightsError(f"{file}: short read of a tensor")
+    return raw.reshape(r1 - r0, width)
 
 
 def cfg_to_hf_config(model) -> dict:

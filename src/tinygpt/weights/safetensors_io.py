@@ -142,9 +142,10 @@ def load_safetensors(path, widen_bf16: bool = True) -> dict:
     return out
 
 
-def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
+def save_safetensors(tensors: dict, path, metadata: dict | None = None, bf16=()) -> Path:
     """Write {name: ndarray} to `path` in safetensors format, atomically and durably
     (`tinygpt.files.atomic_write`: a temporary file beside `path`, synced, then renamed over it).
+    The names in `bf16` are uint16 arrays of bfloat16 bits, written as BF16.
     Tensors are laid out in name order; the header is padded with spaces to a multiple of 8 so
     the data starts aligned (as the reference writer does). Arrays may be non-contiguous views:
     each is made contiguous only while it is written."""
@@ -153,6 +154,8 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> Path:
     for name in names:  # the header first, from shapes and dtypes alone
         arr = tensors[name]
         tag = TAGS.get(np.dtype(arr.dtype).newbyteorder("<").str)
+        if name in bf16:
+            tag = "BF16" if np.dtype(arr.dtype).newbyteorder("<").str == "<u2" else None
         if tag is None:
             raise InputTypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
         nbytes = int(np.prod(arr.shape, dtype=np.int64)) * DTYPES[tag].itemsize
