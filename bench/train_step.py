@@ -5,7 +5,9 @@
     python bench/train_step.py --configs book-124M --threads 2 --steps 7 --json runs/train.json
     python bench/train_step.py --configs book-124M --profile 3    # cProfile 3 tinygpt steps
 
-One training step = zero_grad, forward, cross-entropy, backward, AdamW step (lr 4e-4, weight decay
+tinygpt's model is `for_training(GPTModel(cfg))`, as the CLI and examples/ch05_pretrain.py train
+it (the fast attention twins: blocked causal attention forward and backward); `--book-classes`
+times GPTModel's own classes instead. One training step = zero_grad, forward, cross-entropy, backward, AdamW step (lr 4e-4, weight decay
 0.1, as in the book's chapter 5), on a fixed random batch. The PyTorch side is
 `llms_from_scratch.ch04.GPTModel` (the book's own package) loaded with tinygpt's state dict, and
 `torch.optim.AdamW` with its defaults, as the book uses it.
@@ -45,7 +47,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _frameworks import CONFIGS, batch, make_tinygpt, make_torch, tinygpt_fns, torch_fns  # noqa: E402
+from _frameworks import (CONFIGS, LR, WEIGHT_DECAY, batch, make_tinygpt, make_torch, tinygpt_fns,  # noqa: E402
+                         torch_fns)
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
                      markdown_table, median, require, set_threads, thread_env, warm, write_json)
 
@@ -59,6 +62,19 @@ def flops_per_token(cfg, train=True):
 
 
 # ---------------------------------------------------------------- timing (child)
+
+def make_tinygpt_run(cfg, seed, args):
+    """The tinygpt model and AdamW as the CLI and examples/ch05_pretrain.py train it:
+    `for_training(GPTModel(cfg))` (the fast attention twins); with --book-classes the book's
+    classes as GPTModel builds them."""
+    from tinygpt.model import for_training
+    from tinygpt.optim import AdamW
+    model, opt = make_tinygpt(cfg, seed)
+    if args.book_classes:
+        return model, opt
+    model = for_training(model)  # the same Parameters, some now views of packed arrays
+    return model, AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
 
 def calibrate(fn, warmup):
     """Run `fn` `warmup` times untimed (compile, page-in, optimizer state); return the steps per
@@ -113,7 +129,7 @@ def child_time(args):
     cfg, bs = CONFIGS[args.config]
     x, y = batch(cfg, bs, args.seed)
     tok = bs * cfg["context_length"]
-    tmodel, topt = make_tinygpt(cfg, args.seed)
+    tmodel, topt = make_tinygpt_run(cfg, args.seed, args)
     sd = {k: np.asarray(v) for k, v in tmodel.state_dict().items()}
     pmodel, popt = make_torch(cfg, args.seed, sd)
     t_step, t_eval = tinygpt_fns(tmodel, topt, x, y)
@@ -150,7 +166,7 @@ def child_mem(args):
     if args.framework == "tinygpt":
         import tinygpt.kernels  # noqa: F401
         set_threads(args.threads)
-        model, opt = make_tinygpt(cfg, args.seed)
+        model, opt = make_tinygpt_run(cfg, args.seed, args)
         step, _ = tinygpt_fns(model, opt, x, y)
     else:
         import torch  # noqa: F401
@@ -175,7 +191,7 @@ def child_profile(args):
     set_threads(args.threads)
     cfg, bs = CONFIGS[args.config]
     x, y = batch(cfg, bs, args.seed)
-    model, opt = make_tinygpt(cfg, args.seed)
+    model, opt = make_tinygpt_run(cfg, args.seed, args)
     step, _ = tinygpt_fns(model, opt, x, y)
     for _ in range(max(1, args.warmup)):
         step()
@@ -200,6 +216,8 @@ def run_child(mode, args, config, threads, framework=None):
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
     if framework:
         cmd += ["--framework", framework]
+    if args.book_classes:
+        cmd += ["--book-classes"]
     if mode == "--child-profile":
         cmd += ["--profile", str(args.profile), "--profile-top", str(args.profile_top)]
         subprocess.run(cmd, env=thread_env(threads), check=True)
@@ -227,6 +245,8 @@ def parse_args():
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of the bench: cProfile N tinygpt steps of the first config")
     p.add_argument("--profile-top", type=int, default=30)
+    p.add_argument("--book-classes", action="store_true",
+                   help="time tinygpt's GPTModel as built (the book's classes), not for_training's twins")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     # child modes (internal)
@@ -258,6 +278,8 @@ def main():
     info = cpu_info()
     core_peak, formula = fp32_peak(info, cores=1, fma_units=args.fma_units, ghz=args.ghz)
     print(header("tinygpt training-step bench (bench/train_step.py)"))
+    print("# tinygpt model: " + ("GPTModel's own (book) classes" if args.book_classes
+                                 else "for_training(GPTModel(cfg)): the fast attention twins"))
     print(f"# fp32 peak per core (assumed): {formula}; MFU uses threads x {core_peak:.0f} GFLOP/s")
     print(f"# {args.steps} timed samples per framework after {args.warmup} warm-up step(s); "
           f"median; a multi-thread figure with background > 0.2 cores is not reported")

@@ -14,18 +14,21 @@ each weight's flat index into the (b, H, T, L) weights (dropout.py's counters).
 Numba path. Inputs are read in token-major layout (b, T, H, hd) / (b, L, G, hd): for the
 transposed views the fast attention classes pass, that is their own storage, so no copy is made.
 Forward work units are (batch, head, block of BQ queries), handed to the threads by `run_chunks`;
-a unit copies the keys it may see into (hd, n) and (n, hd) scratch, computes the scores of its
-block against them only up to each 4-row group's last visible key (blocks above the diagonal are
-never touched), takes each row's softmax in full (the row of one block fits in L1/L2, so one pass
-with the exact max suffices: no running max and rescaling is needed), drops, and multiplies by the
-values. The products are `_mm`, a 4 x 4 register-blocked loop (LLVM vectorises the column loop).
+a unit copies the keys and values it may see, transposed to (hd, n), computes the scores of its
+block only up to each 4-row group's last visible key (blocks above the diagonal are never
+touched), takes each row's softmax in full (a block's rows fit in L2, so one pass with the exact
+max suffices: no running max and rescaling), drops, and multiplies by the values.
 Backward units are (batch, key/value head): each owns its dK and dV rows (no two units write one
 element) and, per query head of its group and query block, recomputes P = exp(scale * s - lse),
 the dropout mask from the hash, dZ = dO V^T, dS = P * (dZ * keep / (1-p) - rowsum(dO * O)) * scale,
-then dQ = dS K, dK += dS^T Q, dV += Z^T dO.
-Measured (bench/kernels.py "causal attention" rows, bench/README.md): recomputing P from lse in
-the backward costs one extra score product per block and saved both the (b, H, T, L) weights and
-the keep mask of every layer until backward, the arrays that set training's peak memory.
+then dQ = dS K, dK^T += Q^T dS, dV^T += dO^T Z.
+Two product loops, no BLAS (Numba reaches it only through SciPy): `_mm` keeps C rows in memory and
+vectorises over a long row of keys (scores, dZ, dK^T, dV^T); `_mm_dot` holds a 4 x 4 block of
+dot products in registers over the keys (the context and dQ, whose rows are only hd long).
+Recomputing P from lse costs the backward one score product per block; in exchange no layer
+keeps its (b, H, T, L) weights and keep mask from forward to backward, the arrays that set
+training's peak memory. Timings against the composed ops and torch: bench/kernels.py's "causal
+attention" rows, bench/README.md.
 """
 import numpy as np
 
@@ -104,26 +107,26 @@ def causal_attention_backward_ref(q, k, v, out, lse, dout, scale, dropout_p=0.0,
 
 @njit(fastmath={"contract"})
 def _mm(a, b, c, m, kk, n, mode, off):
-    # c[:m, :n] += a[:m, :kk] @ b[:kk, :n], 2-D C-contiguous. For the 4-row group starting at row i,
-    # mode 1 stops the columns, mode 2 the depth, at off + i + 4 (row r sees off + r + 1 keys);
-    # mode 3 starts the depth at i - off (key rows i.. only get queries r >= i - off). Row slices
-    # and loops from 0, so LLVM vectorises the column loop (see gemm._tile).
+    # c[:m, :n] += a[:m, :kk] @ b[:kk, :n], 2-D C-contiguous, C rows updated in memory over a
+    # long n (the keys). mode 1: the 4-row group starting at row i stops the columns at
+    # off + i + 4 (row r sees off + r + 1 keys); mode 4: depth row k only reaches the columns
+    # < off + k + 1 (b's rows are queries, c's columns keys). Row slices and loops from 0, so LLVM
+    # vectorises the column loop (see gemm._tile).
     i = 0
     while i < m:
         rows = min(4, m - i)
-        lim = off + i + rows
-        nn = min(n, lim) if mode == 1 else n
-        k1 = min(kk, lim) if mode == 2 else kk
-        k = max(0, i - off) if mode == 3 else 0
+        nn = min(n, off + i + rows) if mode == 1 else n
+        k = 0
         if rows == 4:
-            c0 = c[i, :nn]; c1 = c[i + 1, :nn]; c2 = c[i + 2, :nn]; c3 = c[i + 3, :nn]
-            while k + 4 <= k1:
-                r0 = b[k, :nn]; r1 = b[k + 1, :nn]; r2 = b[k + 2, :nn]; r3 = b[k + 3, :nn]
+            while k + 4 <= kk:
+                nk = min(nn, off + k + 4) if mode == 4 else nn
+                c0 = c[i, :nk]; c1 = c[i + 1, :nk]; c2 = c[i + 2, :nk]; c3 = c[i + 3, :nk]
+                r0 = b[k, :nk]; r1 = b[k + 1, :nk]; r2 = b[k + 2, :nk]; r3 = b[k + 3, :nk]
                 a00 = a[i, k]; a01 = a[i, k + 1]; a02 = a[i, k + 2]; a03 = a[i, k + 3]
                 a10 = a[i + 1, k]; a11 = a[i + 1, k + 1]; a12 = a[i + 1, k + 2]; a13 = a[i + 1, k + 3]
                 a20 = a[i + 2, k]; a21 = a[i + 2, k + 1]; a22 = a[i + 2, k + 2]; a23 = a[i + 2, k + 3]
                 a30 = a[i + 3, k]; a31 = a[i + 3, k + 1]; a32 = a[i + 3, k + 2]; a33 = a[i + 3, k + 3]
-                for j in range(nn):
+                for j in range(nk):
                     b0 = r0[j]; b1 = r1[j]; b2 = r2[j]; b3 = r3[j]
                     c0[j] = c0[j] + a00 * b0 + a01 * b1 + a02 * b2 + a03 * b3
                     c1[j] = c1[j] + a10 * b0 + a11 * b1 + a12 * b2 + a13 * b3
@@ -131,22 +134,53 @@ def _mm(a, b, c, m, kk, n, mode, off):
                     c3[j] = c3[j] + a30 * b0 + a31 * b1 + a32 * b2 + a33 * b3
                 k += 4
         for r in range(i, i + rows):
-            cr = c[r, :nn]
-            for kr in range(k, k1):
-                ar = a[r, kr]; br = b[kr, :nn]
-                for j in range(nn):
+            for kr in range(k, kk):
+                nk = min(nn, off + kr + 1) if mode == 4 else nn
+                cr = c[r, :nk]; br = b[kr, :nk]; ar = a[r, kr]
+                for j in range(nk):
                     cr[j] = cr[j] + ar * br[j]
         i += 4
 
 
+@njit(fastmath={"reassoc", "contract"})
+def _mm_dot(a, bt, c, m, n, kk, off):
+    # c[:m, :n] = a[:m, :k] @ bt[:n, :k].T as 4 x 4 blocks of dot products (16 sums held in
+    # registers over the long k, no store in the loop); the 4-row group starting at row i stops
+    # k at min(kk, off + i + 4). For the context Z V and dQ = dS K, where n = head_dim is short.
+    for i in range(0, m, 4):
+        rows = min(4, m - i)
+        k1 = min(kk, off + i + rows)
+        for d in range(0, n, 4):
+            if rows < 4 or d + 4 > n:
+                for r in range(i, i + rows):
+                    for e in range(d, min(n, d + 4)):
+                        c[r, e] = row_dot(a[r], bt[e], k1)
+                continue
+            a0 = a[i, :k1]; a1 = a[i + 1, :k1]; a2 = a[i + 2, :k1]; a3 = a[i + 3, :k1]
+            b0 = bt[d, :k1]; b1 = bt[d + 1, :k1]; b2 = bt[d + 2, :k1]; b3 = bt[d + 3, :k1]
+            z = c.dtype.type(0.0)
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
+            for j in range(k1):
+                x0 = a0[j]; x1 = a1[j]; x2 = a2[j]; x3 = a3[j]
+                y0 = b0[j]; y1 = b1[j]; y2 = b2[j]; y3 = b3[j]
+                s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3
+                s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3
+                s20 += x2 * y0; s21 += x2 * y1; s22 += x2 * y2; s23 += x2 * y3
+                s30 += x3 * y0; s31 += x3 * y1; s32 += x3 * y2; s33 += x3 * y3
+            c[i, d] = s00; c[i, d + 1] = s01; c[i, d + 2] = s02; c[i, d + 3] = s03
+            c[i + 1, d] = s10; c[i + 1, d + 1] = s11; c[i + 1, d + 2] = s12; c[i + 1, d + 3] = s13
+            c[i + 2, d] = s20; c[i + 2, d + 1] = s21; c[i + 2, d + 2] = s22; c[i + 2, d + 3] = s23
+            c[i + 3, d] = s30; c[i + 3, d + 1] = s31; c[i + 3, d + 2] = s32; c[i + 3, d + 3] = s33
+
+
 @njit
-def _load_kv(kt, vt, bi, g, n, kT, vc):
-    # kT[:, :n] = keys^T (hd, n), vc[:n] = values (n, hd) of batch bi, key/value head g
-    for j in range(n):
-        kj, vj, dst = kt[bi, j, g], vt[bi, j, g], vc[j]
-        for d in range(kj.shape[0]):
-            kT[d, j] = kj[d]
-            dst[d] = vj[d]
+def _load_t(x, bi, g, j0, j1, xT):
+    # xT[:, j0:j1] = x[bi, j0:j1, g].T: keys or values of batch bi, head g, transposed to (hd, n)
+    for j in range(j0, j1):
+        xj = x[bi, j, g]
+        for d in range(xj.shape[0]):
+            xT[d, j] = xj[d]
 
 
 @njit
@@ -165,16 +199,22 @@ def _fwd(qt, kt, vt, scale, drop, seed, cut, ks, out, lse, c, nchunks):
     L, group = kt.shape[1], nh // kt.shape[2]
     nqb = (t + BQ - 1) // BQ
     T = qt.dtype.type
-    kT, vc = np.empty((hd, L), qt.dtype), np.empty((L, hd), qt.dtype)
+    kT, vT = np.empty((hd, L), qt.dtype), np.empty((hd, L), qt.dtype)
     qc, oc = np.empty((BQ, hd), qt.dtype), np.empty((BQ, hd), qt.dtype)
     s, p, kp = np.empty((BQ, L), qt.dtype), np.empty((BQ, L), qt.dtype), np.empty(L, qt.dtype)
+    loaded, n_loaded = -1, 0              # the (batch, kv head) in kT/vT, and its keys there
     lo, hi = chunk_bounds(c, nchunks, nb * nh * nqb)
     for u in range(lo, hi):
         bi, h, qb = u // (nh * nqb), (u // nqb) % nh, u % nqb
         i0, i1 = qb * BQ, min(t, qb * BQ + BQ)
         m, off = i1 - i0, L - t + i0          # row r of the block sees off + r + 1 keys
         nk = off + m
-        _load_kv(kt, vt, bi, h // group, nk, kT, vc)
+        if bi * nh + h // group != loaded:    # units run in (b, h, block) order: each kv head's
+            loaded, n_loaded = bi * nh + h // group, 0  # keys are copied once per chunk
+        if nk > n_loaded:
+            _load_t(kt, bi, h // group, n_loaded, nk, kT)
+            _load_t(vt, bi, h // group, n_loaded, nk, vT)
+            n_loaded = nk
         for r in range(m):
             qc[r] = qt[bi, i0 + r, h]
         s[:m, :nk] = T(0.0)
@@ -197,8 +237,7 @@ def _fwd(qt, kt, vt, scale, drop, seed, cut, ks, out, lse, c, nchunks):
                 for j in range(n):
                     pr[j] *= kp[j]
             pr[n:nk] = T(0.0)
-        oc[:m] = T(0.0)
-        _mm(p, vc, oc, m, nk, hd, 2, off)
+        _mm_dot(p, vT, oc, m, hd, nk, off)
         for r in range(m):
             out[bi, i0 + r, h] = oc[r]
 
@@ -234,19 +273,18 @@ def _bwd(qt, kt, vt, out, lse, dout, scale, drop, seed, cut, ks, dq, dk, dv, c, 
     nqb = (t + BQ - 1) // BQ
     T = qt.dtype.type
     kT, vT = np.empty((hd, L), qt.dtype), np.empty((hd, L), qt.dtype)
-    kc, vc = np.empty((L, hd), qt.dtype), np.empty((L, hd), qt.dtype)
-    dkc, dvc = np.empty((L, hd), qt.dtype), np.empty((L, hd), qt.dtype)
+    dkT, dvT = np.empty((hd, L), qt.dtype), np.empty((hd, L), qt.dtype)
     qc, doc, dqc = np.empty((BQ, hd), qt.dtype), np.empty((BQ, hd), qt.dtype), np.empty((BQ, hd), qt.dtype)
+    qT, doT = np.empty((hd, BQ), qt.dtype), np.empty((hd, BQ), qt.dtype)
     s, p, dz = np.empty((BQ, L), qt.dtype), np.empty((BQ, L), qt.dtype), np.empty((BQ, L), qt.dtype)
-    tr = np.empty((L, BQ), qt.dtype)
     kp, dlt, lr = np.empty(L, qt.dtype), np.empty(BQ, qt.dtype), np.empty(BQ, qt.dtype)
     lo, hi = chunk_bounds(c, nchunks, nb * ng)
     for u in range(lo, hi):
         bi, g = u // ng, u % ng
-        _load_kv(kt, vt, bi, g, L, kT, vc)
-        _load_kv(vt, kt, bi, g, L, vT, kc)
-        dkc[:, :] = T(0.0)
-        dvc[:, :] = T(0.0)
+        _load_t(kt, bi, g, 0, L, kT)
+        _load_t(vt, bi, g, 0, L, vT)
+        dkT[:, :] = T(0.0)
+        dvT[:, :] = T(0.0)
         for h in range(g * group, g * group + group):
             for qb in range(nqb):
                 i0, i1 = qb * BQ, min(t, qb * BQ + BQ)
@@ -257,32 +295,24 @@ def _bwd(qt, kt, vt, out, lse, dout, scale, drop, seed, cut, ks, dq, dk, dv, c, 
                     doc[r] = dout[bi, i0 + r, h]
                     dlt[r] = row_dot(doc[r], out[bi, i0 + r, h], hd)
                     lr[r] = lse[bi, h, i0 + r]
+                    for d in range(hd):
+                        qT[d, r] = qc[r, d]
+                        doT[d, r] = doc[r, d]
                 s[:m, :nk] = T(0.0)
                 dz[:m, :nk] = T(0.0)
-                _mm(qc, kT, s, m, hd, nk, 1, off)
-                _mm(doc, vT, dz, m, hd, nk, 1, off)
+                _mm(qc, kT, s, m, hd, nk, 1, off)                 # scores
+                _mm(doc, vT, dz, m, hd, nk, 1, off)               # dZ = dO V^T
                 _bwd_rows(s, p, dz, kp, (bi * nh + h) * t + i0, m, off, L, scale, lr, dlt,
-                          drop, seed, cut, ks)
-                dqc[:m] = T(0.0)
-                _mm(s, kc, dqc, m, nk, hd, 2, off)
+                          drop, seed, cut, ks)                    # p <- Z, s <- dS
+                _mm_dot(s, kT, dqc, m, hd, nk, off)               # dQ = dS K
                 for r in range(m):
                     dq[bi, i0 + r, h] = dqc[r]
-                _transpose(s, tr, m, nk)
-                _mm(tr, qc, dkc, nk, m, hd, 3, off)
-                _transpose(p, tr, m, nk)
-                _mm(tr, doc, dvc, nk, m, hd, 3, off)
+                _mm(qT, s, dkT, hd, m, nk, 4, off)                # dK^T += Q^T dS
+                _mm(doT, p, dvT, hd, m, nk, 4, off)               # dV^T += dO^T Z
         for j in range(L):
-            dk[bi, j, g] = dkc[j]
-            dv[bi, j, g] = dvc[j]
-
-
-@njit
-def _transpose(a, at, m, n):
-    # at[:n, :m] = a[:m, :n].T
-    for r in range(m):
-        ar = a[r]
-        for j in range(n):
-            at[j, r] = ar[j]
+            for d in range(hd):
+                dk[bi, j, g, d] = dkT[d, j]
+                dv[bi, j, g, d] = dvT[d, j]
 
 
 # ---------------------------------------------------------------- wrappers

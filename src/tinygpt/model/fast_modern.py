@@ -71,9 +71,10 @@ class FastGroupedQueryAttention(FastTwin, GroupedQueryAttention):
         in place of `grouped_query_attention`: prompts, prefill after a cache, and training."""
         b, num_tokens, _ = x.shape
         start = 0 if kv_cache is None else kv_cache.length  # position of the first new token
-        queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)    # (b, H, T, hd)
-        keys = self.W_key(x).view(b, num_tokens, self.num_kv_groups, self.head_dim).transpose(1, 2)     # (b, G, T, hd)
-        values = self.W_value(x).view(b, num_tokens, self.num_kv_groups, self.head_dim).transpose(1, 2)  # (b, G, T, hd)
+        heads, groups, hd = self.num_heads, self.num_kv_groups, self.head_dim
+        queries = self.W_query(x).view(b, num_tokens, heads, hd).transpose(1, 2)   # (b, H, T, hd)
+        keys = self.W_key(x).view(b, num_tokens, groups, hd).transpose(1, 2)       # (b, G, T, hd)
+        values = self.W_value(x).view(b, num_tokens, groups, hd).transpose(1, 2)   # (b, G, T, hd)
         if self.q_norm is not None:
             queries, keys = self.q_norm(queries), self.k_norm(keys)  # (b, H, T, hd), (b, G, T, hd)
         queries = rope(queries, cos, sin, offset=start)      # (b, H, T, hd), rotated by position
