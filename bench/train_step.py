@@ -4,6 +4,7 @@
     python bench/train_step.py --quick                 # small and bench-tiny, 3 samples, no memory runs
     python bench/train_step.py --configs book-124M --threads 2 --steps 7 --json runs/train.json
     python bench/train_step.py --configs book-124M --profile 3    # cProfile 3 tinygpt steps
+    python bench/train_step.py --configs book-124M --twins-vs-book  # for_training's twins vs book classes
 
 tinygpt's model is `for_training(GPTModel(cfg))`, as the CLI and examples/ch05_pretrain.py train
 it (the fast attention twins: blocked causal attention forward and backward); `--book-classes`
@@ -156,6 +157,25 @@ def child_time(args):
     print(json.dumps(out))
 
 
+def child_pair(args):
+    """--twins-vs-book: the same GPTModel twice, one readied by for_training, steps alternated."""
+    import tinygpt.kernels  # noqa: F401
+    set_threads(args.threads)
+    cfg, bs = CONFIGS[args.config]
+    x, y = batch(cfg, bs, args.seed)
+    book, twin = make_tinygpt(cfg, args.seed), make_tinygpt_run(cfg, args.seed, args)
+    fns = {"book classes": tinygpt_fns(*book, x, y)[0], "twins": tinygpt_fns(*twin, x, y)[0]}
+    ks = {n: calibrate(f, args.warmup) for n, f in fns.items()}
+    res = alternate(fns, ks, args.steps)
+    out = {n: summarize(r, bs * cfg["context_length"]) for n, r in res.items()}
+    ratios = [t / b for t, b in zip(out["twins"]["step_ms_all"], out["book classes"]["step_ms_all"])]
+    print(f"# {args.config}, {args.threads} thread(s), {args.steps} samples each, alternated")
+    for n, r in out.items():
+        print(f"{n:>12}: step {r['step_ms']:.0f} ms (fwd/bwd/opt {r['fwd_ms']:.0f}/{r['bwd_ms']:.0f}/"
+              f"{r['opt_ms']:.0f}), {r['tokens_per_s']:.1f} tok/s, background {r['load']:.2f} cores")
+    print(f"twins / book classes, median of paired samples: {median(ratios):.3f}")
+
+
 def child_mem(args):
     """Peak RSS of a process that only imports one framework and trains 2 steps."""
     import resource
@@ -218,7 +238,7 @@ def run_child(mode, args, config, threads, framework=None):
         cmd += ["--framework", framework]
     if args.book_classes:
         cmd += ["--book-classes"]
-    if mode == "--child-profile":
+    if mode in ("--child-profile", "--child-pair"):
         cmd += ["--profile", str(args.profile), "--profile-top", str(args.profile_top)]
         subprocess.run(cmd, env=thread_env(threads), check=True)
         return None
@@ -245,12 +265,14 @@ def parse_args():
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of the bench: cProfile N tinygpt steps of the first config")
     p.add_argument("--profile-top", type=int, default=30)
+    p.add_argument("--twins-vs-book", action="store_true",
+                   help="instead of the bench: tinygpt's twins against its book classes, paired, first config")
     p.add_argument("--book-classes", action="store_true",
                    help="time tinygpt's GPTModel as built (the book's classes), not for_training's twins")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     # child modes (internal)
-    for mode in ("--child-time", "--child-mem", "--child-profile"):
+    for mode in ("--child-time", "--child-mem", "--child-profile", "--child-pair"):
         p.add_argument(mode, action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--framework", help=argparse.SUPPRESS)
@@ -262,9 +284,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.child_time or args.child_mem or args.child_profile:
+    if args.child_time or args.child_mem or args.child_profile or args.child_pair:
         args.threads = int(args.threads)
-        return (child_time if args.child_time else child_mem if args.child_mem else child_profile)(args)
+        return (child_time if args.child_time else child_mem if args.child_mem else
+                child_pair if args.child_pair else child_profile)(args)
 
     require("torch", "llms_from_scratch")
     configs = (args.configs or ("small,bench-tiny" if args.quick else ",".join(CONFIGS))).split(",")
@@ -274,6 +297,10 @@ def main():
     thread_counts = [int(t) for t in args.threads.split(",")]
     if args.profile:
         return run_child("--child-profile", args, configs[0], thread_counts[-1])
+    if args.twins_vs_book:
+        for threads in thread_counts:
+            run_child("--child-pair", args, configs[0], threads)
+        return None
 
     info = cpu_info()
     core_peak, formula = fp32_peak(info, cores=1, fma_units=args.fma_units, ghz=args.ghz)
