@@ -17,7 +17,8 @@ from helpers import tolerance
 from tinygpt.errors import TinyGPTError
 from tinygpt.kernels import causal_attention as CA
 from tinygpt.kernels.dropout import dropout_mask_ref
-from tinygpt.model import FastMultiHeadAttention, GPTModel, LayerKVCache, MultiHeadAttention, for_inference
+from tinygpt.model import (FastMultiHeadAttention, GPTModel, LayerKVCache, MultiHeadAttention,
+                           for_inference, sliding_window_attention)
 from tinygpt.ops.modern import grouped_query_attention
 
 DTYPES = [np.float32, np.float64]
@@ -211,3 +212,42 @@ def test_training_steps_with_the_twins_equal_the_book_classes(dtype, op_calls):
     np.testing.assert_allclose(fast_losses, book_losses, rtol=rtol)
     for name in book_w:
         np.testing.assert_allclose(fast_w[name], book_w[name], rtol=rtol, atol=rtol * 1e-1, err_msg=name)
+
+
+@pytest.mark.parametrize("window", [1, 4, 70])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_window_equals_gemma3_sliding_window_attention(window, dtype):
+    """Sliding-window attention (issue 42): each query sees its last `window` keys; with Gemma's
+    own scale, outputs and gradients equal gemma3.py's composed `sliding_window_attention`."""
+    arrays = _arrays((2, 4, 2, 69, 75, 8), dtype, seed=8)
+    dout = tg.tensor(np.random.default_rng(9).standard_normal((2, 4, 69, 8)).astype(dtype))
+    results = []
+    for fn in (lambda q, k, v: F.causal_attention(q, k, v, window=window, scale=0.3),
+               lambda q, k, v: sliding_window_attention(q, k, v, 0.3, window)):
+        q, k, v = (tg.tensor(a, requires_grad=True) for a in arrays)
+        out = fn(q, k, v)
+        (out * dout).sum().backward()
+        results.append([out.data, q.grad, k.grad, v.grad])
+    for name, got, want in zip(["out", "dq", "dk", "dv"], *results):
+        np.testing.assert_allclose(got, want, err_msg=name, **tolerance("op", dtype))
+    with pytest.raises(TinyGPTError, match="window"):
+        F.causal_attention(*arrays, window=0)
+
+
+@pytest.mark.parametrize("route", ROUTES[1:])
+@pytest.mark.parametrize("window", [1, 5, 64])
+def test_window_kernel_matches_reference(route, window, monkeypatch):
+    """The Numba kernel's skipped blocks and row starts against the NumPy reference's mask."""
+    fwd, bwd, old = _kernels(route, monkeypatch)
+    q, k, v = _arrays((2, 6, 3, 130, 141, 8), np.float64, seed=10)
+    try:
+        out, lse = fwd(q, k, v, 0.35, 0.2, 77, window)
+        dout = np.random.default_rng(11).standard_normal(out.shape)
+        grads = bwd(q, k, v, out, lse, dout, 0.35, 0.2, 77, window)
+    finally:
+        K.set_num_threads(old)
+    ref_out, ref_lse = K.REFERENCE["causal_attention_forward"](q, k, v, 0.35, 0.2, 77, window)
+    ref_grads = K.REFERENCE["causal_attention_backward"](q, k, v, ref_out, ref_lse, dout, 0.35, 0.2, 77, window)
+    tol = tolerance("kernel", np.float64)
+    for name, got, want in zip(["out", "lse", "dq", "dk", "dv"], (out, lse, *grads), (ref_out, ref_lse, *ref_grads)):
+        np.testing.assert_allclose(got, want, err_msg=name, **tol)

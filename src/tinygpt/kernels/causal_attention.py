@@ -9,7 +9,9 @@ back as (b, T, H, hd) C-contiguous, the layout `out_proj` reads (`context.reshap
 is free); the forward also returns the log-sum-exp of each query row, lse (b, H, T), from which the
 backward recomputes the weights: no (T, L) array is kept between forward and backward.
 Dropout keeps exactly the weights `scaled_causal_softmax` keeps with the same seed: the hash of
-each weight's flat index into the (b, H, T, L) weights (dropout.py's counters).
+each weight's flat index into the (b, H, T, L) weights (dropout.py's counters). `window` > 0
+(sliding-window attention, Gemma 3's local layers): query i also sees no key more than window - 1
+positions back; the Numba kernel starts each 4-row group's products at its first visible key.
 
 Numba path. Inputs are read in token-major layout (b, T, H, hd) / (b, L, G, hd): for the
 transposed views the fast attention classes pass, that is their own storage, so no copy is made.
@@ -61,18 +63,22 @@ def _grouped(q, k, v):
     return q.reshape(b, g, h // g, t, hd), k[:, :, None], v[:, :, None]
 
 
-def _masked_scores(qg, kg, scale):
-    # scale * q k^T with the future keys at -inf: (b, G, H/G, T, L)
-    s = np.matmul(qg, kg.swapaxes(-1, -2)) * scale
-    return np.where(causal_mask_ref(*s.shape[-2:]), -np.inf, s).astype(qg.dtype, copy=False)
+def _masked_scores(qg, kg, scale, window):
+    # scale * q k^T with the future keys (and with `window`, keys window or more back) at -inf
+    s = np.matmul(qg, kg.swapaxes(-1, -2)) * scale                      # (b, G, H/G, T, L)
+    t, L = s.shape[-2:]
+    masked = causal_mask_ref(t, L)
+    if window:  # query i (position L - t + i) sees keys L - t + i - window + 1 .. L - t + i
+        masked |= np.arange(L)[None, :] <= np.arange(t)[:, None] + (L - t) - window
+    return np.where(masked, -np.inf, s).astype(qg.dtype, copy=False)
 
 
-def causal_attention_forward_ref(q, k, v, scale, dropout_p=0.0, seed=0):
+def causal_attention_forward_ref(q, k, v, scale, dropout_p=0.0, seed=0, window=0):
     # -> context (b, T, H, hd), lse (b, H, T)
     _check(q, k, v)
     b, h, t, hd = q.shape
     qg, kg, vg = _grouped(q, k, v)
-    s = _masked_scores(qg, kg, scale)                                     # (b, G, H/G, T, L)
+    s = _masked_scores(qg, kg, scale, window)                             # (b, G, H/G, T, L)
     weights = softmax_forward_ref(s)
     m = s.max(axis=-1, keepdims=True)
     lse = (m + np.log(np.exp(s - m).sum(axis=-1, keepdims=True)))[..., 0]  # (b, G, H/G, T)
@@ -82,14 +88,14 @@ def causal_attention_forward_ref(q, k, v, scale, dropout_p=0.0, seed=0):
     return np.ascontiguousarray(context.transpose(0, 2, 1, 3)), lse.reshape(b, h, t)
 
 
-def causal_attention_backward_ref(q, k, v, out, lse, dout, scale, dropout_p=0.0, seed=0):
+def causal_attention_backward_ref(q, k, v, out, lse, dout, scale, dropout_p=0.0, seed=0, window=0):
     # out, dout (b, T, H, hd); -> dq (b, H, T, hd), dk, dv (b, G, L, hd)
     _check(q, k, v)
     b, h, t, hd = q.shape
     g, L = k.shape[1], k.shape[2]
     qg, kg, vg = _grouped(q, k, v)
     lse_g = lse.reshape(b, g, h // g, t, 1)
-    weights = np.exp(_masked_scores(qg, kg, scale) - lse_g)              # (b, G, H/G, T, L)
+    weights = np.exp(_masked_scores(qg, kg, scale, window) - lse_g)      # (b, G, H/G, T, L)
     dctx = dout.transpose(0, 2, 1, 3).reshape(qg.shape)                  # (b, G, H/G, T, hd)
     dweights = np.matmul(dctx, vg.swapaxes(-1, -2))                      # (b, G, H/G, T, L)
     dropped = weights
@@ -106,27 +112,31 @@ def causal_attention_backward_ref(q, k, v, out, lse, dout, scale, dropout_p=0.0,
 # ---------------------------------------------------------------- Numba kernels
 
 @njit(fastmath={"contract"})
-def _mm(a, b, c, m, kk, n, mode, off):
+def _mm(a, b, c, m, kk, n, mode, off, window):
     # c[:m, :n] += a[:m, :kk] @ b[:kk, :n], 2-D C-contiguous, C rows updated in memory over a
     # long n (the keys). mode 1: the 4-row group starting at row i stops the columns at
     # off + i + 4 (row r sees off + r + 1 keys); mode 4: depth row k only reaches the columns
     # < off + k + 1 (b's rows are queries, c's columns keys). Row slices and loops from 0, so LLVM
-    # vectorises the column loop (see gemm._tile).
+    # vectorises the column loop (see gemm._tile). With window > 0 the columns also start at the
+    # first key the group's (mode 1) or depth row's (mode 4) first query sees: off + i + 1 - window.
     i = 0
     while i < m:
         rows = min(4, m - i)
         nn = min(n, off + i + rows) if mode == 1 else n
+        j0 = max(0, off + i + 1 - window) if window > 0 and mode == 1 else 0
         k = 0
         if rows == 4:
             while k + 4 <= kk:
                 nk = min(nn, off + k + 4) if mode == 4 else nn
-                c0 = c[i, :nk]; c1 = c[i + 1, :nk]; c2 = c[i + 2, :nk]; c3 = c[i + 3, :nk]
-                r0 = b[k, :nk]; r1 = b[k + 1, :nk]; r2 = b[k + 2, :nk]; r3 = b[k + 3, :nk]
+                if window > 0 and mode == 4:
+                    j0 = max(0, off + k + 1 - window)
+                c0 = c[i, j0:nk]; c1 = c[i + 1, j0:nk]; c2 = c[i + 2, j0:nk]; c3 = c[i + 3, j0:nk]
+                r0 = b[k, j0:nk]; r1 = b[k + 1, j0:nk]; r2 = b[k + 2, j0:nk]; r3 = b[k + 3, j0:nk]
                 a00 = a[i, k]; a01 = a[i, k + 1]; a02 = a[i, k + 2]; a03 = a[i, k + 3]
                 a10 = a[i + 1, k]; a11 = a[i + 1, k + 1]; a12 = a[i + 1, k + 2]; a13 = a[i + 1, k + 3]
                 a20 = a[i + 2, k]; a21 = a[i + 2, k + 1]; a22 = a[i + 2, k + 2]; a23 = a[i + 2, k + 3]
                 a30 = a[i + 3, k]; a31 = a[i + 3, k + 1]; a32 = a[i + 3, k + 2]; a33 = a[i + 3, k + 3]
-                for j in range(nk):
+                for j in range(nk - j0):
                     b0 = r0[j]; b1 = r1[j]; b2 = r2[j]; b3 = r3[j]
                     c0[j] = c0[j] + a00 * b0 + a01 * b1 + a02 * b2 + a03 * b3
                     c1[j] = c1[j] + a10 * b0 + a11 * b1 + a12 * b2 + a13 * b3
@@ -136,32 +146,36 @@ def _mm(a, b, c, m, kk, n, mode, off):
         for r in range(i, i + rows):
             for kr in range(k, kk):
                 nk = min(nn, off + kr + 1) if mode == 4 else nn
-                cr = c[r, :nk]; br = b[kr, :nk]; ar = a[r, kr]
-                for j in range(nk):
+                if window > 0 and mode == 4:
+                    j0 = max(0, off + kr + 1 - window)
+                cr = c[r, j0:nk]; br = b[kr, j0:nk]; ar = a[r, kr]
+                for j in range(nk - j0):
                     cr[j] = cr[j] + ar * br[j]
         i += 4
 
 
 @njit(fastmath={"reassoc", "contract"})
-def _mm_dot(a, bt, c, m, n, kk, off):
+def _mm_dot(a, bt, c, m, n, kk, off, window):
     # c[:m, :n] = a[:m, :k] @ bt[:n, :k].T as 4 x 4 blocks of dot products (16 sums held in
     # registers over the long k, no store in the loop); the 4-row group starting at row i stops
-    # k at min(kk, off + i + 4). For the context Z V and dQ = dS K, where n = head_dim is short.
+    # k at min(kk, off + i + 4) (and with window > 0 starts it at off + i + 1 - window). For the
+    # context Z V and dQ = dS K, where n = head_dim is short.
     for i in range(0, m, 4):
         rows = min(4, m - i)
         k1 = min(kk, off + i + rows)
+        k0 = max(0, off + i + 1 - window) if window > 0 else 0
         for d in range(0, n, 4):
             if rows < 4 or d + 4 > n:
                 for r in range(i, i + rows):
                     for e in range(d, min(n, d + 4)):
-                        c[r, e] = row_dot(a[r], bt[e], k1)
+                        c[r, e] = row_dot(a[r, k0:], bt[e, k0:], k1 - k0)
                 continue
-            a0 = a[i, :k1]; a1 = a[i + 1, :k1]; a2 = a[i + 2, :k1]; a3 = a[i + 3, :k1]
-            b0 = bt[d, :k1]; b1 = bt[d + 1, :k1]; b2 = bt[d + 2, :k1]; b3 = bt[d + 3, :k1]
+            a0 = a[i, k0:k1]; a1 = a[i + 1, k0:k1]; a2 = a[i + 2, k0:k1]; a3 = a[i + 3, k0:k1]
+            b0 = bt[d, k0:k1]; b1 = bt[d + 1, k0:k1]; b2 = bt[d + 2, k0:k1]; b3 = bt[d + 3, k0:k1]
             z = c.dtype.type(0.0)
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
             s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
-            for j in range(k1):
+            for j in range(k1 - k0):
                 x0 = a0[j]; x1 = a1[j]; x2 = a2[j]; x3 = a3[j]
                 y0 = b0[j]; y1 = b1[j]; y2 = b2[j]; y3 = b3[j]
                 s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3
@@ -193,7 +207,7 @@ def _keep_row(seed, row, L, n, cut, ks, dst):
 
 
 @njit
-def _fwd(qt, kt, vt, scale, drop, seed, cut, ks, out, lse, c, nchunks):
+def _fwd(qt, kt, vt, scale, drop, seed, cut, ks, window, out, lse, c, nchunks):
     # qt (b, T, H, hd), kt/vt (b, L, G, hd), out (b, T, H, hd), lse (b, H, T); units (b, h, block)
     nb, t, nh, hd = qt.shape
     L, group = kt.shape[1], nh // kt.shape[2]
@@ -218,54 +232,67 @@ def _fwd(qt, kt, vt, scale, drop, seed, cut, ks, out, lse, c, nchunks):
         for r in range(m):
             qc[r] = qt[bi, i0 + r, h]
         s[:m, :nk] = T(0.0)
-        _mm(qc, kT, s, m, hd, nk, 1, off)
+        _mm(qc, kT, s, m, hd, nk, 1, off, window)
         for r in range(m):
             n = off + r + 1
-            sr, pr = s[r], p[r]
-            mx = row_max(sr, n) * scale if scale > 0 else sr[0] * scale
-            if scale <= 0:
-                for j in range(1, n):
-                    mx = max(mx, sr[j] * scale)
-            exp_row(sr, n, scale, mx, pr)
-            tot = row_sum(pr, n)
-            lse[bi, h, i0 + r] = mx + np.log(tot)
-            inv = T(1.0) / tot
-            for j in range(n):
-                pr[j] *= inv
-            if drop:
-                _keep_row(seed, (bi * nh + h) * t + i0 + r, L, n, cut, ks, kp)
-                for j in range(n):
-                    pr[j] *= kp[j]
-            pr[n:nk] = T(0.0)
-        _mm_dot(p, vT, oc, m, hd, nk, off)
+            row = (bi * nh + h) * t + i0 + r
+            lse[bi, h, i0 + r] = _fwd_row(s[r], p[r], kp, n, nk, window, scale, drop, seed, row, L, cut, ks)
+        _mm_dot(p, vT, oc, m, hd, nk, off, window)
         for r in range(m):
             out[bi, i0 + r, h] = oc[r]
 
 
 @njit
-def _bwd_rows(s, p, dz, kp, qrow0, m, off, L, scale, lse, dlt, drop, seed, cut, ks):
+def _fwd_row(sr, pr, kp, n, nk, window, scale, drop, seed, row, L, cut, ks):
+    # pr = dropout(softmax(scale * sr[lo:n])) with zeros elsewhere in [0, nk); returns the lse
+    T = sr.dtype.type
+    lo = max(0, n - window) if window > 0 else 0
+    x, y = sr[lo:], pr[lo:]
+    mx = row_max(x, n - lo) * scale if scale > 0 else x[0] * scale
+    if scale <= 0:
+        for j in range(1, n - lo):
+            mx = max(mx, x[j] * scale)
+    exp_row(x, n - lo, scale, mx, y)
+    tot = row_sum(y, n - lo)
+    inv = T(1.0) / tot
+    for j in range(n - lo):
+        y[j] *= inv
+    if drop:
+        _keep_row(seed, row, L, n, cut, ks, kp)
+        for j in range(lo, n):
+            pr[j] *= kp[j]
+    pr[:lo] = T(0.0)
+    pr[n:nk] = T(0.0)
+    return mx + np.log(tot)
+
+
+@njit
+def _bwd_rows(s, p, dz, kp, qrow0, m, off, L, scale, lse, dlt, drop, seed, cut, ks, window):
     # from the scores s and dZ = dO V^T of a block: p <- Z (the dropped weights), s <- dS
     T = s.dtype.type
     for r in range(m):
         n = off + r + 1
         nk = off + m
+        lo = max(0, n - window) if window > 0 else 0
         sr, pr, dzr = s[r], p[r], dz[r]
-        exp_row(sr, n, scale, lse[r], pr)
+        exp_row(sr[lo:], n - lo, scale, lse[r], pr[lo:])
+        pr[:lo] = T(0.0)
+        sr[:lo] = T(0.0)
         if drop:
             _keep_row(seed, qrow0 + r, L, n, cut, ks, kp)
-            for j in range(n):
+            for j in range(lo, n):
                 g = pr[j] * (dzr[j] * kp[j] - dlt[r])
                 pr[j] *= kp[j]
                 sr[j] = g * scale
         else:
-            for j in range(n):
+            for j in range(lo, n):
                 sr[j] = pr[j] * (dzr[j] - dlt[r]) * scale
         pr[n:nk] = T(0.0)
         sr[n:nk] = T(0.0)
 
 
 @njit
-def _bwd(qt, kt, vt, out, lse, dout, scale, drop, seed, cut, ks, dq, dk, dv, c, nchunks):
+def _bwd(qt, kt, vt, out, lse, dout, scale, drop, seed, cut, ks, window, dq, dk, dv, c, nchunks):
     # units (b, key/value head): each owns dk[bi, :, g], dv[bi, :, g] and dq of its group's heads
     nb, t, nh, hd = qt.shape
     L, ng = kt.shape[1], kt.shape[2]
@@ -300,15 +327,15 @@ def _bwd(qt, kt, vt, out, lse, dout, scale, drop, seed, cut, ks, dq, dk, dv, c, 
                         doT[d, r] = doc[r, d]
                 s[:m, :nk] = T(0.0)
                 dz[:m, :nk] = T(0.0)
-                _mm(qc, kT, s, m, hd, nk, 1, off)                 # scores
-                _mm(doc, vT, dz, m, hd, nk, 1, off)               # dZ = dO V^T
+                _mm(qc, kT, s, m, hd, nk, 1, off, window)         # scores
+                _mm(doc, vT, dz, m, hd, nk, 1, off, window)       # dZ = dO V^T
                 _bwd_rows(s, p, dz, kp, (bi * nh + h) * t + i0, m, off, L, scale, lr, dlt,
-                          drop, seed, cut, ks)                    # p <- Z, s <- dS
-                _mm_dot(s, kT, dqc, m, hd, nk, off)               # dQ = dS K
+                          drop, seed, cut, ks, window)            # p <- Z, s <- dS
+                _mm_dot(s, kT, dqc, m, hd, nk, off, window)       # dQ = dS K
                 for r in range(m):
                     dq[bi, i0 + r, h] = dqc[r]
-                _mm(qT, s, dkT, hd, m, nk, 4, off)                # dK^T += Q^T dS
-                _mm(doT, p, dvT, hd, m, nk, 4, off)               # dV^T += dO^T Z
+                _mm(qT, s, dkT, hd, m, nk, 4, off, window)        # dK^T += Q^T dS
+                _mm(doT, p, dvT, hd, m, nk, 4, off, window)       # dV^T += dO^T Z
         for j in range(L):
             for d in range(hd):
                 dk[bi, j, g, d] = dkT[d, j]
@@ -329,7 +356,7 @@ def _drop_args(dropout_p, seed, dtype):
     return dropout_p > 0.0, np.uint64(seed), threshold(dropout_p), _scale(dropout_p, dtype)
 
 
-def causal_attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
+def causal_attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0, window=0):
     _check(q, k, v)
     b, h, t, hd = q.shape
     L = k.shape[2]
@@ -340,11 +367,11 @@ def causal_attention_forward_numba(q, k, v, scale, dropout_p=0.0, seed=0):
     if out.size:
         per_unit = 2 * min(t, BQ) * L * hd
         run_chunks(_fwd, chunks(units, max(1, MIN_FLOPS // per_unit)), qt, kt, vt,
-                   q.dtype.type(scale), *_drop_args(dropout_p, seed, q.dtype), out, lse)
+                   q.dtype.type(scale), *_drop_args(dropout_p, seed, q.dtype), int(window or 0), out, lse)
     return out, lse
 
 
-def causal_attention_backward_numba(q, k, v, out, lse, dout, scale, dropout_p=0.0, seed=0):
+def causal_attention_backward_numba(q, k, v, out, lse, dout, scale, dropout_p=0.0, seed=0, window=0):
     _check(q, k, v)
     b, h, t, hd = q.shape
     g, L = k.shape[1], k.shape[2]
@@ -355,7 +382,7 @@ def causal_attention_backward_numba(q, k, v, out, lse, dout, scale, dropout_p=0.
         per_unit = 5 * (h // g) * t * L * hd
         run_chunks(_bwd, chunks(b * g, max(1, MIN_FLOPS // per_unit)), qt, kt, vt,
                    np.ascontiguousarray(out), np.ascontiguousarray(lse), np.ascontiguousarray(dout),
-                   q.dtype.type(scale), *_drop_args(dropout_p, seed, q.dtype), dq, dk, dv)
+                   q.dtype.type(scale), *_drop_args(dropout_p, seed, q.dtype), int(window or 0), dq, dk, dv)
     else:
         dk[...] = 0.0
         dv[...] = 0.0

@@ -23,24 +23,28 @@ class CausalAttentionFn(Function):
     and the log-sum-exp of each query row; backward recomputes the weights from them. No
     higher-order gradients (backward works on arrays)."""
 
-    def forward(self, q, k, v, scale, dropout_p):
+    def forward(self, q, k, v, scale, dropout_p, window):
         # q (b, H, T, hd); k, v (b, G, L, hd) -> (b, H, T, hd), a view of (b, T, H, hd) storage
         self.seed = dropout_seed(q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]) if dropout_p else 0
-        self.q, self.k, self.v, self.scale, self.p = q, k, v, scale, dropout_p
-        self.out, self.lse = kernels.causal_attention_forward(q, k, v, scale, dropout_p, self.seed)
+        self.q, self.k, self.v, self.scale, self.p, self.window = q, k, v, scale, dropout_p, window
+        self.out, self.lse = kernels.causal_attention_forward(q, k, v, scale, dropout_p, self.seed, window)
         return self.out.transpose(0, 2, 1, 3)
 
     def backward(self, g):
         dout = g.transpose(0, 2, 1, 3)                                       # (b, T, H, hd)
         return kernels.causal_attention_backward(self.q, self.k, self.v, self.out, self.lse, dout,
-                                                 self.scale, self.p, self.seed)
+                                                 self.scale, self.p, self.seed, self.window)
 
 
-def causal_attention(queries, keys, values, dropout_p: float = 0.0):
+def causal_attention(queries, keys, values, dropout_p: float = 0.0, window: int | None = None,
+                     scale: float | None = None):
     """Causal attention of queries (b, H, T, head_dim) over keys and values (b, G, L, head_dim),
     G dividing H (query head h reads key/value head h // (H / G); G = H for GPT-2), scores scaled
     by 1 / sqrt(head_dim), attention weights dropped with probability `dropout_p` (pass 0.0 in
     eval mode). Query i sits at position L - T + i (a prompt after L - T cached tokens).
+    `window` (sliding-window attention, Gemma 3's local layers): each query sees only its last
+    `window` keys, itself included; blocks of keys wholly outside it are skipped. `scale`
+    replaces 1 / sqrt(head_dim) (Gemma 3 scales by query_pre_attn_scalar ** -0.5).
     Returns (b, H, T, head_dim), as `attn_weights @ values` does in the book."""
     queries, keys, values = as_tensor(queries), as_tensor(keys), as_tensor(values)
     for name, t in (("queries", queries), ("keys", keys), ("values", values)):
@@ -63,5 +67,8 @@ def causal_attention(queries, keys, values, dropout_p: float = 0.0):
                          f"at position L - T + i), got T={t} queries and L={length} keys")
     if not 0.0 <= dropout_p <= 1.0:
         raise InputError(f"dropout probability must be in [0, 1], got {dropout_p}")
-    return CausalAttentionFn.apply(queries, keys, values, scale=1.0 / hd ** 0.5,
-                                   dropout_p=float(dropout_p))
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise InputError(f"causal_attention: window must be an int >= 1 or None, got {window!r}")
+    return CausalAttentionFn.apply(queries, keys, values,
+                                   scale=1.0 / hd ** 0.5 if scale is None else float(scale),
+                                   dropout_p=float(dropout_p), window=window or 0)
