@@ -134,6 +134,67 @@ def cached_attention_case(inp):
                    a, b, c, is_causal=causal, enable_gqa=True), None)
 
 
+# the blocked causal attention (kernels/causal_attention.py) at training and prefill shapes:
+# (b, H, G, T, hd, dropout). GPT-2 124M (batch 2 and 8 x ctx 256, and ctx 1024) trains with
+# attention dropout 0.1; Qwen3-0.6B's prefill of 512 tokens (16 query heads over 8 of 128) has none
+CAUSAL_ATTENTION = [(2, 12, 12, 256, 64, 0.1), (8, 12, 12, 256, 64, 0.1), (2, 12, 12, 1024, 64, 0.1),
+                    (1, 16, 8, 512, 128, 0.0)]
+
+
+def _composed_attention(np, K, q, k, v, p):
+    """Today's composed route (the book's MultiHeadAttention / grouped_query_attention): batched
+    np.matmul, the fused causal softmax + dropout kernel, np.matmul; returns what backward needs."""
+    b, h, t, hd = q.shape
+    g = k.shape[1]
+    qg, kg, vg = q.reshape(b, g, h // g, t, hd), k[:, :, None], v[:, :, None]
+    s = np.matmul(qg, kg.swapaxes(-1, -2))
+    if p:
+        z, y, keep = K.causal_softmax_dropout_forward(s, hd ** -0.5, p, 3)
+    else:
+        z = y = K.causal_softmax_forward(s, hd ** -0.5)
+        keep = None
+    return np.matmul(z, vg), (qg, kg, vg, z, y, keep)
+
+
+def _composed_attention_bwd(np, K, saved, dctx, p):
+    qg, kg, vg, z, y, keep = saved
+    scale = qg.shape[-1] ** -0.5
+    dz = np.matmul(dctx, vg.swapaxes(-1, -2))
+    dv = np.matmul(z.swapaxes(-1, -2), dctx).sum(axis=2)
+    ds = (K.causal_softmax_dropout_backward(y, keep, dz, scale, p) if p
+          else K.causal_softmax_backward(y, dz, scale))
+    return np.matmul(ds, kg), np.matmul(ds.swapaxes(-1, -2), qg).sum(axis=2), dv
+
+
+def causal_attention_cases(inp, quick):
+    """Forward and backward: "numba" the blocked kernel, "numpy" the composed route the engine ran
+    before it (np.matmul + the causal softmax kernels), "torch" scaled_dot_product_attention."""
+    np, torch, K, nbk = inp.np, inp.torch, inp.K, inp.nbk
+    for b, h, g, t, hd, p in CAUSAL_ATTENTION[:2 if quick else 4]:
+        # q, k, v as the fast classes pass them: (b, heads, T, hd) views of (b, T, heads, hd) arrays
+        q = inp.arr(b, t, h, hd).transpose(0, 2, 1, 3)
+        k, v = (inp.arr(b, t, g, hd).transpose(0, 2, 1, 3) for _ in range(2))
+        out, lse = nbk["causal_attention_forward"](q, k, v, hd ** -0.5, p, 3)
+        dout = inp.arr(*out.shape)
+        ctx, saved = _composed_attention(np, K, q, k, v, p)
+        dctx = np.ascontiguousarray(dout.transpose(0, 2, 1, 3)).reshape(ctx.shape)
+        tq, tk, tv = (inp.tt(np.ascontiguousarray(a)).requires_grad_() for a in (q, k, v))
+        tout = inp.F.scaled_dot_product_attention(tq, tk, tv, dropout_p=p, is_causal=True, enable_gqa=g < h)
+        tdout = inp.tt(np.ascontiguousarray(dout.transpose(0, 2, 1, 3)))
+        sh = f"b{b} H{h} G{g} T{t} hd{hd} p{p}"
+        yield ("causal attention fwd", sh,
+               lambda q=q, k=k, v=v, p=p, hd=hd: nbk["causal_attention_forward"](q, k, v, hd ** -0.5, p, 3),
+               lambda q=q, k=k, v=v, p=p: _composed_attention(np, K, q, k, v, p),
+               lambda a=tq, b_=tk, c=tv, p=p, gqa=g < h: inp.F.scaled_dot_product_attention(
+                   a.detach(), b_.detach(), c.detach(), dropout_p=p, is_causal=True, enable_gqa=gqa), None)
+        yield ("causal attention bwd", sh,
+               lambda q=q, k=k, v=v, o=out, l=lse, d=dout, p=p, hd=hd: nbk["causal_attention_backward"](
+                   q, k, v, o, l, d, hd ** -0.5, p, 3),
+               lambda s=saved, d=dctx, p=p: _composed_attention_bwd(np, K, s, d, p),
+               lambda o=tout, d=tdout, ins=(tq, tk, tv): torch.autograd.grad(o, ins, d, retain_graph=True),
+               None)
+
+
 def layernorm_cases(inp, rows, d):
     torch, nbk, ref = inp.torch, inp.nbk, inp.ref
     x, w, b, dy = inp.arr(rows, d, scale=2.0), inp.arr(d), inp.arr(d), inp.arr(rows, d)
@@ -258,6 +319,7 @@ def cases(quick, np, torch, K, dtype):
     yield from matmul_cases(inp, quick)
     yield from softmax_cases(inp)
     yield from cached_attention_case(inp)
+    yield from causal_attention_cases(inp, quick)
     # GPT-2 124M, then the small (emb 256) and bench-tiny (emb 64, vocab 512) configs
     for rows, d in ((N, C), (1024, 256), (1024, 64))[:1 if quick else 3]:
         yield from layernorm_cases(inp, rows, d)

@@ -10,6 +10,8 @@ context 256, batch 2, AdamW(lr 4e-4, weight decay 0.1), 10 epochs, evaluation ev
 5 batches, a 50-token greedy sample after each epoch, torch.manual_seed(123). Each side runs in its
 own child process (threads set before NumPy / torch load); the parent prints wall time, final
 losses and the background load (a 2-thread figure taken with > 0.2 other cores busy is marked).
+tinygpt runs as the example and the CLI do: `tinygpt.train.pretrain` trains
+`for_training(GPTModel(cfg))`, the fast attention twins (blocked causal attention).
 """
 import argparse
 import json

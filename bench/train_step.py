@@ -4,8 +4,11 @@
     python bench/train_step.py --quick                 # small and bench-tiny, 3 samples, no memory runs
     python bench/train_step.py --configs book-124M --threads 2 --steps 7 --json runs/train.json
     python bench/train_step.py --configs book-124M --profile 3    # cProfile 3 tinygpt steps
+    python bench/train_step.py --configs book-124M --twins-vs-book  # for_training's twins vs book classes
 
-One training step = zero_grad, forward, cross-entropy, backward, AdamW step (lr 4e-4, weight decay
+tinygpt's model is `for_training(GPTModel(cfg))`, as the CLI and examples/ch05_pretrain.py train
+it (the fast attention twins: blocked causal attention forward and backward); `--book-classes`
+times GPTModel's own classes instead. One training step = zero_grad, forward, cross-entropy, backward, AdamW step (lr 4e-4, weight decay
 0.1, as in the book's chapter 5), on a fixed random batch. The PyTorch side is
 `llms_from_scratch.ch04.GPTModel` (the book's own package) loaded with tinygpt's state dict, and
 `torch.optim.AdamW` with its defaults, as the book uses it.
@@ -45,7 +48,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _frameworks import CONFIGS, batch, make_tinygpt, make_torch, tinygpt_fns, torch_fns  # noqa: E402
+from _frameworks import (CONFIGS, LR, WEIGHT_DECAY, batch, make_tinygpt, make_torch, tinygpt_fns,  # noqa: E402
+                         torch_fns)
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
                      markdown_table, median, require, set_threads, thread_env, warm, write_json)
 
@@ -59,6 +63,19 @@ def flops_per_token(cfg, train=True):
 
 
 # ---------------------------------------------------------------- timing (child)
+
+def make_tinygpt_run(cfg, seed, args):
+    """The tinygpt model and AdamW as the CLI and examples/ch05_pretrain.py train it:
+    `for_training(GPTModel(cfg))` (the fast attention twins); with --book-classes the book's
+    classes as GPTModel builds them."""
+    from tinygpt.model import for_training
+    from tinygpt.optim import AdamW
+    model, opt = make_tinygpt(cfg, seed)
+    if args.book_classes:
+        return model, opt
+    model = for_training(model)  # the same Parameters, some now views of packed arrays
+    return model, AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
 
 def calibrate(fn, warmup):
     """Run `fn` `warmup` times untimed (compile, page-in, optimizer state); return the steps per
@@ -113,7 +130,7 @@ def child_time(args):
     cfg, bs = CONFIGS[args.config]
     x, y = batch(cfg, bs, args.seed)
     tok = bs * cfg["context_length"]
-    tmodel, topt = make_tinygpt(cfg, args.seed)
+    tmodel, topt = make_tinygpt_run(cfg, args.seed, args)
     sd = {k: np.asarray(v) for k, v in tmodel.state_dict().items()}
     pmodel, popt = make_torch(cfg, args.seed, sd)
     t_step, t_eval = tinygpt_fns(tmodel, topt, x, y)
@@ -140,6 +157,25 @@ def child_time(args):
     print(json.dumps(out))
 
 
+def child_pair(args):
+    """--twins-vs-book: the same GPTModel twice, one readied by for_training, steps alternated."""
+    import tinygpt.kernels  # noqa: F401
+    set_threads(args.threads)
+    cfg, bs = CONFIGS[args.config]
+    x, y = batch(cfg, bs, args.seed)
+    book, twin = make_tinygpt(cfg, args.seed), make_tinygpt_run(cfg, args.seed, args)
+    fns = {"book classes": tinygpt_fns(*book, x, y)[0], "twins": tinygpt_fns(*twin, x, y)[0]}
+    ks = {n: calibrate(f, args.warmup) for n, f in fns.items()}
+    res = alternate(fns, ks, args.steps)
+    out = {n: summarize(r, bs * cfg["context_length"]) for n, r in res.items()}
+    ratios = [t / b for t, b in zip(out["twins"]["step_ms_all"], out["book classes"]["step_ms_all"])]
+    print(f"# {args.config}, {args.threads} thread(s), {args.steps} samples each, alternated")
+    for n, r in out.items():
+        print(f"{n:>12}: step {r['step_ms']:.0f} ms (fwd/bwd/opt {r['fwd_ms']:.0f}/{r['bwd_ms']:.0f}/"
+              f"{r['opt_ms']:.0f}), {r['tokens_per_s']:.1f} tok/s, background {r['load']:.2f} cores")
+    print(f"twins / book classes, median of paired samples: {median(ratios):.3f}")
+
+
 def child_mem(args):
     """Peak RSS of a process that only imports one framework and trains 2 steps."""
     import resource
@@ -150,7 +186,7 @@ def child_mem(args):
     if args.framework == "tinygpt":
         import tinygpt.kernels  # noqa: F401
         set_threads(args.threads)
-        model, opt = make_tinygpt(cfg, args.seed)
+        model, opt = make_tinygpt_run(cfg, args.seed, args)
         step, _ = tinygpt_fns(model, opt, x, y)
     else:
         import torch  # noqa: F401
@@ -175,7 +211,7 @@ def child_profile(args):
     set_threads(args.threads)
     cfg, bs = CONFIGS[args.config]
     x, y = batch(cfg, bs, args.seed)
-    model, opt = make_tinygpt(cfg, args.seed)
+    model, opt = make_tinygpt_run(cfg, args.seed, args)
     step, _ = tinygpt_fns(model, opt, x, y)
     for _ in range(max(1, args.warmup)):
         step()
@@ -200,7 +236,9 @@ def run_child(mode, args, config, threads, framework=None):
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
     if framework:
         cmd += ["--framework", framework]
-    if mode == "--child-profile":
+    if args.book_classes:
+        cmd += ["--book-classes"]
+    if mode in ("--child-profile", "--child-pair"):
         cmd += ["--profile", str(args.profile), "--profile-top", str(args.profile_top)]
         subprocess.run(cmd, env=thread_env(threads), check=True)
         return None
@@ -227,10 +265,14 @@ def parse_args():
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of the bench: cProfile N tinygpt steps of the first config")
     p.add_argument("--profile-top", type=int, default=30)
+    p.add_argument("--twins-vs-book", action="store_true",
+                   help="instead of the bench: tinygpt's twins against its book classes, paired, first config")
+    p.add_argument("--book-classes", action="store_true",
+                   help="time tinygpt's GPTModel as built (the book's classes), not for_training's twins")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     # child modes (internal)
-    for mode in ("--child-time", "--child-mem", "--child-profile"):
+    for mode in ("--child-time", "--child-mem", "--child-profile", "--child-pair"):
         p.add_argument(mode, action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--framework", help=argparse.SUPPRESS)
@@ -242,9 +284,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.child_time or args.child_mem or args.child_profile:
+    if args.child_time or args.child_mem or args.child_profile or args.child_pair:
         args.threads = int(args.threads)
-        return (child_time if args.child_time else child_mem if args.child_mem else child_profile)(args)
+        return (child_time if args.child_time else child_mem if args.child_mem else
+                child_pair if args.child_pair else child_profile)(args)
 
     require("torch", "llms_from_scratch")
     configs = (args.configs or ("small,bench-tiny" if args.quick else ",".join(CONFIGS))).split(",")
@@ -254,10 +297,16 @@ def main():
     thread_counts = [int(t) for t in args.threads.split(",")]
     if args.profile:
         return run_child("--child-profile", args, configs[0], thread_counts[-1])
+    if args.twins_vs_book:
+        for threads in thread_counts:
+            run_child("--child-pair", args, configs[0], threads)
+        return None
 
     info = cpu_info()
     core_peak, formula = fp32_peak(info, cores=1, fma_units=args.fma_units, ghz=args.ghz)
     print(header("tinygpt training-step bench (bench/train_step.py)"))
+    print("# tinygpt model: " + ("GPTModel's own (book) classes" if args.book_classes
+                                 else "for_training(GPTModel(cfg)): the fast attention twins"))
     print(f"# fp32 peak per core (assumed): {formula}; MFU uses threads x {core_peak:.0f} GFLOP/s")
     print(f"# {args.steps} timed samples per framework after {args.warmup} warm-up step(s); "
           f"median; a multi-thread figure with background > 0.2 cores is not reported")

@@ -10,7 +10,8 @@ near 6.4 (the model memorises a 5,000-token story). Writes runs/ch05/model.safet
                                      [--schedule] [--resume runs/ch05/model.safetensors]
 
 --schedule adds appendix D: linear warm-up, cosine decay and gradient clipping. A resumed run
-continues with the checkpoint's config and settings (schedule included).
+continues with the checkpoint's config and settings (schedule included). `pretrain` trains
+`for_training(GPTModel(cfg))`: the book's model with its fast attention twins swapped in.
 """
 import argparse
 import time

@@ -98,6 +98,19 @@ def torch_causal_softmax(s, scale):
     return (scale * s).masked_fill(masked, float("-inf")).softmax(-1)
 
 
+def torch_causal_attention(q, k, v):
+    """The composed computation with G = 2 key/value heads repeated for 4 query heads."""
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    return torch_causal_softmax(q @ k.transpose(-1, -2), 1 / math.sqrt(q.shape[-1])) @ v
+
+
+def torch_causal_attention_dropped(q, k, v, p, seed):
+    """As torch_causal_attention, with the (b, H, T, L) weights dropped as tinygpt drops them."""
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    weights = torch_causal_softmax(q @ k.transpose(-1, -2), 1 / math.sqrt(q.shape[-1]))
+    return (weights * dropout_mask(weights.shape, NUMPY_DTYPE[q.dtype], p, seed) / (1 - p)) @ v
+
+
 def other_float(dtype):
     return np.float32 if dtype == np.float64 else np.float64
 
@@ -158,6 +171,9 @@ CASES = {
                  lambda x: torch_rope(x, offset=2, **EVERY_OP_ROPE)),
     "Silu": Case(inputs(arr(3, 4)), tg.ops.silu, TF.silu),
     "CrossEntropy": Case(inputs(arr(5, 4), TARGETS), F.cross_entropy, TF.cross_entropy),
+    # attention over a 2-token cache: queries (b, H=4, T=5, hd), keys/values (b, G=2, L=7, hd)
+    "CausalAttentionFn": Case(inputs(arr(2, 4, 5, 3), arr(2, 2, 7, 3, seed=1), arr(2, 2, 7, 3, seed=2)),
+                              F.causal_attention, torch_causal_attention),
     # reductions
     "Sum": same(inputs(arr(2, 3, 4)), lambda a: a.sum(dim=1)),
     "Mean": same(inputs(arr(2, 3, 4)), lambda a: a.mean(dim=(0, 2))),
@@ -172,14 +188,18 @@ CASES = {
                 lambda a, b: torch.cat([a, b], dim=1)),
 }
 
-# second cases, for Functions with another code path worth its own check: the fused dropout of
-# the attention weights, and PowScalar's exact x*x and x*x*x forms
+# second cases, for Functions with another code path worth its own check: the dropout of the
+# attention weights (fused in the softmax, and in the blocked attention), and PowScalar's exact
+# x*x and x*x*x forms
 EXTRA_CASES = {
     "ScaledCausalSoftmax": Case(inputs(arr(2, 3, 5)),
                                 seeded(4, lambda s: F.scaled_causal_softmax(s, SCALE, dropout_p=0.3)),
                                 lambda s: torch_causal_softmax(s, SCALE)
                                 * dropout_mask(s.shape, NUMPY_DTYPE[s.dtype], 0.3, 4) / 0.7),
     "PowScalar": same(inputs(arr(3, 4)), lambda a: a ** 2 + a ** 3),
+    "CausalAttentionFn": Case(inputs(arr(2, 4, 5, 3), arr(2, 2, 7, 3, seed=1), arr(2, 2, 7, 3, seed=2)),
+                              seeded(4, lambda q, k, v: F.causal_attention(q, k, v, dropout_p=0.3)),
+                              lambda q, k, v: torch_causal_attention_dropped(q, k, v, 0.3, 4)),
 }
 
 FUNCTIONS = tinygpt_functions()

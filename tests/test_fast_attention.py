@@ -72,12 +72,13 @@ def test_same_outputs_and_gradients_as_multihead_attention(calls, dtype, qkv_bia
     dout = _x((batch, tokens, d_out), dtype, seed=1)
     out_f, grads_f, gx_f = _grads(fast, x, dout)
     out_b, grads_b, gx_b = _grads(book, x, dout)
-    assert calls["packed"] == 1                      # a graph is recorded: the book's route
-    np.testing.assert_array_equal(out_f, out_b)
-    np.testing.assert_array_equal(gx_f, gx_b)
+    assert calls["packed"] == 1                      # a graph is recorded: each Linear runs itself
+    tol = tolerance("op", dtype)                     # the blocked kernel sums in its own order
+    np.testing.assert_allclose(out_f, out_b, **tol)
+    np.testing.assert_allclose(gx_f, gx_b, **tol)
     assert list(grads_f) == list(grads_b)
     for name in grads_b:
-        np.testing.assert_array_equal(grads_f[name], grads_b[name], err_msg=name)
+        np.testing.assert_allclose(grads_f[name], grads_b[name], err_msg=name, **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -236,7 +237,8 @@ def test_lora_works_on_both_and_merging_restores_the_packed_product(calls):
     _, grads_b, _ = _grads(book, x, dout)
     assert [n for n in grads_b if grads_b[n] is not None] == [n for n in grads_b if ".lora." in n]
     for name in grads_b:
-        np.testing.assert_array_equal(grads_f[name], grads_b[name], err_msg=name)
+        if grads_b[name] is not None:
+            np.testing.assert_allclose(grads_f[name], grads_b[name], rtol=1e-12, atol=1e-12, err_msg=name)
     cache, outs = LayerKVCache(16), []
     with tg.no_grad():
         for a, b in [(0, 4), (4, 5), (5, 6)]:

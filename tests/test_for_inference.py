@@ -135,12 +135,15 @@ def test_training_after_for_inference_is_the_book_models(kind, spy):
     ids = tokens(book.cfg, batch=2, length=7)
     grads = []
     for model in (book, fast):
-        model(ids).sum().backward()                # a recorded graph: the book's forward
+        model(ids).sum().backward()                # a recorded graph: each Linear runs itself
         grads.append({n: p.grad for n, p in model.named_parameters()})
     assert spy == {"kernel": [], "packed": 0}
     assert list(grads[0]) == list(grads[1])
+    tol = tolerance("model", np.float64)           # the blocked attention kernel's summation order
+    scale = max(np.abs(g).max() for g in grads[0].values())  # (W_key.bias's gradient is 0 + rounding)
     for name in grads[0]:
-        np.testing.assert_array_equal(grads[1][name], grads[0][name], err_msg=name)
+        np.testing.assert_allclose(grads[1][name], grads[0][name], rtol=tol["rtol"],
+                                   atol=tol["atol"] * scale, err_msg=name)
 
 
 @pytest.mark.parametrize("kind", ["gpt", "qwen3"])

@@ -8,8 +8,8 @@ This package is a leaf: it imports NumPy and Numba only, never tinygpt or torch.
 """
 import os
 
-from . import (adamw, attention, cross_entropy, dropout, embedding, gelu, gemm, layernorm, rmsnorm,
-               softmax)
+from . import (adamw, attention, causal_attention, cross_entropy, dropout, embedding, gelu, gemm,
+               layernorm, rmsnorm, softmax)
 from ._jit import HAVE_NUMBA, num_threads, set_num_threads
 
 _CHOICES = ("numba", "numpy")
@@ -32,6 +32,8 @@ if USE_NUMBA:
     causal_softmax_dropout_forward = softmax.causal_softmax_dropout_forward_numba
     causal_softmax_dropout_backward = softmax.causal_softmax_dropout_backward_numba
     cached_attention = attention.cached_attention_numba
+    causal_attention_forward = causal_attention.causal_attention_forward_numba
+    causal_attention_backward = causal_attention.causal_attention_backward_numba
     layernorm_forward = layernorm.layernorm_forward_numba
     layernorm_backward = layernorm.layernorm_backward_numba
     rmsnorm_forward = rmsnorm.rmsnorm_forward_numba
@@ -53,6 +55,8 @@ else:
     causal_softmax_dropout_forward = softmax.causal_softmax_dropout_forward_ref
     causal_softmax_dropout_backward = softmax.causal_softmax_dropout_backward_ref
     cached_attention = attention.cached_attention_ref
+    causal_attention_forward = causal_attention.causal_attention_forward_ref
+    causal_attention_backward = causal_attention.causal_attention_backward_ref
     layernorm_forward = layernorm.layernorm_forward_ref
     layernorm_backward = layernorm.layernorm_backward_ref
     rmsnorm_forward = rmsnorm.rmsnorm_forward_ref
@@ -76,6 +80,8 @@ REFERENCE = {
     "causal_softmax_dropout_forward": softmax.causal_softmax_dropout_forward_ref,
     "causal_softmax_dropout_backward": softmax.causal_softmax_dropout_backward_ref,
     "cached_attention": attention.cached_attention_ref,
+    "causal_attention_forward": causal_attention.causal_attention_forward_ref,
+    "causal_attention_backward": causal_attention.causal_attention_backward_ref,
     "layernorm_forward": layernorm.layernorm_forward_ref,
     "layernorm_backward": layernorm.layernorm_backward_ref,
     "rmsnorm_forward": rmsnorm.rmsnorm_forward_ref,
@@ -98,6 +104,8 @@ NUMBA = {
     "causal_softmax_dropout_forward": softmax.causal_softmax_dropout_forward_numba,
     "causal_softmax_dropout_backward": softmax.causal_softmax_dropout_backward_numba,
     "cached_attention": attention.cached_attention_numba,
+    "causal_attention_forward": causal_attention.causal_attention_forward_numba,
+    "causal_attention_backward": causal_attention.causal_attention_backward_numba,
     "layernorm_forward": layernorm.layernorm_forward_numba,
     "layernorm_backward": layernorm.layernorm_backward_numba,
     "rmsnorm_forward": rmsnorm.rmsnorm_forward_numba,
@@ -138,6 +146,8 @@ def warmup(dtype="float32"):
     z, y, keep = softmax.causal_softmax_dropout_forward_numba(x, 0.5, 0.5, 1)
     softmax.causal_softmax_dropout_backward_numba(y, keep, z, 0.5, 0.5)
     attention.cached_attention_numba(x[None, :, :1], x[None], x[None], 3, 0.5)
+    o, lse = causal_attention.causal_attention_forward_numba(x[None], x[None], x[None], 0.5, 0.5, 1)
+    causal_attention.causal_attention_backward_numba(x[None], x[None], x[None], o, lse, o, 0.5, 0.5, 1)
     x2 = x.reshape(6, 8)
     w = np.ones(8, dt)
     y, mean, rstd = layernorm.layernorm_forward_numba(x2, w, w, 1e-5)

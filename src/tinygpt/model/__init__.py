@@ -5,7 +5,7 @@ from .attention import (CausalAttention, KVCacheError, LayerKVCache, MultiHeadAt
 from .fast_attention import FastMultiHeadAttention
 from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
 from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
-from .inference import for_inference
+from .inference import for_inference, for_training
 from .batched import BatchedKVCache, generate_batched
 from .gemma3 import (GEMMA3_CONFIG_1B, GEMMA3_CONFIG_270M, GEMMA3_CONFIG_4B, GEMMA3_CONFIGS,
                      SlidingWindowKVCache, Gemma3Model, SlidingLayerKVCache, sliding_window_attention)
@@ -19,7 +19,7 @@ from .qwen3 import (QWEN3_CONFIG_0_6B, QWEN3_CONFIG_1_7B, QWEN3_CONFIG_4B, QWEN3
                     QWEN3_CONFIGS, Qwen3Model)
 
 __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttention",
-           "FastMultiHeadAttention", "MultiHeadAttentionWrapper", "for_inference",
+           "FastMultiHeadAttention", "MultiHeadAttentionWrapper", "for_inference", "for_training",
            "BatchedKVCache", "generate_batched",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
            "model_configs", "validate_config", "generate", "generate_text_simple",

@@ -5,7 +5,10 @@ puts them in place of each GroupedQueryAttention and FeedForward, holding those 
 Linears; the CLI's generate and chat do so. Same parameters, state-dict names and outputs as the
 book-shaped classes.
 
-Where a graph is recorded (training), `forward` IS the book-shaped forward. Elsewhere:
+Over a prompt (no cache, or more than DECODE_TOKENS new tokens after one) and in training,
+attention runs `F.causal_attention` (ops/attention.py), the blocked causal kernel forward and
+backward, on the same queries, keys and values as the book-shaped forward; the layers run
+themselves, so training records the same graph around it. Elsewhere:
 
 1. One product for the layers that read the same input: W_query/W_key/W_value, and fc1/fc2, are
    each a `PackedLinears` (packing.py), whose row blocks ARE the layers' weights. Decoding a
@@ -23,9 +26,9 @@ Where a graph is recorded (training), `forward` IS the book-shaped forward. Else
    this route, with each row's own RoPE positions and first valid key (`starts`); where the
    projections are not packed (LoRA) they run themselves here.
 
-Why DECODE_TOKENS: the kernel loops over query rows; over a long prompt the batched products of
-`grouped_query_attention` win on one thread (bench/README.md, "cached attention gqa"), so a
-prompt takes the book-shaped layers.
+Why DECODE_TOKENS: the cached kernel loops over query rows; over a long prompt the batched
+products win on one thread (bench/README.md, "cached attention gqa"), and the blocked kernel more
+so, so a prompt takes the blocked kernel.
 
 When a layer is replaced (LoRA) or given new arrays, the packed product stops (packing.py says
 how that is checked) and the layers run themselves; `pack()` packs again. Checked by
@@ -36,7 +39,8 @@ import numpy as np
 from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
-from ..ops.modern import rotate, sigmoid
+from ..nn import functional as F
+from ..ops.modern import rope, rotate, sigmoid
 from .attention import LayerKVCache
 from .modern import FeedForward, GroupedQueryAttention
 from .packing import FastTwin, PackedLinears
@@ -66,8 +70,27 @@ class FastGroupedQueryAttention(FastTwin, GroupedQueryAttention):
         batched = getattr(kv_cache, "starts", None) is not None     # model/batched.py's cache
         if not batched and (kv_cache is None or x.shape[1] > DECODE_TOKENS
                             or not _packed_applies(self._qkv, x)):
-            return super().forward(x, cos, sin, kv_cache)        # the book's route
+            return self._prompt(x, cos, sin, kv_cache)
         return self._decode(x, cos, sin, kv_cache)
+
+    def _prompt(self, x, cos, sin, kv_cache):
+        """GroupedQueryAttention.forward (modern.py) with `F.causal_attention`, the blocked kernel,
+        in place of `grouped_query_attention`: prompts, prefill after a cache, and training."""
+        b, num_tokens, _ = x.shape
+        start = 0 if kv_cache is None else kv_cache.length  # position of the first new token
+        heads, groups, hd = self.num_heads, self.num_kv_groups, self.head_dim
+        queries = self.W_query(x).view(b, num_tokens, heads, hd).transpose(1, 2)   # (b, H, T, hd)
+        keys = self.W_key(x).view(b, num_tokens, groups, hd).transpose(1, 2)       # (b, G, T, hd)
+        values = self.W_value(x).view(b, num_tokens, groups, hd).transpose(1, 2)   # (b, G, T, hd)
+        if self.q_norm is not None:
+            queries, keys = self.q_norm(queries), self.k_norm(keys)  # (b, H, T, hd), (b, G, T, hd)
+        queries = rope(queries, cos, sin, offset=start)      # (b, H, T, hd), rotated by position
+        keys = rope(keys, cos, sin, offset=start)            # (b, G, T, hd)
+        if kv_cache is not None:
+            keys, values = kv_cache.append(keys, values)     # (b, G, L, hd), L = cached + T
+        context = F.causal_attention(queries, keys, values)  # (b, H, T, hd)
+        context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # (b, T, H*hd)
+        return self.out_proj(context)                        # (b, T, emb)
 
     def _decode(self, x, cos, sin, kv_cache):
         b, num_tokens, _ = x.shape

@@ -1,4 +1,5 @@
-"""`for_inference(model)`: the one step that readies a model for fast generation.
+"""`for_inference(model)`: the one step that readies a model for fast generation, prompts and
+training (`for_training` is the same step under the name a training script reads better with).
 
 The models a user builds (GPTModel, Qwen3Model, Llama3Model) are made of the book's classes:
 MultiHeadAttention (attention.py), GroupedQueryAttention and FeedForward (modern.py), each weight
@@ -11,9 +12,13 @@ the projections that read the same input (W_query/W_key/W_value, fc1/fc2) into o
     model = for_inference(Qwen3Model(cfg))     # or a loaded model: the CLI does this
 
 What stays: the parameters (the same objects), the state-dict names and their order, the outputs
-(up to rounding: one product instead of three), train/eval mode, hooks; and training, because
-where a graph is recorded each fast layer runs the book's forward. What changes: the layers'
-types, and the weights of each packed group become views of one array.
+(up to rounding: one product instead of three, and attention in the blocked kernel), train/eval
+mode, hooks, and the dropout masks drawn after a `manual_seed`. Training: where a graph is
+recorded each Linear runs itself (its gradient reaches its own Parameter) and attention runs
+`F.causal_attention`, the blocked kernel forward and backward, which keeps no (T, T) weights for
+backward; the optimizer updates the packed views in place like any other Parameter array, and
+evaluation under no_grad takes the packed products. What changes: the layers' types, and the
+weights of each packed group become views of one array.
 
 Memory: the layers are packed one at a time, each freeing its separate arrays as its packed array
 takes their place, so the peak is the weights plus one layer's packed group.
@@ -57,3 +62,9 @@ def for_inference(model: Module) -> Module:
             else:
                 stack.append(child)
     return model
+
+
+def for_training(model: Module) -> Module:
+    """`for_inference(model)`: the fast twins train too (see the module docstring), so a training
+    script readies its model with the same swap, e.g. `model = for_training(GPTModel(cfg))`."""
+    return for_inference(model)

@@ -1,7 +1,7 @@
 """Functional forms of the layers, as in `torch.nn.functional` (the differentiable ops live in
 `tinygpt.ops`; this module is the place a reader of the book looks for them)."""
-from ..ops import (cross_entropy, dropout, embedding, gelu, layer_norm, log_softmax,
-                   scaled_causal_softmax, softmax)
+from ..ops import (causal_attention, cross_entropy, dropout, embedding, gelu, layer_norm,
+                   log_softmax, scaled_causal_softmax, softmax)
 from ..ops.activations import logsigmoid
 from ..ops.elementwise import ReluFn
 from ..ops.modern import grouped_query_attention, rms_norm, rope, rope_tables, silu
@@ -24,6 +24,6 @@ def linear(x, weight, bias=None):
     return LinearFn.apply(x, weight) if bias is None else LinearFn.apply(x, weight, bias)
 
 
-__all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax", "logsigmoid",
+__all__ = ["causal_attention", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "log_softmax", "logsigmoid",
            "scaled_causal_softmax", "softmax", "relu", "linear", "rms_norm", "rope", "rope_tables",
            "silu", "grouped_query_attention"]

@@ -7,6 +7,7 @@ ignoring case, is also an nn Module's gets the suffix `Fn` (`LinearFn` is the op
 layer; likewise `EmbeddingFn`, `LayerNormFn`, `DropoutFn`, `RMSNormFn`, `GeluFn` beside `GELU`,
 `ReluFn` beside `ReLU`), so a traceback or a graph node names one thing. tests/test_function_names.py
 checks it."""
+from .attention import causal_attention
 from .activations import gelu, log_softmax, scaled_causal_softmax, softmax
 from .elementwise import masked_fill, power, tril, triu, where
 from .indexing import embedding, getitem
@@ -18,7 +19,7 @@ from .reduce import argmax, max, mean, sum, topk, var
 from .shape import (cat, contiguous, flatten, permute, reshape, squeeze, stack, transpose,
                     unsqueeze)
 
-__all__ = ["gelu", "log_softmax", "scaled_causal_softmax", "softmax", "masked_fill", "power",
+__all__ = ["causal_attention", "gelu", "log_softmax", "scaled_causal_softmax", "softmax", "masked_fill", "power",
            "tril", "triu", "where", "embedding", "getitem", "cross_entropy", "matmul", "dropout",
            "layer_norm", "grouped_query_attention", "rms_norm", "rope", "rope_tables", "silu",
            "argmax", "max", "mean", "sum", "topk", "var", "cat", "contiguous",

@@ -7,7 +7,7 @@ import pathlib
 
 from ..core.random import manual_seed
 from ..data import create_dataloader_v1
-from ..model import GPT_CONFIG_124M, GPTModel
+from ..model import GPT_CONFIG_124M, GPTModel, for_training
 from ..optim import AdamW
 from ..tokenizer import get_gpt2_tokenizer
 from ..errors import InputError
@@ -108,7 +108,7 @@ def pretrain(text: str, cfg: dict = None, num_epochs=None, batch_size=None, lr=N
         data_id = None
     check_same_data(saved, data_id, data_dir, resume)
     manual_seed(seed)
-    model = GPTModel(cfg)
+    model = for_training(GPTModel(cfg))  # fast attention twins: same weights, masks and names
     optimizer = AdamW(model.parameters(), lr=run["lr"], weight_decay=run["weight_decay"])
     rank0 = data_parallel is None or data_parallel.rank == 0   # rank 0 alone writes and prints
     settings = {k: run[k] for k in ("seed", "batch_size", "train_ratio", "grad_accum")}
