@@ -26,7 +26,7 @@ from ..core.dtypes import DEFAULT_FLOAT
 from ..core.tensor import Tensor, as_tensor
 from ..errors import InputError, InputKeyError
 from ..nn import Embedding, Module, ModuleList, Parameter
-from ..ops import gelu, masked_fill, rms_norm, rope, scaled_causal_softmax
+from ..ops import causal_attention, gelu, masked_fill, rms_norm, rope, scaled_causal_softmax
 from .attention import KVCacheError, LayerKVCache
 from .gpt import KVCache
 from .modern import FeedForward, GroupedQueryAttention, RotaryModel, output_head
@@ -168,8 +168,9 @@ class Gemma3Attention(GroupedQueryAttention):
         keys = rope(keys, cos, sin, offset=start)         # (b, G, T, hd)
         if kv_cache is not None:  # generation: the new keys/values join the cached ones
             keys, values = kv_cache.append(keys, values)  # (b, G, L, hd)
-        context = sliding_window_attention(queries, keys, values, self.scaling,
-                                           self.sliding_window)  # (b, H, T, hd)
+        # sliding_window_attention (above) in one blocked kernel: keys outside the window skipped
+        context = causal_attention(queries, keys, values, window=self.sliding_window,
+                                   scale=self.scaling)    # (b, H, T, hd)
         context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # (b, T, H*hd)
         return self.out_proj(context)                     # (b, T, emb)
 

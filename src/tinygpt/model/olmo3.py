@@ -19,8 +19,8 @@ import math
 import numpy as np
 
 from ..nn import Embedding, Module, ModuleList
-from ..ops import rope
-from .gemma3 import GLOBAL, LOCAL, SlidingWindowModel, sliding_window_attention, windowed_config
+from ..ops import causal_attention, rope
+from .gemma3 import GLOBAL, LOCAL, SlidingWindowModel, windowed_config
 from .modern import FeedForward, GroupedQueryAttention, RMSNorm, output_head
 
 
@@ -105,8 +105,8 @@ class Olmo3Attention(GroupedQueryAttention):
         keys = rope(keys, cos, sin, offset=start)         # (b, G, T, hd)
         if kv_cache is not None:  # generation: the new keys/values join the cached ones
             keys, values = kv_cache.append(keys, values)  # (b, G, L, hd)
-        context = sliding_window_attention(queries, keys, values, self.head_dim ** -0.5,
-                                           self.sliding_window)  # (b, H, T, hd)
+        # gemma3.py's sliding_window_attention in one blocked kernel (window None: fully causal)
+        context = causal_attention(queries, keys, values, window=self.sliding_window)  # (b, H, T, hd)
         context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # (b, T, H*hd)
         return self.out_proj(context)                     # (b, T, emb)
 
