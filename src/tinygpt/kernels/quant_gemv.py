@@ -143,8 +143,9 @@ def _gemv_q8(x, q, s, c, chunk, nchunks):
 
 @njit(fastmath={"reassoc", "contract"})
 def _gemm_bf16(x, w, c, chunk, nchunks):
-    # c[:, rows] = x (M, K) @ widen(w[rows]).T, four rows of x at a time: each weight value is
-    # widened once for four FMAs (the GEMV kernel above widens it once per row of x)
+    # c[:, rows] = x (M, K) @ widen(w[rows]).T for M a multiple of 4, four rows of x at a time:
+    # each weight value is widened once for four FMAs (the GEMV kernel above widens it once per
+    # row of x; gemm_bf16 hands it the last M % 4 rows)
     M, K = x.shape
     n0, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
     for n in range(n0, n1):
@@ -159,17 +160,12 @@ def _gemm_bf16(x, w, c, chunk, nchunks):
                 a2 += x2[k] * v
                 a3 += x3[k] * v
             c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
-        for m in range(M - M % 4, M):
-            xm = x[m]
-            acc = np.float32(0.0)
-            for k in range(K):
-                acc += xm[k] * _as_float32(np.uint32(wn[k]) << np.uint32(16))
-            c[m, n] = acc
 
 
 @njit(fastmath={"reassoc", "contract"})
 def _gemm_q8(x, q, s, c, chunk, nchunks):
-    # c[:, rows] = x (M, K) @ (q * s)[rows].T, four rows of x at a time (as _gemm_bf16)
+    # c[:, rows] = x (M, K) @ (q * s)[rows].T for M a multiple of 4, four rows of x at a time (as
+    # _gemm_bf16; gemm_q8 hands the last M % 4 rows to the GEMV kernel)
     M, K = x.shape
     n0, n1 = chunk_bounds(chunk, nchunks, q.shape[0])
     for n in range(n0, n1):
@@ -185,12 +181,6 @@ def _gemm_q8(x, q, s, c, chunk, nchunks):
                 a2 += x2[k] * v
                 a3 += x3[k] * v
             c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
-        for m in range(M - M % 4, M):
-            xm = x[m]
-            acc = np.float32(0.0)
-            for k in range(K):
-                acc += xm[k] * (np.float32(qn[k]) * sn[k >> 5])
-            c[m, n] = acc
 
 
 @njit
@@ -248,8 +238,11 @@ def gemm_bf16(x, w):
     """x (M, K) float32 @ widen(w (N, K) uint16).T -> (M, N), the Numba GEMM over the bits."""
     x = _check_x(x, w.shape[1])
     c = np.empty((x.shape[0], w.shape[0]), np.float32)
-    if c.size:
-        run_chunks(_gemm_bf16, chunks(w.shape[0], MIN_ROWS), x, w, c)
+    whole = x.shape[0] - x.shape[0] % 4                # rows in groups of four: the GEMM
+    if whole and w.shape[0]:
+        run_chunks(_gemm_bf16, chunks(w.shape[0], MIN_ROWS), x[:whole], w, c[:whole])
+    if whole < x.shape[0]:                             # the other 1-3 rows: the GEMV
+        gemv_bf16(x[whole:], w, out=c[whole:])
     return c
 
 
@@ -257,8 +250,11 @@ def gemm_q8(x, q, s):
     """x (M, K) float32 @ (q * s).T -> (M, N), the Numba GEMM over the blocks."""
     x = _check_x(x, q.shape[1])
     c = np.empty((x.shape[0], q.shape[0]), np.float32)
-    if c.size:
-        run_chunks(_gemm_q8, chunks(q.shape[0], MIN_ROWS), x, q, s, c)
+    whole = x.shape[0] - x.shape[0] % 4                # rows in groups of four: the GEMM
+    if whole and q.shape[0]:
+        run_chunks(_gemm_q8, chunks(q.shape[0], MIN_ROWS), x[:whole], q, s, c[:whole])
+    if whole < x.shape[0]:                             # the other 1-3 rows: the GEMV
+        gemv_q8(x[whole:], q, s, out=c[whole:])
     return c
 
 
