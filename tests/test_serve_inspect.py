@@ -22,8 +22,9 @@ LLAMA = {"vocab_size": 50, "context_length": 40, "emb_dim": 32, "n_heads": 4, "n
 
 
 def own_attention(model, ids, monkeypatch):
-    """The attention weights the model's forward computes: every call of the causal softmax
-    recorded, one per layer in order, each as (heads, T, T)."""
+    """The attention weights the model's forward computes: every call of the causal softmax (the
+    book's layers) or of the blocked attention kernel (the fast twins) recorded, one per layer in
+    order, each as (heads, T, T)."""
     recorded = []
 
     def recording(softmax):
@@ -32,9 +33,22 @@ def own_attention(model, ids, monkeypatch):
             recorded.append(weights.data.reshape(-1, *weights.shape[-2:]))  # (H, T, T), b = 1
             return weights
         return wrapper
+    softmax = F.scaled_causal_softmax  # the op itself, not the recording wrapper set below
+
+    def recording_fused(attention):  # the fast twins' blocked kernel keeps no weights: the
+        # softmax it computes is that of its own queries against its own keys, taken here in full
+        def wrapper(queries, keys, values, dropout_p=0.0, window=None, scale=None):
+            q, k = queries.data, keys.data                       # (b, H, T, hd), (b, G, L, hd)
+            k = np.repeat(k, q.shape[1] // k.shape[1], axis=1)   # query head h reads h // (H / G)
+            scores = q @ k.swapaxes(-1, -2)                      # (b, H, T, L)
+            weights = softmax(scores, scale or q.shape[-1] ** -0.5)
+            recorded.append(weights.data.reshape(-1, *weights.shape[-2:]))  # (H, T, T), b = 1
+            return attention(queries, keys, values, dropout_p, window, scale)
+        return wrapper
     monkeypatch.setattr(F, "scaled_causal_softmax", recording(F.scaled_causal_softmax))
     monkeypatch.setattr(ops_modern, "scaled_causal_softmax",
                         recording(ops_modern.scaled_causal_softmax))
+    monkeypatch.setattr(F, "causal_attention", recording_fused(F.causal_attention))
     with no_grad():
         model(ids[None, :])
     monkeypatch.undo()
