@@ -289,7 +289,7 @@ def test_kernels_are_compiled_before_the_first_step_with_a_notice_when_slow(monk
     assert events[:2] == [("warmup", "float32"), ("step",)]
     err = capsys.readouterr().err
     # the notice says what is measured (7-11 s on 2 cores), not "about a minute"
-    assert "compiling Numba kernels (first run only, a few seconds to ~15 s)..." in err
+    assert "compiling Numba kernels (first run only, about 20 s)..." in err
     assert "kernels ready after" in err
 
     model, opt = fresh()  # quiet: compiled all the same, without a word

@@ -28,7 +28,7 @@ def compile_kernels(dtype, stream=None, notify=True) -> float:
 
     def notice():
         said.append(True)
-        print("compiling Numba kernels (first run only, a few seconds to ~15 s)...", file=stream,
+        print("compiling Numba kernels (first run only, about 20 s)...", file=stream,
               flush=True)
 
     timer = threading.Timer(COMPILE_NOTICE_SECONDS, notice)
