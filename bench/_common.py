@@ -298,3 +298,16 @@ def fmt(value, spec=".1f", hidden=False):
     if value is None or math.isnan(value):
         return "-"
     return "busy" if hidden else format(value, spec)
+
+
+def hf_class(name):
+    """A transformers model class, imported with bench/ off sys.path: transformers imports an
+    optional package named `kernels`, which bench/kernels.py would shadow."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        import transformers
+        return getattr(transformers, name)
+    finally:
+        sys.path[:] = saved

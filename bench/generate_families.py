@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoadMeter, busy, header, markdown_table, require, set_threads  # noqa: E402
+from _common import LoadMeter, busy, header, hf_class, markdown_table, require, set_threads  # noqa: E402
 
 
 def _parse_args(argv=None):
@@ -71,19 +71,6 @@ def build(key):
     cfg = {**cfg, **SMOKE[key]} if ARGS.smoke else dict(cfg)
     tg.manual_seed(ARGS.seed)
     return for_inference(cls(cfg)).eval()  # the fast generation layers, as the CLI uses
-
-
-def hf_class(name):
-    """A transformers model class, imported with bench/ off sys.path: transformers imports an
-    optional package named `kernels`, which bench/kernels.py would shadow."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    try:
-        import transformers
-        return getattr(transformers, name)
-    finally:
-        sys.path[:] = saved
 
 
 def runners(key, model, folder):

@@ -46,7 +46,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
+from _common import (LoadMeter, busy, header, hf_class, markdown_table, require,  # noqa: E402
+                     set_threads, thread_env)
 
 
 RUNNERS = ("tinygpt", "tinygpt-bf16", "tinygpt-q8", "book-kv-cache", "book-kv-cache-bf16", "transformers")
@@ -164,19 +165,6 @@ def runner(name, key, model, folders):
             return hf.generate(torch.from_numpy(ids), max_new_tokens=n, min_new_tokens=n,
                                do_sample=False, pad_token_id=0)
     return hf_generate, decode_bytes(model), 4
-
-
-def hf_class(name):
-    """A transformers model class, imported with bench/ off sys.path: transformers imports an
-    optional package named `kernels`, which bench/kernels.py would shadow."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    try:
-        import transformers
-        return getattr(transformers, name)
-    finally:
-        sys.path[:] = saved
 
 
 def seconds(fn, *args):
