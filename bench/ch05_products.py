@@ -30,8 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
 
 VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
-CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12,
-       "drop_rate": 0.1, "qkv_bias": False}
+CONFIGS = {   # tinygpt.train.pretrain.PRESETS' book-124M (the run) and tiny (a smoke test)
+    "book-124M": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12,
+                  "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False},
+    "tiny": {"vocab_size": 50257, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2,
+             "drop_rate": 0.0, "qkv_bias": False}}
 RUN_STEPS, RUN_EVALS = 90, 18   # the book's run: 10 epochs of 9 steps, an evaluation every 5
 
 
@@ -99,7 +102,7 @@ def replay(products, operands, matmul, repeats=3) -> float:
     return best
 
 
-def tinygpt_side(steps, products=None):
+def tinygpt_side(cfg, steps, products=None):
     import numpy as np
     from tinygpt import kernels
     from tinygpt.core.random import manual_seed
@@ -111,8 +114,8 @@ def tinygpt_side(steps, products=None):
     with open(VERDICT, encoding="utf-8") as f:
         text = f.read()
     manual_seed(123)
-    train_loader, val_loader = _loaders(text, 0.9, 2, 256, 123)
-    model = for_training(GPTModel(CFG))
+    train_loader, val_loader = _loaders(text, 0.9, 2, cfg["context_length"], 123)
+    model = for_training(GPTModel(cfg))
     optimizer = AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
     clock = Clock()
     clock.wrap(kernels, "matmul", "linear products", _matmul_flops)
@@ -132,7 +135,7 @@ def tinygpt_side(steps, products=None):
     return out
 
 
-def torch_side(steps, products=None):
+def torch_side(cfg, steps, products=None):
     import torch
     from llms_from_scratch.ch02 import create_dataloader_v1
     from llms_from_scratch.ch04 import GPTModel
@@ -145,11 +148,12 @@ def torch_side(steps, products=None):
         text = f.read()
     split = int(0.9 * len(text))
     torch.manual_seed(123)
-    train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=256, stride=256,
+    ctx = cfg["context_length"]
+    train_loader = create_dataloader_v1(text[:split], batch_size=2, max_length=ctx, stride=ctx,
                                         drop_last=True, shuffle=True, num_workers=0)
-    val_loader = create_dataloader_v1(text[split:], batch_size=2, max_length=256, stride=256,
+    val_loader = create_dataloader_v1(text[split:], batch_size=2, max_length=ctx, stride=ctx,
                                       drop_last=False, shuffle=False, num_workers=0)
-    model = GPTModel(CFG)
+    model = GPTModel(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
     model.train()
 
@@ -195,7 +199,8 @@ def child(args):
             products = json.load(f)
     meter = LoadMeter()
     with meter:
-        out = (tinygpt_side if args.framework == "tinygpt" else torch_side)(args.steps, products)
+        out = (tinygpt_side if args.framework == "tinygpt" else torch_side)(CONFIGS[args.config],
+                                                                            args.steps, products)
     out.update(framework=args.framework, load=meter.cores)
     print(json.dumps(out))
 
@@ -213,7 +218,7 @@ def summary(results) -> str:
             att = s["seconds"].get("attention")
             alone = s.get("alone")
             gflop = sum(2 * math.prod(a) * b[-1] for a, b, *_ in s["products"]) / 1e9
-            rows.append([r["framework"], seg, f"{s['wall']:.2f}", fmt(lin), fmt(alone),
+            rows.append([r["framework"], seg, f"{s['wall']:.3f}", fmt(lin), fmt(alone),
                          f"{gflop / alone:.0f}" if alone else "-", fmt(att),
                          fmt(s["wall"] - (lin or 0) - (att or 0)) if lin else "-"])
             run["wall"] += times * s["wall"]
@@ -235,7 +240,7 @@ def summary(results) -> str:
     return table
 
 
-def fmt(value, spec=".2f"):
+def fmt(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
 
@@ -244,6 +249,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--only", choices=["tinygpt", "torch"], default=None)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="book-124M",
+                   help="book-124M: the chapter-5 run's model (default); tiny: a smoke test")
     p.add_argument("--framework", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--products", help=argparse.SUPPRESS)
@@ -257,7 +264,7 @@ def main():
     products_file = os.path.join(tempfile.mkdtemp(), "products.json")
     for fw in ([args.only] if args.only else ["tinygpt", "torch"]):
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--framework", fw,
-               "--threads", str(args.threads), "--steps", str(args.steps)]
+               "--threads", str(args.threads), "--steps", str(args.steps), "--config", args.config]
         if results:   # torch times tinygpt's products alone too
             cmd += ["--products", products_file]
         res = subprocess.run(cmd, env=thread_env(args.threads), capture_output=True, text=True, cwd=ROOT)

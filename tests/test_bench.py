@@ -45,3 +45,24 @@ def test_family_decode_bench_checks_tokens_then_times_both_runners():
         assert f"{model}: " in res.stdout and "greedy tokens agree" in res.stdout, res.stdout
         for runner in ("tinygpt", "transformers"):
             assert {(model, runner, "1"), (model, runner, "2")} <= rows, res.stdout
+
+
+def test_chapter5_products_bench_times_the_products_inside_each_segment():
+    # bench/ch05_products.py on the tiny config: both sides run a step and an evaluation; tinygpt's
+    # products, timed inside its run, fit within each segment's wall time, and the book's side
+    # times the very products tinygpt recorded
+    pytest.importorskip("llms_from_scratch")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ch05_products.py"), "--config", "tiny",
+                          "--steps", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {}
+    for line in res.stdout.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 8 and cells[0] in ("tinygpt", "torch"):
+            rows[cells[0], cells[1]] = cells
+    for seg in ("step", "evaluation"):
+        wall, in_run, alone = (float(x) for x in rows["tinygpt", seg][2:5])
+        assert 0 < in_run <= wall and alone > 0, rows
+        assert float(rows["torch", seg][4]) > 0, rows   # the same products, with torch.matmul
+    assert "With nothing but its Linear products taking time" in res.stdout
