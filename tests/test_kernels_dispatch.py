@@ -24,6 +24,23 @@ def test_backend_selection():
     assert res.stdout.split() == ["numpy", "True"], res.stderr
 
 
+def test_a_bad_kernel_choice_is_one_line_from_the_command_and_an_input_error_from_the_package():
+    # `import tinygpt` checks TINYGPT_KERNELS before loading the kernels, so the command is reached
+    res = run_python("import sys; from tinygpt.cli import main; sys.exit(main(['generate', '--prompt', 'x']))",
+                     TINYGPT_KERNELS="cuda")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "tinygpt: error: TINYGPT_KERNELS='cuda' is not a kernel set: use numba (the default) or numpy "
+        "(the plain NumPy references), or unset it"], res.stderr
+    res = run_python("import tinygpt\nfrom tinygpt.errors import InputError\n"
+                     "try:\n    tinygpt.GPTModel\nexcept InputError as err:\n    print('refused:', err)",
+                     TINYGPT_KERNELS="cuda")
+    assert res.stdout.startswith("refused: TINYGPT_KERNELS='cuda' is not a kernel set"), res.stderr
+    for value in ("", " NumPy "):   # empty is the default; case and spaces do not matter
+        res = run_python("import tinygpt; print(tinygpt.kernels.BACKEND)", TINYGPT_KERNELS=value)
+        assert res.stdout.split() == [value.strip().lower() or "numba"], res.stderr
+
+
 def test_kernels_never_import_torch():
     res = run_python("import sys, tinygpt.kernels as K; K.warmup(); print('torch' in sys.modules)")
     assert res.stdout.strip() == "False", res.stderr

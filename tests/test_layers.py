@@ -33,7 +33,7 @@ import tinygpt
 # the package under test: the source tree, or in CI's wheel pass the installed copy (same files)
 SRC = pathlib.Path(tinygpt.__file__).parent
 
-RANK = {"errors": 0, "files": 0, "argtypes": 0, "assets": 0,
+RANK = {"errors": 0, "files": 0, "argtypes": 0, "assets": 0, "kernel_choice": 0,
         "kernels": 1,
         "core": 2, "ops": 2,
         "nn": 3, "optim": 3, "data": 3, "tokenizer": 3, "testing": 3,

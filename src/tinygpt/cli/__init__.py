@@ -45,6 +45,10 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+    from .. import KERNEL_CHOICE_PROBLEM
+    if KERNEL_CHOICE_PROBLEM is not None:   # before anything loads the kernels
+        print(f"tinygpt: error: {KERNEL_CHOICE_PROBLEM}", file=sys.stderr)
+        return 2
     _register_commands()
     parser, runners = build_parser()
     try:

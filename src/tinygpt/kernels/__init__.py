@@ -1,7 +1,8 @@
 """tinygpt.kernels: the engine's hot loops, each as a plain NumPy reference beside a Numba kernel.
 
 ``TINYGPT_KERNELS`` is read once, at import: ``numba`` (default) exports the fast kernels, ``numpy``
-exports the references (plain NumPy a learner can step through). Any other value raises ValueError.
+exports the references (plain NumPy a learner can step through). Any other value raises ValueError
+(`import tinygpt` checks it first, in tinygpt/kernel_choice.py, so the `tinygpt` command says it in one line).
 
 Every function takes and returns plain ndarrays (float32 or float64) and keeps the input dtype.
 This package is a leaf: it imports NumPy and Numba only, never tinygpt or torch.
@@ -12,7 +13,7 @@ from . import (adamw, attention, causal_attention, cross_entropy, dropout, embed
                layernorm, rmsnorm, softmax)
 from ._jit import HAVE_NUMBA, num_threads, set_num_threads
 
-_CHOICES = ("numba", "numpy")
+_CHOICES = ("numba", "numpy")   # as tinygpt/kernel_choice.py, which `import tinygpt` checks first
 
 BACKEND = os.environ.get("TINYGPT_KERNELS", "numba").strip().lower() or "numba"
 if BACKEND not in _CHOICES:
