@@ -5,6 +5,7 @@ random weights, 1 and 2 threads; and the GEMV kernels alone on Qwen3's output-he
     python bench/quant.py --threads 1        # one thread count, in this process
     python bench/quant.py --kernels          # the head-shaped GEMV: f32 / bf16 / q8 flat / q8 nested
     python bench/quant.py --prefill          # prompt products: widened tiles + BLAS vs Numba GEMM
+    python bench/quant.py --torch-bf16       # the same products in torch, float32 against bfloat16
     python bench/quant.py --smoke            # a tiny config: checks the script runs (no figures)
 
 Decode tok/s: after a --prompt-tokens prompt, --new-tokens greedy steps through the KV cache,
@@ -17,7 +18,11 @@ for bf16 and q8 the weight widened 512 rows at a time into a float32 tile multip
 np.matmul ("tiles+BLAS") against a Numba GEMM over the bits/blocks (four rows of x per pass). "background cores": other processes' CPU over
 the timed steps (the machine is shared: figures taken with background load are noisy, and a
 2-thread figure with a busy second core is not to be trusted). OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE are removed from the children's environment.
+OPENBLAS_L2_SIZE are removed from the children's environment. --torch-bf16: why the book's bf16
+code processes prompts faster than tinygpt's bf16 weights: the 512-token prompt products in torch
+with float32 and with bfloat16 operands, beside np.matmul and tinygpt's widened bf16 tiles, in
+turns in one process (the fastest of 7), with the process's threads; the CPU's flags are printed
+(avx512_bf16 multiplies bf16 pairs natively; tinygpt widens bf16 to float32 and runs float32 products).
 """
 import argparse
 import os
@@ -37,6 +42,7 @@ def _parse_args(argv=None):
     p.add_argument("--new-tokens", type=int, default=12)
     p.add_argument("--kernels", action="store_true", help="the output-head GEMV kernels only")
     p.add_argument("--prefill", action="store_true", help="the prompt (GEMM) products only")
+    p.add_argument("--torch-bf16", action="store_true", help="prompt products in torch: float32 vs bf16")
     p.add_argument("--smoke", action="store_true")
     return p.parse_args(argv)
 
@@ -210,7 +216,42 @@ def run_prefill():
     return ["weight", "M"] + [f"{name} ms" for name in forms] + ["background cores"], rows
 
 
+def run_torch_bf16():
+    import torch
+    from tinygpt.kernels import quant_gemv as K
+    rng, rows = np.random.default_rng(0), []
+    for n, k in [(256, 64)] if ARGS.smoke else [(6144, 1024), (1024, 3072), (1024, 2048)]:
+        m = 16 if ARGS.smoke else 512
+        x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32)
+        xt, wt, w16 = torch.from_numpy(x), torch.from_numpy(w), K.float32_to_bf16_ref(w)
+        xb, wb = xt.bfloat16(), wt.bfloat16()
+        forms = {"torch float32": lambda: xt @ wt.T, "torch bf16": lambda: xb @ wb.T,
+                 "np.matmul float32": lambda: x @ w.T, "tinygpt bf16 tiles+BLAS": lambda: K.tiled_bf16(x, w16)}
+        want = x @ w.T
+        for name, fn in forms.items():   # each form computes the product (bf16 inputs: ~1e-2)
+            got = fn()
+            got = got.float().numpy() if isinstance(got, torch.Tensor) else got
+            err = np.abs(got - want).max() / np.abs(want).max()
+            assert err < 3e-2, f"{name} {n} x {k}: relative error {err:.2e}"
+        times = {name: [] for name in forms}
+        for _ in range(3 if ARGS.smoke else 7):
+            for name, fn in forms.items():
+                fn()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        gflop = 2 * m * n * k / 1e9
+        rows.append([f"{n} x {k}", str(m)] + [f"{gflop / min(t):.0f}" for t in times.values()])
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    print(f"prompt products, GFLOP/s, torch threads {torch.get_num_threads()}, avx512_bf16 "
+          f"{'yes' if 'avx512_bf16' in flags else 'no'}, amx_bf16 {'yes' if 'amx_bf16' in flags else 'no'}")
+    return ["weight", "M"] + [f"{name}" for name in forms], rows
+
+
 def main():
+    if ARGS.torch_bf16:
+        print(markdown_table(*run_torch_bf16()))
+        return
     if ARGS.prefill:
         print(f"prompt products, 1 thread, {os.uname().nodename}")
         print(markdown_table(*run_prefill()))
