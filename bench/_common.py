@@ -128,6 +128,32 @@ def thread_env(threads, base=None):
     return env
 
 
+def framework_parser(doc):
+    """The command line of a bench that runs each framework in a child of its own: --threads,
+    --only tinygpt|torch, and the hidden --child / --framework its children get."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", choices=["tinygpt", "torch"], default=None)
+    p.add_argument("--framework", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def run_child(script, framework, threads, *extra) -> dict:
+    """Run `script --child --framework F --threads N *extra` with every thread variable set to N
+    (read once, when BLAS and OpenMP load) and return the JSON its last stdout line holds; exit
+    with the child's stderr if it failed."""
+    import json
+    cmd = [sys.executable, os.path.abspath(script), "--child", "--framework", framework,
+           "--threads", str(threads), *extra]
+    res = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, cwd=ROOT)
+    if res.returncode:
+        sys.stderr.write(res.stderr[-4000:])
+        raise SystemExit(f"{framework} run failed")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def set_threads(threads):
     """In-process: torch (if loaded), tinygpt's kernel pool (if loaded) and every BLAS/OpenMP pool
     threadpoolctl sees. Returns a short description of what each library ended up with."""

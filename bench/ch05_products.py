@@ -21,13 +21,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
+from _common import (ROOT, LoadMeter, busy, framework_parser, header, markdown_table,  # noqa: E402
+                     require, run_child, set_threads)
 
 VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
 CONFIGS = {   # tinygpt.train.pretrain.PRESETS' book-124M (the run) and tiny (a smoke test)
@@ -245,14 +245,10 @@ def fmt(value, spec=".3f"):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
+    p = framework_parser(__doc__)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--only", choices=["tinygpt", "torch"], default=None)
     p.add_argument("--config", choices=sorted(CONFIGS), default="book-124M",
                    help="book-124M: the chapter-5 run's model (default); tiny: a smoke test")
-    p.add_argument("--framework", help=argparse.SUPPRESS)
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--products", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -263,15 +259,8 @@ def main():
     results = []
     products_file = os.path.join(tempfile.mkdtemp(), "products.json")
     for fw in ([args.only] if args.only else ["tinygpt", "torch"]):
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--framework", fw,
-               "--threads", str(args.threads), "--steps", str(args.steps), "--config", args.config]
-        if results:   # torch times tinygpt's products alone too
-            cmd += ["--products", products_file]
-        res = subprocess.run(cmd, env=thread_env(args.threads), capture_output=True, text=True, cwd=ROOT)
-        if res.returncode:
-            sys.stderr.write(res.stderr[-4000:])
-            raise SystemExit(f"{fw} run failed")
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        extra = ["--steps", str(args.steps), "--config", args.config]
+        r = run_child(__file__, fw, args.threads, *extra, *(["--products", products_file] if results else []))
         mark = " (busy: rerun on a quiet machine)" if busy(r["load"], args.threads) else ""
         print(f"#   {fw}: background {r['load']:.2f} cores{mark}", flush=True)
         results.append(r)

@@ -18,17 +18,16 @@ in their modules before the run; nothing inside is changed): the 18 evaluations,
 tinygpt's checkpoint writes and Numba warm-up, the training steps (the rest of the training
 call) and the start-up (loading, data, model construction: the rest of the child's time).
 """
-import argparse
 import importlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, LoadMeter, busy, header, markdown_table, require, set_threads, thread_env  # noqa: E402
+from _common import (ROOT, LoadMeter, busy, framework_parser, header, markdown_table,  # noqa: E402
+                     require, run_child, set_threads)
 
 VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
 
@@ -141,12 +140,7 @@ def phase_table(results) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", choices=["tinygpt", "torch"], default=None)
-    p.add_argument("--framework", help=argparse.SUPPRESS)
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = framework_parser(__doc__).parse_args()
     if args.child:
         return child(args)
     if args.only != "tinygpt":
@@ -154,13 +148,7 @@ def main():
     print(header("chapter-5 run end to end (bench/ch05_run.py)"))
     rows, results = [], []
     for fw in ([args.only] if args.only else ["tinygpt", "torch"]):
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--framework", fw,
-               "--threads", str(args.threads)]
-        res = subprocess.run(cmd, env=thread_env(args.threads), capture_output=True, text=True, cwd=ROOT)
-        if res.returncode:
-            sys.stderr.write(res.stderr[-4000:])
-            raise SystemExit(f"{fw} run failed")
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = run_child(__file__, fw, args.threads)
         results.append(r)
         mark = "*" if busy(r["load"], args.threads) else ""
         print(f"#   {fw}: {r['seconds']:.0f} s{mark}, final train {r['train_loss']:.3f} / val "
