@@ -22,14 +22,17 @@ generation_config.json eos_token_id [100265, 100257]).
 
 The Think models (Olmo-3-7B-Think, Olmo-3-32B-Think, Olmo-3.1-32B-Think) use the same ChatML
 turns, but their generation prompt opens the reasoning, `<|im_start|>assistant\\n<think>`, so
-the model writes its reasoning, closes it with `</think>`, then answers; and each has its own
-default system turn, with no functions sentence when the messages hold no system turn. Which form
-a folder's template is, and the Think default system prompt, are read from the template itself
-(`olmo3_chat_form`). The Think template keeps an earlier assistant turn whole, reasoning
-included (it strips nothing, unlike Qwen3's, which drops the <think> block of earlier turns).
-Sources read for the format (nothing copied beyond the special strings and system prompts):
-allenai/open-instruct `open_instruct/dataset_transformation.py` (its `olmo_thinker*` templates)
-and docs `olmo3` page (which template each release uses); ollama/ollama
+the model writes its reasoning, closes it with `</think>`, then answers; and each release has
+its own default system turn (32B-Think: "You are a helpful AI assistant."; 3.1-32B-Think: "You
+are Olmo, a helpful AI assistant built by Ai2. ..."). Which form a folder's template is, and the
+Think default system prompt, are read from the template itself (`olmo3_chat_form`). The Think
+template keeps an earlier assistant turn whole, reasoning included (it strips nothing, unlike
+Qwen3's, which drops the <think> block of earlier turns); tinygpt's chat answers each message on
+its own, so no earlier turn is kept. Sources read for the format (nothing copied beyond the
+special strings and system prompts): allenai/open-instruct
+`open_instruct/dataset_transformation.py` (its `olmo_thinker*` templates) and its docs page on
+Olmo 3's tokenizer settings (allenai.github.io/open-instruct/olmo3: which template each release
+uses); ollama/ollama
 `model/renderers/olmo3_think.go` and `model/renderers/olmo3_thinking.go`.
 """
 import json
@@ -41,7 +44,7 @@ from ..errors import InputError
 from .qwen3 import HFFileTokenizer, load_hf_tokenizer
 
 ENDOFTEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"
-THINK = "<think>"  # plain text to Olmo 3's tokenizer (no added token), unlike Qwen3's
+THINK = "<think>"  # BPE text: no token of its own in Olmo 3 (open-instruct issue #1869)
 OLMO3_SYSTEM_PROMPT = ("You are a helpful function-calling AI assistant. You do not currently "
                        "have access to any functions. <functions></functions>")
 
@@ -54,7 +57,8 @@ class Olmo3Tokenizer(HFFileTokenizer):
     model's text (apply_chat_template=False); `pad_token_id`: <|pad|> (or <|endoftext|>)."""
 
     def __init__(self, tokenizer_file_path="tokenizer.json", apply_chat_template=True,
-                 add_generation_prompt=True, system_prompt=OLMO3_SYSTEM_PROMPT, think=False):
+                 add_generation_prompt=True, system_prompt=OLMO3_SYSTEM_PROMPT,
+                 think=False):
         self.apply_chat_template, self.think = apply_chat_template, think
         self.add_generation_prompt = add_generation_prompt
         self.system_prompt = system_prompt
@@ -138,7 +142,8 @@ def olmo3_chat_form(folder) -> Olmo3ChatForm:
     system = _DEFAULT_SYSTEM.search(template)
     system = _unescape(system["text"]) if system else ""
     head, tail = f"{IM_START}system\n", f"{IM_END}\n"
-    if prompt == f"{IM_START}assistant\n{THINK}" and system.startswith(head) and system.endswith(tail):
+    if (prompt == f"{IM_START}assistant\n{THINK}" and system.startswith(head)
+            and system.endswith(tail)):
         return Olmo3ChatForm(True, system[len(head):-len(tail)], "")
     if prompt == f"{IM_START}assistant\n":
         return Olmo3ChatForm(False, OLMO3_SYSTEM_PROMPT, "")
