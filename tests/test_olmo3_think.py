@@ -197,8 +197,8 @@ def test_an_unknown_template_keeps_the_instruct_prompt_and_says_so(tiny, tmp_pat
 
 def test_where_the_template_is_read_from(tmp_path):
     """chat_template.jinja before tokenizer_config.json (as transformers reads them); a list of
-    named templates gives its "default"; a tokenizer_config.json that is no JSON object is
-    refused naming the file."""
+    named templates gives its "default"; a tokenizer_config.json that is no JSON object, or a
+    chat_template.jinja that is no UTF-8 text, is refused naming the file."""
     import json
     from tinygpt.errors import InputError
     from tinygpt.tokenizer.olmo3 import olmo3_chat_form, read_chat_template
@@ -217,3 +217,6 @@ def test_where_the_template_is_read_from(tmp_path):
         config.write_text(broken)
         with pytest.raises(InputError, match="tokenizer_config.json is not a tokenizer config"):
             olmo3_chat_form(tmp_path)
+    (tmp_path / "chat_template.jinja").write_bytes(b"{{ '\xff' }}")
+    with pytest.raises(InputError, match="chat_template.jinja is not a chat template"):
+        olmo3_chat_form(tmp_path)

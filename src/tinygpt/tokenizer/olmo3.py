@@ -111,8 +111,12 @@ def read_chat_template(folder):
     transformers prefers it), else tokenizer_config.json's "chat_template" (a string, or a list of
     named templates whose "default" one is used); None when the folder has neither."""
     folder = Path(folder)
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        try:
+            return jinja.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{jinja} is not a chat template (UTF-8 text): {err}") from None
     config = folder / "tokenizer_config.json"
     if not config.is_file():
         return None
