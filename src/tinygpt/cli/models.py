@@ -175,11 +175,19 @@ def _gemma3(model, folder, chat) -> TextModel:
 
 
 def _olmo3(model, folder, chat) -> TextModel:
+    """Instruct or Think from the folder's chat template (olmo3_chat_form), never its name: a
+    Think model's prompt ends inside <think>, so its reply is its reasoning, </think>, then the
+    answer, all shown as it comes."""
     from ..tokenizer import Olmo3Tokenizer
-    tokenizer = Olmo3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat)
+    from ..tokenizer.olmo3 import OLMO3_SYSTEM_PROMPT, Olmo3ChatForm, olmo3_chat_form
+    form = olmo3_chat_form(folder) if chat else Olmo3ChatForm(False, OLMO3_SYSTEM_PROMPT, "")
+    tokenizer = Olmo3Tokenizer(_need(folder, "tokenizer.json"), apply_chat_template=chat,
+                               system_prompt=form.system_prompt, think=form.think)
     stops = [tokenizer.eos_token_id, tokenizer.endoftext_id] if chat else [tokenizer.endoftext_id]
-    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
-                     "Olmo 3's chat template")
+    style = ("Olmo 3 Think's chat template (the reply opens in <think>: its reasoning, </think>, "
+             "then its answer)" if form.think else "Olmo 3's chat template")
+    style += f" (Instruct form: {form.note})" if form.note else ""
+    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops, style)
 
 
 # config.json's model_type -> the function pairing such a model with its tokenizer and template
