@@ -85,7 +85,8 @@ def _chat(sub):
                      "Qwen3/Qwen3 MoE/Llama 3/Gemma 3/Olmo 3 Hugging Face folder or Hub name "
                      "(Qwen/Qwen3-0.6B, google/gemma-3-270m-it, allenai/Olmo-3-7B-Instruct)")
     sub.add_argument("--thinking", action="store_true",
-                     help="Qwen3: let the model think (<think>...</think>) before it answers")
+                     help="Qwen3: let the model think (<think>...</think>) before it answers; "
+                          "Olmo 3 Think models always think (their template opens <think>)")
     _sampling_args(sub, 256)
     weights_args(sub)
 
