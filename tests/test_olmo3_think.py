@@ -163,7 +163,8 @@ def test_a_think_model_chats_with_transformers_greedy_reply(tiny, tmp_path):
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     banner, _, shown = out.stdout.partition("\nmodel> ")
     assert "Olmo 3 Think's chat template (the reply opens in <think>" in banner
-    assert shown == hf.decode(reply, skip_special_tokens=False) + "\n"
+    # the reply opens inside the prompt's <think>: the chat shows it before the streamed reasoning
+    assert shown == "<think>" + hf.decode(reply, skip_special_tokens=False) + "\n"
 
 
 def test_an_instruct_template_gives_todays_prompt(tiny, tmp_path):

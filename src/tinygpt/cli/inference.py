@@ -190,6 +190,7 @@ class Session:
         out = TextStream(tm.tokenizer)
         if echo_prompt:
             print(text, end="", flush=True)
+        print(tm.reply_opening, end="", flush=True)   # e.g. Olmo 3 Think's <think>, from the prompt
         tokens = generate_stream(tm.model, ids, self.args.max_new_tokens, window,
                                  temperature=self.args.temperature, top_k=self.args.top_k,
                                  eos_id=tm.stop_ids[0])
@@ -201,7 +202,7 @@ class Session:
                 if int(token[0, 0]) in tm.stop_ids:  # another end token (<|endoftext|> in a chat)
                     break
                 out.add(int(token[0, 0]))  # (1, 1) ids of the new token
-        text = out.finish()
+        text = tm.reply_opening + out.finish()
         if stats:
             print(stats.line(), file=sys.stderr, flush=True)
         return text

@@ -50,11 +50,14 @@ def _from_checkpoint(path: pathlib.Path):
 class TextModel:
     """A model with what it takes to talk to it: `prompt_ids(text)` (its chat template when
     `chat`, else the plain text), `tokenizer.decode`, `stop_ids` (the end tokens generation stops
-    at), `context_length`, and `style` naming the prompt format for the user."""
+    at), `context_length`, and `style` naming the prompt format for the user. `reply_opening`:
+    text the prompt ends with that belongs to the reply, shown before it (Olmo 3 Think's <think>)."""
 
-    def __init__(self, model, context_length, tokenizer, prompt_ids, stop_ids, style):
+    def __init__(self, model, context_length, tokenizer, prompt_ids, stop_ids, style,
+                 reply_opening=""):
         self.model, self.context_length, self.tokenizer = model, context_length, tokenizer
         self.prompt_ids, self.stop_ids, self.style = prompt_ids, tuple(stop_ids), style
+        self.reply_opening = reply_opening
 
 
 def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quantize=None) -> TextModel:
@@ -187,7 +190,8 @@ def _olmo3(model, folder, chat) -> TextModel:
     style = ("Olmo 3 Think's chat template (the reply opens in <think>: its reasoning, </think>, "
              "then its answer)" if form.think else "Olmo 3's chat template")
     style += f" (Instruct form: {form.note})" if form.note else ""
-    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops, style)
+    return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops, style,
+                     reply_opening="<think>" if form.think else "")
 
 
 # config.json's model_type -> the function pairing such a model with its tokenizer and template
