@@ -4,7 +4,7 @@ from .attention import (CausalAttention, KVCacheError, LayerKVCache, MultiHeadAt
                         MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2)
 from .fast_attention import FastMultiHeadAttention
 from .config import GPT_CONFIG_124M, gpt2_config, model_configs, validate_config
-from .generate import generate, generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, generate_stream, generate_text_simple, text_to_token_ids, token_ids_to_text
 from .inference import for_inference, for_training
 from .batched import BatchedKVCache, generate_batched
 from .gemma3 import (GEMMA3_CONFIG_1B, GEMMA3_CONFIG_270M, GEMMA3_CONFIG_4B, GEMMA3_CONFIGS,
@@ -22,7 +22,7 @@ __all__ = ["CausalAttention", "KVCacheError", "LayerKVCache", "MultiHeadAttentio
            "FastMultiHeadAttention", "MultiHeadAttentionWrapper", "for_inference", "for_training",
            "BatchedKVCache", "generate_batched",
            "SelfAttention_v1", "SelfAttention_v2", "GPT_CONFIG_124M", "gpt2_config",
-           "model_configs", "validate_config", "generate", "generate_text_simple",
+           "model_configs", "validate_config", "generate", "generate_stream", "generate_text_simple",
            "text_to_token_ids", "token_ids_to_text", "GELU", "LayerNorm", "FeedForward",
            "GPTModel", "KVCache", "TransformerBlock", "count_parameters", "model_size_mb",
            "LLAMA32_CONFIG_1B", "LLAMA32_CONFIG_3B", "LLAMA32_CONFIGS", "Llama3Model",
