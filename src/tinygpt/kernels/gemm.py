@@ -118,36 +118,124 @@ def gemm_numba(a, b):
 
 
 @njit(fastmath={"reassoc", "contract"})
-def _gemv(x, w, c):
-    # c (M, N) = x (M, K) @ w (N, K).T for a few rows M (decoding: M = 1), one thread. Memory-bound:
-    # each weight value is read once, one row after the next, so the core reads one sequential
-    # stream, the pattern its prefetchers serve best; the M rows of x reuse the row from L1.
-    # Interleaving several rows read slower (bench/kernels.py "decode" rows; the figures are in
-    # bench/README.md, "Matmul dispatch").
+def _rows4(x, m, wn, c, n):
+    # c[m:m+4, n] = x[m:m+4] @ wn: four running sums over k, one load of wn[k] for four FMAs
+    x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+    a0 = a1 = a2 = a3 = c.dtype.type(0.0)
+    for k in range(wn.shape[0]):
+        v = wn[k]
+        a0 += x0[k] * v
+        a1 += x1[k] * v
+        a2 += x2[k] * v
+        a3 += x3[k] * v
+    c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _rows4x2(x, m, wa, wb, c, n):
+    # c[m:m+4, n:n+2] = x[m:m+4] @ [wa, wb].T: eight sums, each x value loaded once for two FMAs
+    x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c.dtype.type(0.0)
+    for k in range(wa.shape[0]):
+        u = wa[k]
+        v = wb[k]
+        e0, e1, e2, e3 = x0[k], x1[k], x2[k], x3[k]
+        a0 += e0 * u
+        a1 += e1 * u
+        a2 += e2 * u
+        a3 += e3 * u
+        b0 += e0 * v
+        b1 += e1 * v
+        b2 += e2 * v
+        b3 += e3 * v
+    c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
+    c[m, n + 1], c[m + 1, n + 1], c[m + 2, n + 1], c[m + 3, n + 1] = b0, b1, b2, b3
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _rows_left(x, m, wn, c, n):
+    # c[m:, n] = x[m:] @ wn for the 0-3 rows from m on, all in one pass over wn
+    K = wn.shape[0]
+    left = x.shape[0] - m
+    zero = c.dtype.type(0.0)
+    if left == 1:
+        x0 = x[m]
+        a0 = zero
+        for k in range(K):
+            a0 += x0[k] * wn[k]
+        c[m, n] = a0
+    elif left == 2:
+        x0, x1 = x[m], x[m + 1]
+        a0 = a1 = zero
+        for k in range(K):
+            v = wn[k]
+            a0 += x0[k] * v
+            a1 += x1[k] * v
+        c[m, n], c[m + 1, n] = a0, a1
+    elif left == 3:
+        x0, x1, x2 = x[m], x[m + 1], x[m + 2]
+        a0 = a1 = a2 = zero
+        for k in range(K):
+            v = wn[k]
+            a0 += x0[k] * v
+            a1 += x1[k] * v
+            a2 += x2[k] * v
+        c[m, n], c[m + 1, n], c[m + 2, n] = a0, a1, a2
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _gemv(x, w, c, chunk, nchunks):
+    # c[:, rows] = x (M, K) @ w[rows].T for this chunk's weight rows. Memory-bound: each weight
+    # row is read from memory once, one after the next (one sequential stream, the pattern the
+    # prefetchers serve best), and feeds every row of x, four rows of x a pass with four running
+    # sums over k (one load of w[n, k] for four FMAs), then the 1-3 rows left over. From 8 rows
+    # on, x (8 x K) no longer sits in L1 beside the weight row and the loads of x bound the loop:
+    # two weight rows a pass (each x value feeds two FMAs) then ran 1.4-1.6x faster; below 8 one
+    # row a pass was faster (bench/README.md, "Many-row GEMV").
     # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
     M, K = x.shape
-    N = w.shape[0]
-    zero = c.dtype.type(0.0)
-    for n in range(N):
-        wn = w[n]
-        for m in range(M):
-            xm = x[m]
+    whole = M - M % 4
+    n, n1 = chunk_bounds(chunk, nchunks, w.shape[0])
+    if M == 1:  # decoding one sequence: the plain dot loop, written out (3-9% faster than the call)
+        x0 = x[0]
+        zero = c.dtype.type(0.0)
+        for r in range(n, n1):
+            wn = w[r]
             s = zero
             for k in range(K):
-                s += xm[k] * wn[k]
-            c[m, n] = s
+                s += x0[k] * wn[k]
+            c[0, r] = s
+        return
+    if whole >= 8:
+        while n + 2 <= n1:
+            wa, wb = w[n], w[n + 1]
+            for m in range(0, whole, 4):
+                _rows4x2(x, m, wa, wb, c, n)
+            _rows_left(x, whole, wa, c, n)
+            _rows_left(x, whole, wb, c, n + 1)
+            n += 2
+    while n < n1:
+        wn = w[n]
+        for m in range(0, whole, 4):
+            _rows4(x, m, wn, c, n)
+        _rows_left(x, whole, wn, c, n)
+        n += 1
 
 
 GEMV_MAX_ROWS = 4  # up to this many rows of x, each weight row is reused from L1 for all of them
+GEMV_MIN_ROWS = 256  # weight rows per thread chunk when the GEMV is split over the pool
 
 
-def gemv_numba(x, w, out=None):
+def gemv_numba(x, w, out=None, split=False):
     """x (M, K) @ w.T for w (N, K) C-contiguous -> (M, N); the decode-time Linear product."""
     x = np.ascontiguousarray(x)
     M, K = x.shape
     c = np.empty((M, w.shape[0]), x.dtype) if out is None else out
     if c.size:
-        _gemv(x, w, c)
+        if split:
+            run_chunks(_gemv, chunks(w.shape[0], GEMV_MIN_ROWS), x, w, c)
+        else:
+            _gemv(x, w, c, 0, 1)
     return c
 
 
