@@ -1,16 +1,22 @@
 """matmul: np.matmul (BLAS) reference, a Numba GEMV for decoding, and a blocked Numba GEMM to read.
 
-DISPATCH RULE (``matmul_numba``, decided by ``uses_gemv``): a product of a few rows (M <= 4)
-against a stored weight (``x @ W.T``, W C-contiguous: the decode-time Linear) goes to ``gemv_numba``
-on one thread; every other product goes to np.matmul (OpenBLAS). ``bench/kernels.py`` checks the
-rule (its "rule" column and the check that the rule never takes a path slower than np.matmul);
-the measurements behind it are in bench/README.md, "Measurements moved from the code".
+DISPATCH RULE (``matmul_numba``, decided by ``uses_gemv``): a product of a few rows of x against
+a stored weight (``x @ W.T``, W C-contiguous: the decode-time Linear, one row per sequence of a
+batched decode) goes to ``gemv_numba``: on one thread for M <= GEMV_MAX_ROWS (16) rows; on more
+threads for 2 <= M <= GEMV_MAX_ROWS_SPLIT (4) rows, split over the kernel pool. Every other product,
+one row on several threads included, goes to np.matmul (OpenBLAS). The bench behind the numbers:
+bench/README.md, "Many-row GEMV" (2026-12-07, Zen 4, busy machine; the same shapes are
+bench/kernels.py's "decode" rows, whose "rule" column and closing check say whether the rule
+ever takes a path slower than np.matmul). One thread, Qwen3-0.6B and GPT-2 shapes: ours beat
+np.matmul 1.2-6.7x at every M in 1..16 (OpenBLAS runs M >= 2 as a small-M sgemm, 3-7x slower than
+its own one-row gemv). Two threads: 2-4 rows split over the pool beat OpenBLAS's threaded sgemm
+1.1-4x (more on the small shapes); at 8-16 rows OpenBLAS won on GPT-2 shapes (0.8-0.95x), and one
+row stays with OpenBLAS's threaded gemv (a tie on a quiet machine: "Matmul dispatch").
 
 The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a weight W (N, K) stored as Linear
-keeps it: contiguous dot products, one weight row after the next (one sequential stream),
-memory-bound, serial. It beats OpenBLAS's single-thread sgemv (bench/kernels.py's "decode" rows);
-on more threads the rule sends the product to OpenBLAS's threaded gemv (splitting ours over the
-pool did not beat it: bench/README.md, "Matmul dispatch").
+keeps it: each weight row is read once, one after the next (one sequential stream), and feeds
+every row of x (four running sums a pass, ``_rows4``); memory-bound at M = 1, and bound by the
+loads of x from about 8 rows (``_gemv``'s comment). It beats OpenBLAS's single-thread sgemv.
 
 The Numba GEMM (``gemm_numba``) is a teaching kernel: the rule never selects it, because OpenBLAS
 was faster on every GPT training shape (its micro-kernel keeps the C tile in registers across K;
@@ -117,6 +123,9 @@ def gemm_numba(a, b):
     return c.reshape(batch + (M, N))
 
 
+LONG_ROW = 8192  # bytes of a row of x around which _gemv changes its loop order (its comment)
+
+
 @njit(fastmath={"reassoc", "contract"})
 def _rows4(x, m, wn, c, n):
     # c[m:m+4, n] = x[m:m+4] @ wn: four running sums over k, one load of wn[k] for four FMAs
@@ -158,12 +167,17 @@ def _rows_left(x, m, wn, c, n):
     K = wn.shape[0]
     left = x.shape[0] - m
     zero = c.dtype.type(0.0)
-    if left == 1:
+    if left == 1 or (left > 1 and K * x.itemsize > LONG_ROW):  # one dot per row (comment in _gemv)
+        for r in range(m, x.shape[0]):
+            xr = x[r]
+            a0 = zero
+            for k in range(K):
+                a0 += xr[k] * wn[k]
+            c[r, n] = a0
         x0 = x[m]
         a0 = zero
         for k in range(K):
             a0 += x0[k] * wn[k]
-        c[m, n] = a0
     elif left == 2:
         x0, x1 = x[m], x[m + 1]
         a0 = a1 = zero
@@ -191,7 +205,10 @@ def _gemv(x, w, c, chunk, nchunks):
     # sums over k (one load of w[n, k] for four FMAs), then the 1-3 rows left over. From 8 rows
     # on, x (8 x K) no longer sits in L1 beside the weight row and the loads of x bound the loop:
     # two weight rows a pass (each x value feeds two FMAs) then ran 1.4-1.6x faster; below 8 one
-    # row a pass was faster (bench/README.md, "Many-row GEMV").
+    # row a pass was faster, except for long rows of x (Qwen3's down_proj, GPT-2's ff2: K = 3072):
+    # from LONG_ROW bytes (K = 2048 float32) four rows took pairs too (1.14-1.17x), and above it
+    # 2-3 rows one plain dot each (1.15-1.27x; their 2-3 running sums ran slower there).
+    # bench/README.md, "Many-row GEMV".
     # reassoc lets LLVM keep 16 partial sums per dot (vectorised); float64 still agrees to ~1e-15.
     M, K = x.shape
     whole = M - M % 4
@@ -206,7 +223,7 @@ def _gemv(x, w, c, chunk, nchunks):
                 s += x0[k] * wn[k]
             c[0, r] = s
         return
-    if whole >= 8:
+    if whole >= 8 or (whole == 4 and K * x.itemsize >= LONG_ROW):
         while n + 2 <= n1:
             wa, wb = w[n], w[n + 1]
             for m in range(0, whole, 4):
@@ -222,7 +239,8 @@ def _gemv(x, w, c, chunk, nchunks):
         n += 1
 
 
-GEMV_MAX_ROWS = 4  # up to this many rows of x, each weight row is reused from L1 for all of them
+GEMV_MAX_ROWS = 16       # one thread: rows of x up to which the GEMV beats np.matmul (rule above)
+GEMV_MAX_ROWS_SPLIT = 4  # more threads: 2..this many rows, the GEMV split over the pool
 GEMV_MIN_ROWS = 256  # weight rows per thread chunk when the GEMV is split over the pool
 
 
@@ -241,13 +259,17 @@ def gemv_numba(x, w, out=None, split=False):
 
 def uses_gemv(a, b) -> bool:
     """The dispatch rule: True -> ``gemv_numba(a, b.T)``, False -> np.matmul. Few rows of `a`
-    against a stored weight (``b = W.T``, W C-contiguous), float32/float64, on one thread."""
-    return (HAVE_NUMBA and num_threads() == 1 and a.ndim == 2 and b.ndim == 2
-            and a.shape[0] <= GEMV_MAX_ROWS and a.shape[1] == b.shape[0] and b.T.flags.c_contiguous
-            and a.dtype == b.dtype and a.dtype in (np.float32, np.float64))
+    against a stored weight (``b = W.T``, W C-contiguous), float32/float64: up to GEMV_MAX_ROWS
+    rows on one thread, 2..GEMV_MAX_ROWS_SPLIT rows on more (split over the pool)."""
+    if not (HAVE_NUMBA and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]
+            and b.T.flags.c_contiguous and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
+        return False
+    if num_threads() == 1:
+        return a.shape[0] <= GEMV_MAX_ROWS
+    return 2 <= a.shape[0] <= GEMV_MAX_ROWS_SPLIT
 
 
 def matmul_numba(a, b, out=None):
     if uses_gemv(a, b):
-        return gemv_numba(a, b.T, out=out)
+        return gemv_numba(a, b.T, out=out, split=num_threads() > 1)
     return np.matmul(a, b, out=out)
