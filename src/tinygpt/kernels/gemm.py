@@ -8,20 +8,21 @@ one row on several threads included, goes to np.matmul (OpenBLAS). The bench beh
 bench/README.md, "Many-row GEMV" (2026-12-07, Zen 4, busy machine; the same shapes are
 bench/kernels.py's "decode" rows, whose "rule" column and closing check say whether the rule
 ever takes a path slower than np.matmul). One thread, Qwen3-0.6B and GPT-2 shapes: ours beat
-np.matmul 1.2-6.7x at every M in 1..16 (OpenBLAS runs M >= 2 as a small-M sgemm, 3-7x slower than
-its own one-row gemv). Two threads: 2-4 rows split over the pool beat OpenBLAS's threaded sgemm
-1.1-4x (more on the small shapes); at 8-16 rows OpenBLAS won on GPT-2 shapes (0.8-0.95x), and one
+np.matmul 1.25-5.9x at every M in 2..16 (OpenBLAS runs M >= 2 as a small-M sgemm, 3-7x slower than
+its own one-row gemv) and 0.93-1.74x at M = 1 (the K = 3072 shapes at 0.93-0.95, noise-level).
+Two threads (busy machine, so provisional): 2-4 rows split over the pool beat OpenBLAS's threaded
+sgemm 1.03x and up on every shape; at 8-16 rows OpenBLAS won on some shapes (0.75-0.87x), and one
 row stays with OpenBLAS's threaded gemv (a tie on a quiet machine: "Matmul dispatch").
 
 The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a weight W (N, K) stored as Linear
 keeps it: each weight row is read once, one after the next (one sequential stream), and feeds
 every row of x (four running sums a pass, ``_rows4``); memory-bound at M = 1, and bound by the
-loads of x from about 8 rows (``_gemv``'s comment). It beats OpenBLAS's single-thread sgemv.
+loads of x from about 8 rows (``_gemv``'s comment). At M = 1 it matches or beats OpenBLAS's sgemv.
 
 The Numba GEMM (``gemm_numba``) is a teaching kernel: the rule never selects it, because OpenBLAS
 was faster on every GPT training shape (its micro-kernel keeps the C tile in registers across K;
 ours, LLVM without intrinsics, reloads and stores C every 4 k-steps). It stays here, tested
-(tests/test_kernels_matmul.py) and benched (bench/kernels.py's "numba" column), but is not compiled
+(tests/test_kernels_dispatch.py) and benched (bench/kernels.py's "numba" column), but is not compiled
 at ``kernels.warmup``. How it works: C (B, M, N) = A (B, M, K) @ B (B, K, N), all C-contiguous.
 Tasks = (batch item, 64-row chunk, 256-column block), split evenly over threads (each task owns
 its C tile: no races). Inside a task, K is walked in 256-deep panels (the B panel stays in L2)
@@ -203,7 +204,7 @@ def _gemv(x, w, c, chunk, nchunks):
     # row is read from memory once, one after the next (one sequential stream, the pattern the
     # prefetchers serve best), and feeds every row of x, four rows of x a pass with four running
     # sums over k (one load of w[n, k] for four FMAs), then the 1-3 rows left over. From 8 rows
-    # on, x (8 x K) no longer sits in L1 beside the weight row and the loads of x bound the loop:
+    # on, x (8 rows of K: all of L1 at K = 1024) comes from L2 and its loads bound the loop:
     # two weight rows a pass (each x value feeds two FMAs) then ran 1.4-1.6x faster; below 8 one
     # row a pass was faster, except for long rows of x (Qwen3's down_proj, GPT-2's ff2: K = 3072):
     # from LONG_ROW bytes (K = 2048 float32) four rows took pairs too (1.14-1.17x), and above it
