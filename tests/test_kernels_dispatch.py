@@ -83,21 +83,22 @@ def test_gemv(m, k, n, dtype, seed, out):
     assert buf is None or got is buf
 
 
+@pytest.mark.parametrize("k", [203, 2051])  # rows of x shorter / longer than LONG_ROW bytes
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemv_rows_split_and_float64(dtype, monkeypatch):
-    """Up to GEMV_MAX_ROWS rows, K not a multiple of 16, the weight rows split over many pool
-    chunks; float64 within 1e-12 of BLAS."""
+def test_gemv_rows_split_and_float64(dtype, k, monkeypatch):
+    """Up to GEMV_MAX_ROWS rows, K not a multiple of 16, both loop orders (weight rows in pairs
+    with an odd one left), the weight rows split over many pool chunks; float64 within 1e-12."""
     monkeypatch.setattr(K.gemm, "GEMV_MIN_ROWS", 1)
     rng = np.random.default_rng(1)
-    w = make(rng, (41, 203), dtype)
+    w = make(rng, (41, k), dtype)
     old = _jit.num_threads()
     try:
         for threads in (1, 3):
             _jit.set_num_threads(threads)
-            for m in (1, 3, 5, 8, 11, 16):
-                x = make(rng, (m, 203), dtype)
+            for m in (1, 2, 3, 4, 5, 8, 11, 16):
+                x = make(rng, (m, k), dtype)
                 got, want = K.gemm.gemv_numba(x, w, split=threads > 1), np.matmul(x, w.T)
-                check("gemv_numba", got, want, scale=np.sqrt(203))
+                check("gemv_numba", got, want, scale=np.sqrt(k))
                 if dtype == np.float64:
                     assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
     finally:
