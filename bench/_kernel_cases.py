@@ -39,13 +39,18 @@ MATMULS = [
     ("small q@k.T", (32, 128, 64), (32, 128, 64), "T"), ("small p@v", (32, 128, 128), (32, 128, 64), ""),
     ("bench-tiny q@k.T", (64, 64, 16), (64, 64, 16), "T"),
     ("bench-tiny p@v", (64, 64, 64), (64, 64, 16), ""),
-    ("bench-tiny x@W.T", (1024, 64), (192, 64), "T"),
-    # decoding one token (M = 1): a decode step streams all 495 MB of weights from memory,
-    # so each call here takes the next of enough weight copies (>= 128 MB) to defeat the caches
-    ("decode x@W.T", (1, C), (C, C), "T"), ("decode ff1", (1, C), (FF, C), "T"),
-    ("decode ff2", (1, FF), (C, FF), "T"), ("decode head", (1, C), (V, C), "T")]
+    ("bench-tiny x@W.T", (1024, 64), (192, 64), "T")]
+# decoding: M rows of x (M = 1: one sequence; 4, 16: a batched decode, one row per sequence) against
+# a stored weight (out, in). A decode step streams all the weights from memory (GPT-2 124M: 495 MB,
+# Qwen3-0.6B: 2.38 GB), so each call here takes the next of enough weight copies (>= 128 MB) to
+# defeat the caches. GPT-2 124M's shapes, then Qwen3-0.6B's (K = 1024: q_proj, gate/up, the head)
+DECODES = [("decode x@W.T", C, C, (1,)), ("decode ff1", FF, C, (1, 4, 16)), ("decode ff2", C, FF, (1,)),
+           ("decode head", V, C, (1, 4, 16)), ("decode qwen3 q", 2048, 1024, (1, 4, 16)),
+           ("decode qwen3 ff1", 3072, 1024, (1, 4, 16)), ("decode qwen3 head", 151936, 1024, (1, 4, 16))]
+MATMULS += [(label + (f" M={m}" if m > 1 else ""), (m, k), (n, k), "T") for label, n, k, ms in DECODES
+            for m in ms]
 QUICK_MATMULS = ("qkv x@W.T", "dW ff1 G.T@X", "attn q@k.T", "attn p@v", "small p@v", "bench-tiny q@k.T",
-                 "bench-tiny p@v", "decode ff1", "decode head")
+                 "bench-tiny p@v", "decode ff1", "decode head", "decode ff1 M=4")
 
 
 def matmul_cases(inp, quick):
@@ -61,7 +66,8 @@ def matmul_cases(inp, quick):
         rule = "gemv" if gemm.uses_gemv(a, b) else "blas"
         ours = gemm.gemm_numba            # the teaching GEMM, for comparison
         if a.ndim == 2 and a.shape[0] <= gemm.GEMV_MAX_ROWS and b.T.flags.c_contiguous:
-            ours = lambda a, b: gemm.gemv_numba(a, b.T)  # noqa: E731 - the few-row kernel
+            split = inp.K.num_threads() > 1  # on several threads, split over the pool as the rule does
+            ours = lambda a, b: gemm.gemv_numba(a, b.T, split=split)  # noqa: E731 - the few-row kernel
         if label.startswith("decode"):
             copies = [b] + [inp.arr(*sb).swapaxes(-1, -2) for _ in range((128 << 20) // b.nbytes)]
             nxt = itertools.cycle(range(len(copies))).__next__

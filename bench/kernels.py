@@ -6,7 +6,8 @@ Each thread count runs in its own subprocess with OPENBLAS_NUM_THREADS = NUMBA_N
 (the kernels' thread count) and torch.set_num_threads(n), so all three sides get the same cores.
 Times are medians of repeats run in alternating blocks (ms). Ratios > 1 mean the Numba kernel is faster ("np/nb"
 vs NumPy, "pt/nb" vs PyTorch). For matmul, "numba" is our GEMM (``gemm_numba``) whatever the rule,
-or for few-row products against a weight (decoding) our GEMV (``gemv_numba``); "rule" is the path
+or for few-row products against a weight (decoding, "decode" rows: M = 1 and batched M = 4, 16)
+our GEMV (``gemv_numba``, split over the pool on several threads); "rule" is the path
 ``kernels.matmul`` picks (the rule must never pick a slower path).
 
 Also reported: cold / warm compile (import + first call of every kernel, float32 then float64) in a

@@ -86,12 +86,13 @@ def test_gemm_panels_and_tasks(dtype):
 
 
 @fast(60)
-@given(m=st.sampled_from([1, 2, 4]), k=ODD, n=ODD, dtype=DTYPES, seed=SEEDS, out=st.booleans())
+@given(m=st.integers(1, 9), k=ODD, n=ODD, dtype=DTYPES, seed=SEEDS, out=st.booleans())
 def test_gemv(m, k, n, dtype, seed, out):
-    """The decode-time product x @ W.T (few rows, W stored (out, in)): kernel and dispatch."""
+    """The decode-time product x @ W.T (a few rows, W stored (out, in)): kernel and dispatch, for
+    every row count through two groups of four plus each leftover (1-3 rows), even and odd N."""
     rng = np.random.default_rng(seed)
     x, w = make(rng, (m, k), dtype), make(rng, (n, k), dtype)
-    want = x @ w.T
+    want = K.gemm.matmul_ref(x, w.T)
     check("gemv_numba", K.gemm.gemv_numba(x, w), want, scale=np.sqrt(k))
     buf = np.empty((m, n), dtype) if out else None
     got = NB["matmul"](x, w.T, out=buf)
@@ -99,20 +100,48 @@ def test_gemv(m, k, n, dtype, seed, out):
     assert buf is None or got is buf
 
 
+@pytest.mark.parametrize("k", [203, 2051])  # rows of x shorter / longer than LONG_ROW bytes
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemv_rows_split_and_float64(dtype, k, monkeypatch):
+    """Up to GEMV_MAX_ROWS rows, K not a multiple of 16, both loop orders (weight rows in pairs
+    with an odd one left), the weight rows split over many pool chunks; float64 within 1e-12."""
+    monkeypatch.setattr(K.gemm, "GEMV_MIN_ROWS", 1)
+    rng = np.random.default_rng(1)
+    w = make(rng, (41, k), dtype)
+    old = _jit.num_threads()
+    try:
+        for threads in (1, 3):
+            _jit.set_num_threads(threads)
+            for m in (1, 2, 3, 4, 5, 8, 11, 16):
+                x = make(rng, (m, k), dtype)
+                got, want = K.gemm.gemv_numba(x, w, split=threads > 1), np.matmul(x, w.T)
+                check("gemv_numba", got, want, scale=np.sqrt(k))
+                if dtype == np.float64:
+                    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    finally:
+        _jit.set_num_threads(old)
+
+
 def test_gemv_rule():
-    """Few rows against a stored weight go to our GEMV on one thread, to BLAS on more; every other
-    product goes to BLAS (the blocked GEMM is a teaching kernel the rule never picks)."""
-    x, w = np.ones((1, 8), np.float32), np.ones((50, 8), np.float32)
+    """The docstring's rule: up to GEMV_MAX_ROWS (16) rows against a stored weight go to our GEMV
+    on one thread; on more threads 2..GEMV_MAX_ROWS_SPLIT (4) rows go to it split over the pool
+    and one row to BLAS's threaded gemv; every other product goes to BLAS (the blocked GEMM is a
+    teaching kernel the rule never picks)."""
+    assert (K.gemm.GEMV_MAX_ROWS, K.gemm.GEMV_MAX_ROWS_SPLIT) == (16, 4)
+    w = np.ones((50, 8), np.float32)
+    rows = lambda m: np.ones((m, 8), np.float32)  # noqa: E731
     old = _jit.num_threads()
     try:
         _jit.set_num_threads(1)
-        assert K.gemm.uses_gemv(x, w.T)
-        assert not K.gemm.uses_gemv(np.ones((5, 8), np.float32), w.T)       # too many rows
-        assert not K.gemm.uses_gemv(x, np.ascontiguousarray(w.T))            # not a stored weight
-        assert not K.gemm.uses_gemv(x.astype(np.float64), w.T)               # mixed dtypes
-        assert not K.gemm.uses_gemv(np.ones((3, 1, 8), np.float32), w.T)     # batched
+        assert all(K.gemm.uses_gemv(rows(m), w.T) for m in range(1, 17))
+        assert not K.gemm.uses_gemv(rows(17), w.T)                                # too many rows
+        assert not K.gemm.uses_gemv(rows(1), np.ascontiguousarray(w.T))          # not a stored weight
+        assert not K.gemm.uses_gemv(rows(1).astype(np.float64), w.T)             # mixed dtypes
+        assert not K.gemm.uses_gemv(np.ones((3, 1, 8), np.float32), w.T)         # batched
         _jit.set_num_threads(2)
-        assert not K.gemm.uses_gemv(x, w.T)                                  # threaded BLAS
+        assert not K.gemm.uses_gemv(rows(1), w.T)                                # threaded BLAS gemv
+        assert all(K.gemm.uses_gemv(rows(m), w.T) for m in (2, 3, 4))            # ours, split
+        assert not K.gemm.uses_gemv(rows(5), w.T)                                # BLAS
     finally:
         _jit.set_num_threads(old)
 
