@@ -175,10 +175,6 @@ def _rows_left(x, m, wn, c, n):
             for k in range(K):
                 a0 += xr[k] * wn[k]
             c[r, n] = a0
-        x0 = x[m]
-        a0 = zero
-        for k in range(K):
-            a0 += x0[k] * wn[k]
     elif left == 2:
         x0, x1 = x[m], x[m + 1]
         a0 = a1 = zero
