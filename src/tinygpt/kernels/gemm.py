@@ -16,7 +16,7 @@ row stays with OpenBLAS's threaded gemv (a tie on a quiet machine: "Matmul dispa
 
 The Numba GEMV (``gemv_numba``): C (M, N) = X (M, K) @ W.T for a weight W (N, K) stored as Linear
 keeps it: each weight row is read once, one after the next (one sequential stream), and feeds
-every row of x (four running sums a pass, ``_rows4``); memory-bound at M = 1, and bound by the
+every row of x (four running sums a pass, in ``_gemv``); memory-bound at M = 1, and bound by the
 loads of x from about 8 rows (``_gemv``'s comment). At M = 1 it matches or beats OpenBLAS's sgemv.
 
 The Numba GEMM (``gemm_numba``) is a teaching kernel: the rule never selects it, because OpenBLAS
@@ -128,20 +128,6 @@ LONG_ROW = 8192  # bytes of a row of x around which _gemv changes its loop order
 
 
 @njit(fastmath={"reassoc", "contract"})
-def _rows4(x, m, wn, c, n):
-    # c[m:m+4, n] = x[m:m+4] @ wn: four running sums over k, one load of wn[k] for four FMAs
-    x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
-    a0 = a1 = a2 = a3 = c.dtype.type(0.0)
-    for k in range(wn.shape[0]):
-        v = wn[k]
-        a0 += x0[k] * v
-        a1 += x1[k] * v
-        a2 += x2[k] * v
-        a3 += x3[k] * v
-    c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
-
-
-@njit(fastmath={"reassoc", "contract"})
 def _rows4x2(x, m, wa, wb, c, n):
     # c[m:m+4, n:n+2] = x[m:m+4] @ [wa, wb].T: eight sums, each x value loaded once for two FMAs
     x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
@@ -228,10 +214,19 @@ def _gemv(x, w, c, chunk, nchunks):
             _rows_left(x, whole, wa, c, n)
             _rows_left(x, whole, wb, c, n + 1)
             n += 2
+    zero = c.dtype.type(0.0)
     while n < n1:
         wn = w[n]
-        for m in range(0, whole, 4):
-            _rows4(x, m, wn, c, n)
+        for m in range(0, whole, 4):   # written here: as an @njit call it ran 1.2-1.3x slower
+            x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]
+            a0 = a1 = a2 = a3 = zero
+            for k in range(K):
+                v = wn[k]
+                a0 += x0[k] * v
+                a1 += x1[k] * v
+                a2 += x2[k] * v
+                a3 += x3[k] * v
+            c[m, n], c[m + 1, n], c[m + 2, n], c[m + 3, n] = a0, a1, a2, a3
         _rows_left(x, whole, wn, c, n)
         n += 1
 
