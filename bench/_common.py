@@ -36,6 +36,20 @@ IDLE_S = 0.15
 WARM_S = 0.1
 
 
+# OpenBLAS's worker threads spin (yielding) for 2^28 cycles after every product unless
+# OPENBLAS_THREAD_TIMEOUT (read once, when NumPy loads OpenBLAS) says otherwise; the tinygpt kernels
+# that run between a training step's products (attention, GELU, layer norm, AdamW) then share the
+# second core with a spinning thread. 4 (2^4 cycles: sleep at once) is what examples/ch05_pretrain.py
+# sets for itself: bench/ch05_products.py measured a 124M step 2.94 -> 2.74 s with it (attention
+# 0.26 -> 0.15 s a step; the products unchanged). Benches that train set it before NumPy loads.
+OPENBLAS_TIMEOUT_FOR_TRAINING = "4"
+
+
+def openblas_threads_sleep():
+    """Before NumPy is imported: OpenBLAS's idle threads sleep at once (unless the variable is set)."""
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_TIMEOUT_FOR_TRAINING)
+
+
 def warm(fn, seconds=WARM_S):
     """Call fn untimed until `seconds` have passed (at least once)."""
     end = time.perf_counter() + seconds
@@ -284,7 +298,8 @@ def header(title):
              f"# CPU: {info['model']}, {info['cores']} cpus, {info['ghz']:.2f} GHz ({info['ghz_source']}), {simd}",
              "# versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              "# thread variables: " + ", ".join(
-                 f"{var}={os.environ.get(var, 'unset')}" for var in THREAD_VARS + ("TINYGPT_KERNELS",)),
+                 f"{var}={os.environ.get(var, 'unset')}"
+                 for var in THREAD_VARS + ("TINYGPT_KERNELS", "OPENBLAS_THREAD_TIMEOUT")),
              f"# loadavg at start: {loadavg()}"]
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (ROOT, LoadMeter, busy, framework_parser, header, markdown_table,  # noqa: E402
-                     require, run_child, set_threads)
+                     openblas_threads_sleep, require, run_child, set_threads)
 
 VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
 CONFIGS = {   # tinygpt.train.pretrain.PRESETS' book-124M (the run) and tiny (a smoke test)
@@ -103,6 +103,7 @@ def replay(products, operands, matmul, repeats=3) -> float:
 
 
 def tinygpt_side(cfg, steps, products=None):
+    openblas_threads_sleep()   # as examples/ch05_pretrain.py, before NumPy loads (see _common)
     import numpy as np
     from tinygpt import kernels
     from tinygpt.core.random import manual_seed

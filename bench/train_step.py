@@ -48,6 +48,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import openblas_threads_sleep  # noqa: E402
+openblas_threads_sleep()   # before NumPy loads, as examples/ch05_pretrain.py does (see _common)
 from _frameworks import (CONFIGS, LR, WEIGHT_DECAY, batch, make_tinygpt, make_torch, tinygpt_fns,  # noqa: E402
                          torch_fns)
 from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
