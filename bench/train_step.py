@@ -48,12 +48,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import openblas_threads_sleep  # noqa: E402
+from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
+                     markdown_table, median, openblas_threads_sleep, require, set_threads, thread_env, warm, write_json)
 openblas_threads_sleep()   # before NumPy loads, as examples/ch05_pretrain.py does (see _common)
 from _frameworks import (CONFIGS, LR, WEIGHT_DECAY, batch, make_tinygpt, make_torch, tinygpt_fns,  # noqa: E402
                          torch_fns)
-from _common import (IDLE_S, ROOT, LoadMeter, busy, cpu_info, fmt, fp32_peak, gemm_gflops, header,  # noqa: E402
-                     markdown_table, median, require, set_threads, thread_env, warm, write_json)
 
 SAMPLE_S = 0.25          # a timed sample lasts at least this long (k steps in a row)
 
