@@ -26,8 +26,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (ROOT, LoadMeter, busy, framework_parser, header, markdown_table,  # noqa: E402
-                     openblas_threads_sleep, require, run_child, set_threads)
+from _common import (ROOT, LoadMeter, busy, framework_parser, gemm_gflops, header,  # noqa: E402
+                     markdown_table, openblas_threads_sleep, require, run_child, set_threads)
+from train_step import flops_per_token  # noqa: E402
 
 VERDICT = os.path.join(ROOT, "src", "tinygpt", "assets", "the-verdict.txt")
 CONFIGS = {   # tinygpt.train.pretrain.PRESETS' book-124M (the run) and tiny (a smoke test)
@@ -133,6 +134,9 @@ def tinygpt_side(cfg, steps, products=None):
     for seg in ("step", "evaluation"):   # the same products alone, with np.matmul (what tinygpt calls)
         out[seg]["alone"] = replay(out[seg]["products"], _numpy_operands,
                                    lambda a, b, c: np.matmul(a, b, out=c))
+    # train_step.py's "of GEMM" measure for this step: model FLOPs over its np.matmul probe
+    out["gemm_gflops"] = gemm_gflops()
+    out["model_gflop_step"] = flops_per_token(cfg) * 2 * cfg["context_length"] / 1e9   # batch 2
     return out
 
 
@@ -238,7 +242,24 @@ def summary(results) -> str:
                   f"{ours['in run']:.0f} s: {ours['in run'] / book['wall']:.2f}x the book's "
                   f"{book['wall']:.0f} s. The products alone: numpy {ours['alone']:.0f} s, torch "
                   f"{book['alone']:.0f} s.")
+    ours = next((r for r in results if r["framework"] == "tinygpt"), None)
+    if ours and "gemm_gflops" in ours:
+        table += "\n\n" + of_gemm(ours)
     return table
+
+
+def of_gemm(r) -> str:
+    """The step as `bench/train_step.py` rates it (model FLOPs a step at its np.matmul probe's
+    GFLOP/s, best of 7, over the step's time), and the most that measure could show if only the
+    products, or the products and attention, took time."""
+    s = r["step"]
+    bound = r["model_gflop_step"] / r["gemm_gflops"]
+    lin, att = s["seconds"].get("linear products", 0.0), s["seconds"].get("attention", 0.0)
+    return (f"The training step against train_step.py's GEMM bound: {r['model_gflop_step']:.0f} GFLOP "
+            f"of model FLOPs at the probe's {r['gemm_gflops']:.0f} GFLOP/s is {bound:.3f} s; the step "
+            f"took {s['wall']:.3f} s, {100 * bound / s['wall']:.0f}% of GEMM. Were the step nothing but "
+            f"its products timed alone ({s['alone']:.3f} s), {100 * bound / s['alone']:.0f}%; its products "
+            f"and attention in the run ({lin + att:.3f} s), {100 * bound / (lin + att):.0f}%.")
 
 
 def fmt(value, spec=".3f"):

@@ -3,6 +3,7 @@ one-thread pass prints its table, the side-by-side summary and the matmul-rule c
 quantized-GEMV kernels' smoke run; the family decode bench on tiny configs (the full benches are
 for quiet machines; this only guards the code)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,7 @@ def test_chapter5_products_bench_times_the_products_inside_each_segment():
         assert 0 < in_run <= wall and alone > 0, rows
         assert float(rows["torch", seg][4]) > 0, rows   # the same products, with torch.matmul
     assert "With nothing but its Linear products taking time" in res.stdout
+    # train_step.py's measure for the step: its bound over the step's wall time, as the table's
+    got = re.search(r"GFLOP/s is ([\d.]+) s; the step took ([\d.]+) s, (\d+)% of GEMM", res.stdout)
+    assert got and got[2] == rows["tinygpt", "step"][2], res.stdout
+    assert abs(int(got[3]) - 100 * float(got[1]) / float(got[2])) <= 1, got[0]   # printed rounded
