@@ -128,11 +128,22 @@ def parse_page(body: dict, engine) -> Settings:
 
 
 class Run:
-    """One generation: iterate for (token id, new text); then `finish_reason` and `usage`."""
+    """One generation: iterate for (token id, new text); then `text`, `finish_reason`, `usage`.
+
+    A chat reply begins with `opening`, the text model's `reply_opening` (Olmo 3 Think's
+    "<think>": its template's generation prompt opens the reasoning, so the model writes inside
+    it), as `tinygpt chat` shows it: `text` is the opening then the generated text, and a stream
+    sends the opening in its first delta. The opening is the prompt's last tokens, not a
+    generated one: usage counts them in prompt_tokens, not completion_tokens, and max_tokens
+    limits the generated tokens alone. Stop strings are looked for in the generated text only:
+    the opening, like the rest of the prompt, is never searched, so a stop string neither cuts
+    it nor matches across its end (stop "<think>" ends the reply at a <think> the model writes).
+    A plain completion has no chat template, so no opening."""
 
     def __init__(self, engine, settings: Settings, client_gone=lambda: False):
         self.engine, self.settings, self.client_gone = engine, settings, client_gone
         self.prompt_ids = engine.prompt_ids(settings.prompt, settings.chat)
+        self.opening = engine.text_model.reply_opening if settings.chat else ""
         if settings.max_tokens is None:  # OpenAI's default: as many as fit, up to the limit
             room = engine.context_length - len(self.prompt_ids)
             settings.max_tokens = max(1, min(engine.max_tokens, room))
@@ -152,12 +163,14 @@ class Run:
         if out.stopped or len(self.generated) < self.settings.max_tokens:
             self.finish_reason = "stop"          # a stop string or an end token
         tail = out.finish()
-        self.text = out.text
+        self.text = self.opening + out.text
         if tail:
             yield None, tail
 
     @property
     def usage(self) -> dict:
+        """prompt_tokens hold a chat reply's opening (see the class); completion_tokens count
+        what the model generated, its end token excepted."""
         n, m = len(self.prompt_ids), len(self.generated)
         return {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m}
 
@@ -184,7 +197,8 @@ def complete(run: Run, chat: bool) -> dict:
 
 def chunks(run: Run, chat: bool, include_usage: bool):
     """The streamed answer: chat.completion.chunk (or text_completion) objects, one per piece of
-    text, then one with the finish_reason, then (stream_options.include_usage) the usage."""
+    text, then one with the finish_reason, then (stream_options.include_usage) the usage. A chat
+    stream's first chunk names the role and carries the reply's opening ("" for most models)."""
     head = _head("chat.completion.chunk" if chat else "text_completion", run.engine)
 
     def chunk(text, finish=None):
@@ -195,7 +209,8 @@ def chunks(run: Run, chat: bool, include_usage: bool):
         return {**head, "choices": [{"index": 0, "text": text or "", "logprobs": None,
                                      "finish_reason": finish}]}
     if chat:
-        yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+        yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                          "content": run.opening},
                                     "logprobs": None, "finish_reason": None}]}
     for _, text in run:
         if text:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import RequestError, ServerBusy
+from .errors import RequestError, ServeError, ServerBusy
 
 
 @dataclass
@@ -76,6 +76,18 @@ class Engine:
         if not ids:
             raise RequestError("the prompt is empty", param="prompt")
         return ids
+
+    def opening_tokens(self, ids: list) -> int:
+        """How many of the chat prompt `ids`' last tokens spell the text model's `reply_opening`,
+        the start of the reply that the prompt holds (Olmo 3 Think's "<think>", BPE text of a few
+        tokens): the page shows them as the reply's first tokens. 0 for a model without one."""
+        opening = self.text_model.reply_opening
+        if not opening:
+            return 0
+        for n in range(1, len(ids) + 1):
+            if self.tokenizer.decode(ids[-n:]).endswith(opening):
+                return n
+        raise ServeError(f"the chat prompt does not end with the reply's opening {opening!r}")
 
     def check_room(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.context_length:

@@ -180,9 +180,11 @@ class Handler(BaseHTTPRequestHandler):
     def _page_generate(self, body):
         engine = self.server.engine
         run = api.Run(engine, api.parse_page(body, engine), self._client_gone)
+        opening = engine.opening_tokens(run.prompt_ids) if run.opening else 0
         with engine.turn():
             self._start_events()
-            self._event({"prompt": [[i, engine.piece(i)] for i in run.prompt_ids]})
+            self._event({"prompt": [[i, engine.piece(i)] for i in run.prompt_ids],
+                         "opening": opening})  # the prompt's last tokens that open the reply
             for token, _ in run:
                 if token is not None:
                     self._event({"token": [token, engine.piece(token)]})

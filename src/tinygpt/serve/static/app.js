@@ -52,7 +52,8 @@ function tokenSpan(exchange, position, text, kind) {
   const span = document.createElement("span");
   span.className = "tok " + kind;
   span.textContent = show(text);
-  span.title = "token " + position + " (click to inspect)";
+  span.title = "token " + position + (kind === "opening" ? ", the prompt's end that opens the reply" : "") +
+               " (click to inspect)";
   span.addEventListener("click", () => pick(exchange, position, span));
   return span;
 }
@@ -60,8 +61,11 @@ function tokenSpan(exchange, position, text, kind) {
 function handleEvent(exchange, event) {
   if (event.error) throw new Error(event.error.message);
   if (event.prompt) {
-    event.prompt.forEach(([id, text]) => {
-      exchange.el.append(tokenSpan(exchange, exchange.ids.length, text, "prompt"));
+    // the last `opening` prompt tokens start the reply (Olmo 3 Think's <think>): shown as reply
+    const replyFrom = event.prompt.length - (event.opening || 0);
+    event.prompt.forEach(([id, text], i) => {
+      const kind = i < replyFrom ? "prompt" : "opening";
+      exchange.el.append(tokenSpan(exchange, exchange.ids.length, text, kind));
       exchange.ids.push(id);
     });
   } else if (event.token) {
