@@ -2,11 +2,14 @@
 model predicts next (top-k probabilities), and what each layer already predicts (logit lens).
 
 Nothing in the model changes for it. Forward hooks on the book-shaped modules record what they
-see (`trf_blocks[i].att` its input x, and RoPE's tables for Qwen3/Llama; `trf_blocks[i]` its
-output), and the attention weights are recomputed from that input through the layer's own
-W_query and W_key (and q_norm/k_norm and RoPE where the layer has them), exactly as its forward
-computes them: softmax(q k^T / sqrt(head_dim)) under the causal mask. The fast layers of
-`for_inference` hold the same Linears, so a model readied for generation can be inspected too.
+see (`trf_blocks[i].att` its inputs: x, and the RoPE tables the layer was handed; `trf_blocks[i]`
+its output), and the attention weights are recomputed from that input through the layer's own
+W_query and W_key, exactly as its forward computes them: softmax(scale * q k^T) under the causal
+mask. What differs between the families is read from the layer itself, one small function each:
+QK-norm per head (Qwen3, Gemma 3) or over the whole projection (Olmo 3), RoPE (all but GPT-2),
+the score scale (Gemma 3's `scaling`, else 1 / sqrt(head_dim)) and the sliding window (Gemma 3's
+and Olmo 3's local layers). The fast layers of `for_inference` hold the same Linears and norms,
+so a model readied for generation can be inspected too.
 
     attention_weights(model, ids, layer)            -> (heads, T, T) ndarray
     attention_heatmap(model, tokenizer, text, layer, head)  -> a matplotlib Figure
@@ -45,28 +48,67 @@ def _check_layer(model, layer: int) -> int:
     return int(layer) % n
 
 
+def _qk_norm_width(att):
+    """How many values att's QK-norm normalises together: None without one (GPT-2, Llama)."""
+    norm = getattr(att, "q_norm", None)
+    return None if norm is None else norm.num_parameters()
+
+
+def _norm_whole_projection(att, queries, keys):
+    """Olmo 3: q_norm over the whole query projection (H * hd values), k_norm over the keys'
+    (G * hd), before the split into heads. queries (1, T, H*hd), keys (1, T, G*hd)."""
+    if _qk_norm_width(att) in (None, att.head_dim):  # none, or per head (one head: the same)
+        return queries, keys
+    return att.q_norm(queries), att.k_norm(keys)
+
+
+def _norm_per_head(att, queries, keys):
+    """Qwen3 and Gemma 3: an RMSNorm over each head's head_dim values (Gemma's scales by 1 +
+    scale in its own forward). queries (1, H, T, hd), keys (1, G, T, hd)."""
+    if _qk_norm_width(att) != att.head_dim:
+        return queries, keys
+    return att.q_norm(queries), att.k_norm(keys)
+
+
+def _score_scale(att) -> float:
+    """Gemma 3 scales the scores by query_pre_attn_scalar ** -0.5 (its `scaling`); the others
+    by 1 / sqrt(head_dim)."""
+    return float(getattr(att, "scaling", att.head_dim ** -0.5))
+
+
+def _window(att):
+    """Gemma 3's and Olmo 3's local layers: a query sees only its last `sliding_window` keys
+    (itself included). None on full-attention layers and in the other families."""
+    return getattr(att, "sliding_window", None)
+
+
 def _heads(att, x, cos, sin):
     """Queries and keys of every head, (H, T, hd) float64 each, as att's forward makes them:
     query head h paired with its key head (h // group size under grouped-query attention)."""
     b, t, _ = x.shape                                       # b == 1
     kv_heads = getattr(att, "num_kv_groups", att.num_heads)
     hd = att.head_dim
-    queries = att.W_query(x).view(b, t, att.num_heads, hd).transpose(1, 2)  # (1, H, T, hd)
-    keys = att.W_key(x).view(b, t, kv_heads, hd).transpose(1, 2)            # (1, G, T, hd)
-    if getattr(att, "q_norm", None) is not None:            # Qwen3: RMSNorm per head before RoPE
-        queries, keys = att.q_norm(queries), att.k_norm(keys)
-    if cos is not None:                                     # Qwen3 / Llama: rotate by position
+    queries, keys = att.W_query(x), att.W_key(x)            # (1, T, H*hd), (1, T, G*hd)
+    queries, keys = _norm_whole_projection(att, queries, keys)
+    queries = queries.view(b, t, att.num_heads, hd).transpose(1, 2)  # (1, H, T, hd)
+    keys = keys.view(b, t, kv_heads, hd).transpose(1, 2)             # (1, G, T, hd)
+    queries, keys = _norm_per_head(att, queries, keys)
+    if cos is not None:                                     # all but GPT-2: rotate by position
         queries, keys = rope(queries, cos, sin), rope(keys, cos, sin)
     keys = np.repeat(keys.data[0], att.num_heads // kv_heads, axis=0)  # (H, T, hd)
     return queries.data[0].astype(np.float64), keys.astype(np.float64)
 
 
-def _causal_softmax(queries, keys, first_query: int) -> np.ndarray:
-    """softmax(q k^T / sqrt(hd)) with query i at position first_query + i seeing keys 0..pos.
-    queries (H, Tq, hd), keys (H, T, hd) -> (H, Tq, T)."""
-    scores = queries @ keys.transpose(0, 2, 1) / queries.shape[-1] ** 0.5  # (H, Tq, T)
+def _causal_softmax(queries, keys, first_query: int, scale: float, window=None) -> np.ndarray:
+    """softmax(scale * q k^T) with query i at position p = first_query + i seeing keys 0..p, or
+    with `window` only keys p - window + 1 .. p. queries (H, Tq, hd), keys (H, T, hd) ->
+    (H, Tq, T), exactly 0 where a key is not seen."""
+    scores = queries @ keys.transpose(0, 2, 1) * scale                     # (H, Tq, T)
     pos_q = first_query + np.arange(queries.shape[1])[:, None]             # (Tq, 1)
-    visible = np.arange(keys.shape[1])[None, :] <= pos_q                   # (Tq, T)
+    pos_k = np.arange(keys.shape[1])[None, :]                              # (1, T)
+    visible = pos_k <= pos_q                                               # (Tq, T)
+    if window is not None:
+        visible &= pos_q - pos_k < window                                  # the far past out
     scores = np.where(visible, scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     weights = np.exp(scores)                                               # 0 where masked
@@ -105,17 +147,19 @@ def _run(model, ids: np.ndarray, layer: int):
 
 
 def _layer_attention(model, recorder, layer: int, first_query: int) -> np.ndarray:
-    x, *rest = recorder.att_inputs                          # x (1, T, emb); Qwen3/Llama: cos, sin
+    x, *rest = recorder.att_inputs                          # x (1, T, emb); with RoPE: cos, sin
     cos, sin = (rest[0], rest[1]) if len(rest) >= 2 else (None, None)
     att = model.trf_blocks[layer].att
     with no_grad():
         queries, keys = _heads(att, x, cos, sin)            # (H, T, hd) each
-    return _causal_softmax(queries[:, first_query:], keys, first_query)  # (H, T - first, T)
+    return _causal_softmax(queries[:, first_query:], keys, first_query, _score_scale(att),
+                           _window(att))                    # (H, T - first, T)
 
 
 def attention_weights(model, ids, layer: int) -> np.ndarray:
     """The attention weights of `layer` for token ids (T,) or (1, T): (heads, T, T) float64,
-    row i the weights of token i over tokens 0..i (each row sums to 1)."""
+    row i the weights of token i over tokens 0..i (each row sums to 1; on a sliding-window layer
+    the keys more than sliding_window - 1 tokens back weigh exactly 0)."""
     ids, layer = _check_ids(model, ids), _check_layer(model, layer)
     recorder, _ = _run(model, ids, layer)
     return _layer_attention(model, recorder, layer, 0)
