@@ -1,7 +1,9 @@
 """The inspection `tinygpt serve` shows and `tinygpt.viz` offers: the attention weights equal the
 ones the model's own forward computes (recorded inside its softmax) for every layer and head, for
 GPT-2's MultiHeadAttention and Qwen3/Llama's grouped-query attention with RoPE, before and after
-`for_inference`; the next-token probabilities are the softmax of the model's logits and sum to 1
+`for_inference` (test_viz_families.py checks every family the CLI serves against each layer's own
+output); the page's inspect request answers for Gemma 3 and Olmo 3 models, their sliding-window
+layers weighing the keys beyond the window 0; the next-token probabilities are the softmax of the model's logits and sum to 1
 over the vocabulary; the logit lens of the last layer is the model's own prediction."""
 import numpy as np
 import pytest
@@ -176,3 +178,31 @@ def test_the_inspect_endpoint_serves_the_same_numbers(tmp_path):
         assert status == 200 and by_text["position"] == len(ids) - 1 and by_text["next"] is None
         status, bad = post(server.url, "/api/inspect", {"ids": [1, 99_999_999], "layer": 0})
         assert status == 400 and "token ids" in bad["error"]["message"]
+
+
+@pytest.mark.parametrize("family", ["gemma3", "olmo3"])
+def test_the_inspect_endpoint_answers_for_the_sliding_window_families(family, tmp_path):
+    # the tokenizer.json writers of the chat tests (they skip without torch, transformers, tokenizers)
+    from test_chat_families import tokenizers, write_gemma3_tokenizer_json, write_olmo3_tokenizer_json
+    from test_viz_families import GEMMA3, OLMO3, WINDOW
+    from tinygpt.model import Gemma3Model, Olmo3Model
+    from tinygpt.weights import save_pretrained_hf
+    write_tokenizer, cls, cfg = {"gemma3": (write_gemma3_tokenizer_json, Gemma3Model, GEMMA3),
+                                 "olmo3": (write_olmo3_tokenizer_json, Olmo3Model, OLMO3)}[family]
+    write_tokenizer(tmp_path / "tokenizer.json")
+    vocab = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")).get_vocab_size()
+    manual_seed(8)
+    save_pretrained_hf(cls({**cfg, "vocab_size": vocab, "context_length": 64}).eval(), tmp_path)
+    with in_process_server(tmp_path) as server:
+        engine = server.engine
+        ids = engine.prompt_ids("Where does this token look, and how far back?", chat=False)
+        assert len(ids) > 2 * WINDOW
+        for layer, kind in enumerate(cfg["layer_types"]):
+            status, body = post(server.url, "/api/inspect", {"ids": ids, "layer": layer, "k": 3})
+            assert status == 200, body
+            got = inspect_position(engine.model, ids, len(ids) - 1, layer, 3)
+            attention = np.asarray(body["attention"])                 # (heads, T)
+            np.testing.assert_allclose(attention, got.attention, atol=1e-12)
+            np.testing.assert_allclose(attention.sum(axis=-1), 1.0, atol=1e-9)
+            far = attention[:, :len(ids) - WINDOW]                    # keys >= WINDOW back
+            assert np.all(far == 0.0) if kind == "sliding_attention" else np.all(far > 0.0)

@@ -12,6 +12,7 @@ import pytest
 from tinygpt import GPTModel, Llama3Model, Qwen3Model, Tensor, manual_seed, no_grad
 from tinygpt.model import Gemma3Model, Olmo3Model, Qwen3MoeModel, for_inference
 from tinygpt.model.gemma3 import GLOBAL, LOCAL
+from tinygpt.testing import assert_close
 from tinygpt.viz import attention_weights, inspect_position
 
 WINDOW = 3
@@ -34,7 +35,6 @@ FAMILIES = {"gpt": (GPTModel, GPT), "qwen3": (Qwen3Model, QWEN3), "llama": (Llam
             "gemma3": (Gemma3Model, GEMMA3), "olmo3": (Olmo3Model, OLMO3),
             "qwen3_moe": (Qwen3MoeModel, QWEN3_MOE)}
 T = 11  # prompt tokens, several windows long
-TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
 
 def build(kind, dtype, fast):
@@ -98,8 +98,8 @@ def test_the_weights_reproduce_the_layers_own_output(kind, dtype, fast):
         att = model.trf_blocks[layer].att
         weights = attention_weights(model, ids, layer)                  # (H, T, T)
         assert weights.shape == (att.num_heads, T, T) and weights.dtype == np.float64
-        np.testing.assert_allclose(output_from_weights(att, x, weights), output.data,
-                                   **TOL[dtype], err_msg=f"{kind} layer {layer}")
+        # TOLERANCES["op"] of the dtype: the same products, summed in another order
+        assert_close(output_from_weights(att, x, weights), output.data, what=f"{kind} layer {layer}")
         np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-12)
         assert np.all(np.triu(weights, k=1) == 0.0)                     # no look ahead
         window = layer_window(model, layer)
