@@ -40,10 +40,10 @@ def check_conversation(messages) -> list:
     """`messages` as a list of (role, content) pairs, checked as every family's chat format needs
     them: roles system / user / assistant, a system message only first, str contents, and the
     last message the user's (the one to answer). InputError names the first problem."""
-    try:
-        messages = [(role, content) for role, content in messages]
-    except (TypeError, ValueError):
-        raise InputError("a conversation is a list of (role, content) pairs") from None
+    messages = list(messages)
+    if not all(isinstance(m, (tuple, list)) and len(m) == 2 for m in messages):
+        raise InputError("a conversation is a list of (role, content) pairs")
+    messages = [(role, content) for role, content in messages]
     if not messages:
         raise InputError("the conversation holds no message")
     for i, (role, content) in enumerate(messages):
