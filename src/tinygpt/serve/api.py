@@ -100,15 +100,18 @@ def _message_text(message, index: int) -> str:
 
 def parse_chat(body: dict, engine):
     """-> (Settings, stream, include_usage) of a chat completion request; the Settings' prompt
-    is the conversation, ((role, content), ...) with each content stripped (RequestError for a
-    role other than system / user / assistant, a system message after the first, or a last
-    message that is not a user's with text)."""
+    is the conversation, ((role, content), ...), each user message stripped as `tinygpt chat`
+    strips the lines typed, the others as sent (an assistant reply sent back as the server wrote
+    it gives `tinygpt chat`'s prompt). RequestError for a role other than system / user /
+    assistant, a system message after the first, or a last message that is not a user's with
+    text."""
     from ..errors import InputError
     from ..tokenizer.qwen3 import check_conversation
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of messages", param="messages")
-    texts = [(m.get("role"), _message_text(m, i).strip()) for i, m in enumerate(messages)]
+    texts = [(m.get("role"), _message_text(m, i)) for i, m in enumerate(messages)]
+    texts = [(role, text.strip() if role == "user" else text) for role, text in texts]
     try:
         conversation = tuple(check_conversation(texts))
     except InputError as err:
