@@ -273,3 +273,14 @@ def test_a_gpt2_checkpoint_answers_each_message_on_its_own(tmp_path, monkeypatch
     gpt2 = get_gpt2_tokenizer()
     assert prompts.prompts == [gpt2.encode(alpaca_prompt(q)) for q in (Q1, Q2)]
     assert "each message is answered on its own" in out.splitlines()[0]
+
+
+def test_help_names_new_next_to_exit(capsys):
+    from tinygpt import cli
+    cli._register_commands()
+    parser, _ = cli.build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["chat", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "/new starts a new conversation; /exit or /quit ends" in text
+    assert "Each reply sees the conversation so far" in text

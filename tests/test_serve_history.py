@@ -58,6 +58,15 @@ def test_a_conversation_in_the_wrong_shape_is_a_400_naming_messages(server, mess
     assert words in body["error"]["message"]
 
 
+def test_a_turn_the_template_refuses_is_a_400_naming_messages(server):
+    """The chat template's own refusal (here the tokenizer's, of a lone surrogate in an earlier
+    assistant turn; Gemma 3's of turns that do not alternate) is answered as a bad request."""
+    status, body = chat(server, [("user", Q1), ("assistant", "half \ud800 a character"),
+                                 ("user", Q2)])
+    assert_openai_error(status, body, 400, param="messages")
+    assert body["error"]["message"].startswith("'messages': ")
+
+
 def test_the_context_check_counts_the_whole_conversation(server):
     """A conversation whose earlier turns fill the context window is refused as OpenAI refuses
     it, although its last message alone would fit."""
