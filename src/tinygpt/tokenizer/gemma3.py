@@ -17,10 +17,10 @@ A conversation (`conversation_prompt`) alternates user and model turns, starting
 each `<start_of_turn>{user|model}\\n{content stripped}<end_of_turn>\\n`, then the model's
 header. Gemma 3 has no system turn: a system message is put at the start of the first user turn,
 followed by a blank line. A conversation whose turns do not alternate is refused, as Gemma 3's
-template refuses it. Sources read for the format (nothing copied beyond the special strings): the
-chat template of google/gemma-3-*-it (tokenizer_config.json: its `first_user_prefix`, `| trim`
-and "Conversation roles must alternate") and Google's "Gemma formatting and system instructions" page
-(ai.google.dev/gemma/docs/core/prompt-structure).
+template refuses it. Sources read for the format (nothing copied beyond the special strings):
+the chat template of google/gemma-3-*-it (tokenizer_config.json: its `first_user_prefix`,
+`| trim` and "Conversation roles must alternate") and Google's "Gemma formatting and system
+instructions" page (ai.google.dev/gemma/docs/core/prompt-structure).
 """
 import re
 

@@ -38,8 +38,8 @@ functions; ollama's Think renderer does too, its Instruct renderer does not).
 
 Sources read for the format (nothing copied beyond the special strings and system prompts):
 allenai/open-instruct `open_instruct/dataset_transformation.py` (its `olmo` and `olmo_thinker*`
-templates) and its docs page on Olmo 3's tokenizer settings (allenai.github.io/open-instruct/olmo3:
-which template each release uses); ollama/ollama `model/renderers/olmo3.go`,
+templates) and its docs page on Olmo 3's tokenizer settings
+(allenai.github.io/open-instruct/olmo3: which template each release uses); ollama/ollama `model/renderers/olmo3.go`,
 `model/renderers/olmo3_think.go` and `model/renderers/olmo3_thinking.go`.
 """
 import json
