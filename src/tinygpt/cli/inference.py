@@ -6,6 +6,7 @@ from . import command
 from ..argtypes import non_negative_float, positive_int
 
 QUIT = ("/exit", "/quit")
+NEW = "/new"   # a chat line that starts a fresh conversation
 
 
 def _sampling_args(sub, max_new_tokens):
@@ -79,7 +80,11 @@ def _generate(sub):
 @command("chat", "talk to an instruction-tuned model (its own chat template, or chapter 7's "
                  "Alpaca prompt for GPT-2 checkpoints)")
 def _chat(sub):
-    sub.description += f". {QUIT[0]} or {QUIT[1]} ends. " + AT_A_TERMINAL
+    sub.description += (". Each reply sees the conversation so far (a Qwen3, Llama 3, Gemma 3 or "
+                        "Olmo 3 model; the oldest exchanges are dropped when it outgrows the "
+                        "context window); GPT-2 and tinygpt checkpoints answer each message on "
+                        f"its own. {NEW} starts a new conversation; {QUIT[0]} or {QUIT[1]} ends. "
+                        + AT_A_TERMINAL)
     sub.add_argument("--model", required=True, help="a checkpoint written by finetune-instruct "
                      "(file or its --out folder), any tinygpt checkpoint or GPT-2 weights, or a "
                      "Qwen3/Qwen3 MoE/Llama 3/Gemma 3/Olmo 3 Hugging Face folder or Hub name "
@@ -97,19 +102,28 @@ def _chat(sub):
         for line in _lines("you> "):
             if line.strip() in QUIT:
                 break
-            if line.strip():
+            if line.strip() == NEW:
+                session.history.clear()
+                print("(a new conversation: the earlier messages are forgotten)", flush=True)
+            elif line.strip():
                 print("model> ", end="", flush=True)
-                _stoppable(lambda: session.reply(line.strip()), at_terminal)
+                _stoppable(lambda: session.chat_reply(line.strip()), at_terminal)
     return run
 
 
 def chat_banner(name: str, text_model, at_terminal: bool) -> str:
     """What the chat is, how it ends, and for a model too small to follow instructions, what it
     can show instead and how to get one that answers."""
-    ends = (f"{QUIT[0]}, Ctrl-D or Ctrl-C at the prompt ends; Ctrl-C during a reply stops it."
-            if at_terminal else f"{QUIT[0]} or the end of the input ends.")
-    banner = (f"Chatting with {name}: each message is answered on its own, in {text_model.style}. "
-              + ends)
+    ends = (f"{NEW} starts a new conversation; {QUIT[0]}, Ctrl-D or Ctrl-C at the prompt ends; "
+            "Ctrl-C during a reply stops it." if at_terminal
+            else f"{NEW} starts a new conversation; {QUIT[0]} or the end of the input ends.")
+    if getattr(text_model, "multi_turn", False):  # (a stand-in may lack it: one message)
+        banner = (f"Chatting with {name} in {text_model.style}: each reply sees the "
+                  "conversation so far. ")
+    else:
+        banner = (f"Chatting with {name}: each message is answered on its own (this format has no "
+                  f"multi-turn form), in {text_model.style}. ")
+    banner += ends
     from ..model import GPT_CONFIG_124M, GPTModel
     model = text_model.model  # narrower than GPT-2 small, the smallest GPT-2: a note
     if isinstance(model, GPTModel) and model.cfg["emb_dim"] < GPT_CONFIG_124M["emb_dim"]:
@@ -164,32 +178,66 @@ def _lines(prompt: str):
 
 class Session:
     """A model, its tokenizer and prompt format (`models.TextModel`) and the sampling settings,
-    answering one prompt at a time: in a chat the message goes into the model's chat template."""
+    answering one prompt at a time. In a chat, `history` holds the exchanges so far, (message,
+    reply) pairs, and each reply sees them (`chat_reply`)."""
 
     def __init__(self, args, chat: bool, thinking: bool = False):
         from .. import manual_seed
         from .models import load_text_model
         self.text_model = load_text_model(args.model, chat, thinking, dtype=args.dtype,
                                           quantize=args.quantize)
-        self.args = args
+        self.args, self.history, self.trimmed = args, [], False
         manual_seed(args.seed)
 
     def reply(self, text: str, echo_prompt: bool = False) -> str:
         """Stream the model's continuation of `text` (in its chat template, in a chat) to stdout
-        as it is generated; stop at one of its end tokens. Returns the generated text. Each reply
-        starts afresh (generate_stream builds its own KV cache), so a reply stopped halfway by
-        Ctrl-C leaves nothing behind for the next."""
+        as it is generated; stop at one of its end tokens. Returns the generated text."""
+        ids = self.text_model.prompt_ids(text)
+        if echo_prompt:
+            print(text, end="", flush=True)
+        return self._stream(ids)
+
+    def chat_reply(self, text: str) -> str:
+        """`reply` to the message `text` in a chat: the prompt holds the exchanges in `history`
+        (a model with a multi-turn format), and the finished exchange joins them. A reply
+        stopped by Ctrl-C never returns, so neither it nor its message is kept."""
+        if not self.text_model.multi_turn:  # GPT-2's Alpaca prompt: one message at a time
+            return self.reply(text)
+        reply = self._stream(self._conversation_ids(text))
+        self.history.append((text, reply))
+        return reply
+
+    def _conversation_ids(self, text: str) -> list:
+        """The prompt of `history` and the message `text`, its oldest exchanges dropped while it
+        leaves no room for --max-new-tokens in the context window (the message itself is always
+        kept); said once on stderr, the first time."""
+        tm = self.text_model
+        while True:
+            messages = [turn for message, reply in self.history
+                        for turn in (("user", message), ("assistant", reply))]
+            ids = tm.conversation_ids(messages + [("user", text)])
+            if not self.history or len(ids) + self.args.max_new_tokens <= tm.context_length:
+                return ids
+            self.history.pop(0)
+            if not self.trimmed:
+                self.trimmed = True
+                print(f"(the conversation outgrew the context window of {tm.context_length} "
+                      f"tokens with room for {self.args.max_new_tokens} new ones: its oldest "
+                      "exchanges are dropped from now on)", file=sys.stderr, flush=True)
+
+    def _stream(self, prompt_ids) -> str:
+        """Generate after `prompt_ids`, streaming the text to stdout; the reply's text (with the
+        model's reply_opening). Each reply starts afresh (generate_stream builds its own KV
+        cache), so a reply stopped halfway by Ctrl-C leaves nothing behind for the next."""
         import contextlib
         import numpy as np
         from ..model.generate import generate_stream
         from ..quant import GenerationStats
         tm = self.text_model
-        ids = np.asarray(tm.prompt_ids(text), dtype=np.int64).reshape(1, -1)  # (1, n)
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)  # (1, n)
         # the KV cache holds no more than this reply needs (a 40k context would take gigabytes)
         window = min(tm.context_length, ids.shape[1] + self.args.max_new_tokens)
         out = TextStream(tm.tokenizer)
-        if echo_prompt:
-            print(text, end="", flush=True)
         print(tm.reply_opening, end="", flush=True)   # e.g. Olmo 3 Think's <think>, from the prompt
         tokens = generate_stream(tm.model, ids, self.args.max_new_tokens, window,
                                  temperature=self.args.temperature, top_k=self.args.top_k,

@@ -49,15 +49,30 @@ def _from_checkpoint(path: pathlib.Path):
 
 class TextModel:
     """A model with what it takes to talk to it: `prompt_ids(text)` (its chat template when
-    `chat`, else the plain text), `tokenizer.decode`, `stop_ids` (the end tokens generation stops
-    at), `context_length`, and `style` naming the prompt format for the user. `reply_opening`:
-    text the prompt ends with that belongs to the reply, shown before it (Olmo 3 Think's <think>)."""
+    `chat`, else the plain text), `conversation_ids(messages)` (a conversation in its chat
+    template), `tokenizer.decode`, `stop_ids` (the end tokens generation stops at),
+    `context_length`, and `style` naming the prompt format for the user. `reply_opening`: text
+    the prompt ends with that belongs to the reply, shown before it (Olmo 3 Think's <think>).
+    `multi_turn`: whether its chat format holds a conversation (`dialog_ids` given: the Hugging
+    Face families), or only one message (GPT-2 and tinygpt checkpoints, chapter 7's Alpaca)."""
 
     def __init__(self, model, context_length, tokenizer, prompt_ids, stop_ids, style,
-                 reply_opening=""):
+                 reply_opening="", dialog_ids=None):
         self.model, self.context_length, self.tokenizer = model, context_length, tokenizer
         self.prompt_ids, self.stop_ids, self.style = prompt_ids, tuple(stop_ids), style
-        self.reply_opening = reply_opening
+        self.reply_opening, self._dialog_ids = reply_opening, dialog_ids
+        self.multi_turn = dialog_ids is not None
+
+    def conversation_ids(self, messages) -> list:
+        """Prompt ids of `messages`, [(role, content), ...] with roles system / user / assistant
+        ending with the user message to answer (InputError otherwise), in the model's chat
+        format. A model without a multi-turn format answers the last message alone, as
+        `prompt_ids` would."""
+        from ..tokenizer.qwen3 import check_conversation
+        messages = check_conversation(messages)
+        if not self.multi_turn:
+            return self.prompt_ids(messages[-1][1])
+        return self._dialog_ids(messages)
 
 
 def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quantize=None) -> TextModel:
@@ -82,7 +97,7 @@ def load_text_model(source, chat: bool, thinking: bool = False, dtype=None, quan
         def gpt2_ids(text):
             return tokenizer.encode(alpaca_prompt(text.strip()) if chat else text,
                                     allowed_special={ENDOFTEXT})
-        return TextModel(model, cfg["context_length"], tokenizer, gpt2_ids,
+        return TextModel(model, cfg["context_length"], tokenizer, gpt2_ids,  # one message only
                          [GPT2_SPECIAL_TOKENS[ENDOFTEXT]], "the Alpaca format of chapter 7")
     from ..weights import load_pretrained
     model = for_inference(load_pretrained(folder, dtype=dtype or "float32", quantize=quantize)).eval()
@@ -155,7 +170,8 @@ def _qwen3(model, folder, chat, thinking) -> TextModel:
                                add_generation_prompt=chat, add_thinking=thinking)
     stops = [tokenizer.eos_token_id] + [tokenizer.pad_token_id] * chat  # <|im_end|>, <|endoftext|>
     return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
-                     f"Qwen3's chat template, thinking {'on' if thinking else 'off'}")
+                     f"Qwen3's chat template, thinking {'on' if thinking else 'off'}",
+                     dialog_ids=tokenizer.encode_conversation if chat else None)
 
 
 def _llama3(model, folder, chat) -> TextModel:
@@ -165,7 +181,7 @@ def _llama3(model, folder, chat) -> TextModel:
     prompt_ids = chat_format.encode if chat else (lambda text: tokenizer.encode(text, bos=True))
     stops = [tokenizer.eot_id, tokenizer.eos_id] if chat else [tokenizer.eos_id]
     return TextModel(model, model.cfg["context_length"], tokenizer, prompt_ids, stops,
-                     "Llama 3's chat format")
+                     "Llama 3's chat format", dialog_ids=chat_format.encode_dialog if chat else None)
 
 
 def _gemma3(model, folder, chat) -> TextModel:
@@ -174,7 +190,8 @@ def _gemma3(model, folder, chat) -> TextModel:
     eos = tokenizer.special_tokens["<eos>"]
     stops = [tokenizer.eos_token_id, eos] if chat else [eos]  # <end_of_turn>, <eos>
     return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops,
-                     "Gemma 3's chat template")
+                     "Gemma 3's chat template",
+                     dialog_ids=tokenizer.encode_conversation if chat else None)
 
 
 def _olmo3(model, folder, chat) -> TextModel:
@@ -191,7 +208,8 @@ def _olmo3(model, folder, chat) -> TextModel:
              "then its answer)" if form.think else "Olmo 3's chat template")
     style += f" (Instruct form: {form.note})" if form.note else ""
     return TextModel(model, model.cfg["context_length"], tokenizer, tokenizer.encode, stops, style,
-                     reply_opening="<think>" if form.think else "")
+                     reply_opening="<think>" if form.think else "",
+                     dialog_ids=tokenizer.encode_conversation if chat else None)
 
 
 # config.json's model_type -> the function pairing such a model with its tokenizer and template

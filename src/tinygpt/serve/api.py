@@ -2,12 +2,14 @@
 (a wrong type or range is an HTTP 400 naming the field), and the answers in OpenAI's shapes:
 `chat.completion` / `chat.completion.chunk`, `text_completion`, `usage`, `finish_reason`.
 
-Fields read: messages (chat; the last user message is answered, as `tinygpt chat` answers each
-message on its own) or prompt (completions), max_tokens (or max_completion_tokens), temperature
-(0 to 2, 0 = greedy), top_p, stop (a string or up to 4), seed, stream, stream_options.include_usage,
-n (1 only), and top_k (beyond OpenAI's API, as llama.cpp and Ollama accept it). `model` is
-ignored: the server answers with the model it was started with, and takes no model names or
-paths from requests."""
+Fields read: messages (chat: the whole conversation, system / user / assistant roles, a system
+message only first, ending with the user message to answer, in the model's chat template as
+`tinygpt chat` builds it; GPT-2 and tinygpt checkpoints, whose chapter-7 Alpaca prompt has no
+multi-turn form, answer the last user message alone) or prompt (completions), max_tokens (or
+max_completion_tokens), temperature (0 to 2, 0 = greedy), top_p, stop (a string or up to 4),
+seed, stream, stream_options.include_usage, n (1 only), and top_k (beyond OpenAI's API, as
+llama.cpp and Ollama accept it). `model` is ignored: the server answers with the model it was
+started with, and takes no model names or paths from requests."""
 import contextlib
 import time
 import uuid
@@ -97,15 +99,27 @@ def _message_text(message, index: int) -> str:
 
 
 def parse_chat(body: dict, engine):
-    """-> (Settings, stream, include_usage) of a chat completion request."""
+    """-> (Settings, stream, include_usage) of a chat completion request; the Settings' prompt
+    is the conversation, ((role, content), ...), each user message stripped as `tinygpt chat`
+    strips the lines typed, the others as sent (an assistant reply sent back as the server wrote
+    it gives `tinygpt chat`'s prompt). RequestError for a role other than system / user /
+    assistant, a system message after the first, or a last message that is not a user's with
+    text."""
+    from ..errors import InputError
+    from ..tokenizer.qwen3 import check_conversation
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of messages", param="messages")
     texts = [(m.get("role"), _message_text(m, i)) for i, m in enumerate(messages)]
-    user = [text for role, text in texts if role == "user"]
-    if not user or not user[-1].strip():
-        raise RequestError("the messages hold no user message to answer", param="messages")
-    return (_settings(body, engine, user[-1].strip(), chat=True), *_stream_flags(body))
+    texts = [(role, text.strip() if role == "user" else text) for role, text in texts]
+    try:
+        conversation = tuple(check_conversation(texts))
+    except InputError as err:
+        raise RequestError(f"'messages': {err}", param="messages") from None
+    if not conversation[-1][1]:
+        raise RequestError("the last user message is empty: there is nothing to answer",
+                           param="messages")
+    return (_settings(body, engine, conversation, chat=True), *_stream_flags(body))
 
 
 def parse_completion(body: dict, engine):
@@ -142,7 +156,10 @@ class Run:
 
     def __init__(self, engine, settings: Settings, client_gone=lambda: False):
         self.engine, self.settings, self.client_gone = engine, settings, client_gone
-        self.prompt_ids = engine.prompt_ids(settings.prompt, settings.chat)
+        if isinstance(settings.prompt, tuple):  # a chat's messages (parse_chat)
+            self.prompt_ids = _conversation_ids(engine, settings.prompt)
+        else:
+            self.prompt_ids = engine.prompt_ids(settings.prompt, settings.chat)
         self.opening = engine.text_model.reply_opening if settings.chat else ""
         if settings.max_tokens is None:  # OpenAI's default: as many as fit, up to the limit
             room = engine.context_length - len(self.prompt_ids)
@@ -173,6 +190,17 @@ class Run:
         what the model generated, its end token excepted."""
         n, m = len(self.prompt_ids), len(self.generated)
         return {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m}
+
+
+def _conversation_ids(engine, messages) -> list:
+    """The prompt ids of a chat's messages in the model's chat template (TextModel's
+    conversation_ids); a conversation the template refuses (Gemma 3's turns that do not
+    alternate) is a RequestError naming the problem."""
+    from ..errors import InputError
+    try:
+        return [int(i) for i in engine.text_model.conversation_ids(list(messages))]
+    except InputError as err:
+        raise RequestError(f"'messages': {err}", param="messages") from None
 
 
 def _head(kind: str, engine) -> dict:

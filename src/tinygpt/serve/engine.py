@@ -18,7 +18,7 @@ from .errors import RequestError, ServeError, ServerBusy
 @dataclass
 class Settings:
     """What one request asks for, checked (api.py builds it)."""
-    prompt: str
+    prompt: str | tuple             # the text, or a chat's messages ((role, content), ...)
     chat: bool
     max_tokens: int | None          # None: as many as fit (api.Run settles it)
     temperature: float = 1.0

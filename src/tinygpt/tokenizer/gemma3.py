@@ -12,12 +12,21 @@ encoded text starts with `<bos>`, as the model was trained. The chat template is
 where the model's header is added only with `add_generation_prompt` (the default here, as the
 book's `apply_chat_template` always adds it). A chat turn ends with <end_of_turn>, so that is
 `eos_token_id` for a chat model; a base model (apply_chat_template=False) ends with <eos>.
+
+A conversation (`conversation_prompt`) alternates user and model turns, starting with the user's,
+each `<start_of_turn>{user|model}\\n{content stripped}<end_of_turn>\\n`, then the model's
+header. Gemma 3 has no system turn: a system message is put at the start of the first user turn,
+followed by a blank line. A conversation whose turns do not alternate is refused, as Gemma 3's
+template refuses it. Sources read for the format (nothing copied beyond the special strings):
+the chat template of google/gemma-3-*-it (tokenizer_config.json: its `first_user_prefix`,
+`| trim` and "Conversation roles must alternate") and Google's "Gemma formatting and system
+instructions" page (ai.google.dev/gemma/docs/core/prompt-structure).
 """
 import re
 
 from ..errors import InputError
 
-from .qwen3 import HFFileTokenizer, load_hf_tokenizer
+from .qwen3 import HFFileTokenizer, check_conversation, load_hf_tokenizer
 
 BOS, EOS, PAD, START_OF_TURN, END_OF_TURN = (
     "<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>")
@@ -63,3 +72,19 @@ class Gemma3Tokenizer(HFFileTokenizer):
         if self.add_generation_prompt:
             text += f"{START_OF_TURN}model\n"
         return text
+
+    def conversation_prompt(self, messages) -> str:
+        """Gemma 3's user / model turns of `messages` [(role, content), ...] and the model's
+        header, as text (the leading <bos> is added by `encode`); a system message opens the
+        first user turn. InputError when the turns do not alternate user, model, user, ..."""
+        messages, prefix = check_conversation(messages), ""
+        if messages[0][0] == "system":
+            prefix, messages = messages[0][1] + "\n\n", messages[1:]
+        text = ""
+        for i, (role, content) in enumerate(messages):
+            if (role == "user") != (i % 2 == 0):
+                raise InputError(f"Gemma 3's turns must alternate user, assistant, user, ...: "
+                                 f"message {i + bool(prefix)} is another {role} message")
+            text += (f"{START_OF_TURN}{'model' if role == 'assistant' else 'user'}\n"
+                     f"{prefix if i == 0 else ''}{content.strip()}{END_OF_TURN}\n")
+        return text + f"{START_OF_TURN}model\n"

@@ -10,6 +10,13 @@ The chat format of Llama 3 Instruct:
     <|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\n{system}<|eot_id|>
     <|start_header_id|>user<|end_header_id|>\\n\\n{message}<|eot_id|>
     <|start_header_id|>assistant<|end_header_id|>\\n\\n
+
+A conversation (`ChatFormat.encode_dialog`) is <|begin_of_text|>, then one header-content-
+<|eot_id|> block per message in order (the system message first; the default one when the
+conversation has none), each content stripped of surrounding whitespace, then the assistant's
+header. Source read for the format (nothing copied beyond the special strings): Meta's
+llama-models `models/llama3/tokenizer.py` (`ChatFormat.encode_message`, `encode_dialog_prompt`)
+and the Llama 3.1/3.2 Instruct chat template (`message['content'] | trim`).
 """
 from pathlib import Path
 
@@ -17,6 +24,7 @@ import tiktoken
 
 from ..errors import InputError
 from .pretokenize import check_ids, check_text
+from .qwen3 import check_conversation
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -114,6 +122,19 @@ class ChatFormat:
         ids += self.tok.encode(system, allowed_special=allowed_special or frozenset())
         ids += [self.tok.eot_id]
         ids += self.encode_header("user") + self.tok.encode(user_message) + [self.tok.eot_id]
+        return ids + self.encode_header("assistant")
+
+    def encode_dialog(self, messages) -> list:
+        """The ids of the prompt for `messages` [(role, content), ...] ending with a user message
+        (`check_conversation`): each message's header, its stripped content and <|eot_id|>, the
+        default system message first when there is none, then the assistant's header. One user
+        message gives `encode`'s ids (for a message without surrounding whitespace)."""
+        messages = check_conversation(messages)
+        if messages[0][0] != "system":
+            messages = [("system", self.default_system)] + messages
+        ids = [self.tok.bos_id]
+        for role, content in messages:
+            ids += self.encode_header(role) + self.tok.encode(content.strip()) + [self.tok.eot_id]
         return ids + self.encode_header("assistant")
 
     def decode(self, ids) -> str:

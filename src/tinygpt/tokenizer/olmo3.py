@@ -27,12 +27,19 @@ its own default system turn (32B-Think: "You are a helpful AI assistant."; 3.1-3
 are Olmo, a helpful AI assistant built by Ai2. ..."). Which form a folder's template is, and the
 Think default system prompt, are read from the template itself (`olmo3_chat_form`). The Think
 template keeps an earlier assistant turn whole, reasoning included (it strips nothing, unlike
-Qwen3's, which drops the <think> block of earlier turns); tinygpt's chat answers each message on
-its own, so no earlier turn is kept. Sources read for the format (nothing copied beyond the
-special strings and system prompts): allenai/open-instruct
-`open_instruct/dataset_transformation.py` (its `olmo_thinker*` templates) and its docs page on
-Olmo 3's tokenizer settings (allenai.github.io/open-instruct/olmo3: which template each release
-uses); ollama/ollama
+Qwen3's, which drops the <think> block of earlier turns).
+
+A conversation (`conversation_prompt`), in either form, is the system turn, then
+`<|im_start|>{role}\\n{content}<|im_end|>\\n` per user and assistant message in order, then
+the generation prompt. The system turn is the form's default when the conversation has no system
+message; a given system message is followed by " You do not currently have access to any
+functions. <functions></functions>" (both templates add it when a system message names no
+functions; ollama's Think renderer does too, its Instruct renderer does not).
+
+Sources read for the format (nothing copied beyond the special strings and system prompts):
+allenai/open-instruct `open_instruct/dataset_transformation.py` (its `olmo` and `olmo_thinker*`
+templates) and its docs page on Olmo 3's tokenizer settings
+(allenai.github.io/open-instruct/olmo3: which template each release uses); ollama/ollama `model/renderers/olmo3.go`,
 `model/renderers/olmo3_think.go` and `model/renderers/olmo3_thinking.go`.
 """
 import json
@@ -41,12 +48,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError
-from .qwen3 import HFFileTokenizer, load_hf_tokenizer
+from .qwen3 import HFFileTokenizer, check_conversation, load_hf_tokenizer
 
 ENDOFTEXT, IM_START, IM_END, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"
 THINK = "<think>"  # BPE text: no token of its own in Olmo 3 (open-instruct issue #1869)
 OLMO3_SYSTEM_PROMPT = ("You are a helpful function-calling AI assistant. You do not currently "
                        "have access to any functions. <functions></functions>")
+# what the templates add after a given system message that names no functions
+NO_FUNCTIONS = " You do not currently have access to any functions. <functions></functions>"
 
 
 class Olmo3Tokenizer(HFFileTokenizer):
@@ -84,6 +93,19 @@ class Olmo3Tokenizer(HFFileTokenizer):
         if self.add_generation_prompt:
             text += f"{IM_START}assistant\n" + THINK * self.think
         return text
+
+    def conversation_prompt(self, messages) -> str:
+        """The system turn (the given system message and NO_FUNCTIONS, else `system_prompt`), the
+        ChatML turns of `messages` [(role, content), ...] whole (a Think model's reasoning
+        included), and the generation prompt (ending in <think> when `think`), as text."""
+        messages = check_conversation(messages)
+        system = self.system_prompt
+        if messages[0][0] == "system":
+            system, messages = messages[0][1] + NO_FUNCTIONS, messages[1:]
+        text = f"{IM_START}system\n{system}{IM_END}\n"
+        for role, content in messages:
+            text += f"{IM_START}{role}\n{content}{IM_END}\n"
+        return text + f"{IM_START}assistant\n" + THINK * self.think
 
 
 class Olmo3ChatForm(NamedTuple):

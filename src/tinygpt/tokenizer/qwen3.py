@@ -10,6 +10,15 @@ their pieces. The chat template is Qwen's ChatML:
 
 where the assistant header is added only with `add_generation_prompt`, and the empty
 `<think>` block only when thinking is off (Qwen3's `enable_thinking=False`).
+
+A conversation (`conversation_prompt`) is the same ChatML turns in order: a system message first
+if there is one, then `<|im_start|>{role}\\n{content}<|im_end|>\\n` per user and assistant
+message, then the generation prompt. Of an earlier assistant turn only the answer is kept: the
+text after its last `</think>`, leading newlines stripped, as Qwen3's template does for every
+assistant turn before the last user message. Source read for the format (nothing copied beyond
+the special strings): Qwen3's Hugging Face chat template (tokenizer_config.json of
+Qwen/Qwen3-8B, as reproduced in SkyRL's `skyrl_train/utils/templates/README.md` and BioReason's
+`chat_template_dl.py`).
 """
 import re
 from pathlib import Path
@@ -24,6 +33,31 @@ QWEN3_SPECIALS = (ENDOFTEXT, IM_START, IM_END,
                   "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", THINK, END_THINK)
 _SPECIAL_SPLIT = re.compile(r"(<\|[^>]+?\|>|<think>|</think>)")
+ROLES = ("system", "user", "assistant")
+
+
+def check_conversation(messages) -> list:
+    """`messages` as a list of (role, content) pairs, checked as every family's chat format needs
+    them: roles system / user / assistant, a system message only first, str contents, and the
+    last message the user's (the one to answer). InputError names the first problem."""
+    messages = list(messages)
+    if not all(isinstance(m, (tuple, list)) and len(m) == 2 for m in messages):
+        raise InputError("a conversation is a list of (role, content) pairs")
+    messages = [(role, content) for role, content in messages]
+    if not messages:
+        raise InputError("the conversation holds no message")
+    for i, (role, content) in enumerate(messages):
+        if role not in ROLES:
+            raise InputError(f"message {i} has the role {role!r}: the roles are system, user "
+                             "and assistant")
+        if not isinstance(content, str):
+            raise InputError(f"message {i}'s content is a {type(content).__name__}, not text")
+        if role == "system" and i > 0:
+            raise InputError(f"message {i} is a system message: only the first message may be one")
+    if messages[-1][0] != "user":
+        raise InputError(f"the last message is the {messages[-1][0]}'s: a conversation to answer "
+                         "ends with a user message")
+    return messages
 
 
 def load_hf_tokenizer(path):
@@ -48,7 +82,7 @@ class HFFileTokenizer:
     shares (Qwen3Tokenizer here, Gemma3Tokenizer in gemma3.py): its special tokens, the
     vocabulary size, encoding around the specials, and decoding. A subclass sets `_tok`,
     `_special_to_id`, `_special_split` (a regex with one group matching its specials),
-    `apply_chat_template` and `chat_prompt`."""
+    `apply_chat_template`, `chat_prompt` and `conversation_prompt`."""
 
     @property
     def special_tokens(self) -> dict:
@@ -77,6 +111,11 @@ class HFFileTokenizer:
             else:  # ordinary text: the BPE alone (no added tokens can hide in it now)
                 ids.extend(self._tok.encode(part, add_special_tokens=False).ids)
         return ids
+
+    def encode_conversation(self, messages) -> list:
+        """Token ids of the prompt for `messages` [(role, content), ...] (`conversation_prompt`),
+        ending with the generation prompt."""
+        return self.encode(self.conversation_prompt(messages), chat_wrapped=False)
 
     def decode(self, ids) -> str:
         # the library would drop unknown ids silently
@@ -117,3 +156,15 @@ class Qwen3Tokenizer(HFFileTokenizer):
             if not self.add_thinking:
                 text += f"{THINK}\n\n{END_THINK}\n\n"
         return text
+
+    def conversation_prompt(self, messages) -> str:
+        """The ChatML turns of `messages` [(role, content), ...] and the generation prompt (with
+        the empty <think> block when thinking is off), as text; an earlier assistant turn keeps
+        its answer only (its <think>...</think> reasoning dropped, as Qwen3's template does)."""
+        text = ""
+        for role, content in check_conversation(messages):
+            if role == "assistant" and END_THINK in content:
+                content = content.split(END_THINK)[-1].lstrip("\n")
+            text += f"{IM_START}{role}\n{content}{IM_END}\n"
+        text += f"{IM_START}assistant\n"
+        return text if self.add_thinking else text + f"{THINK}\n\n{END_THINK}\n\n"
