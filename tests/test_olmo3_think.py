@@ -132,14 +132,19 @@ def test_the_think_prompt_is_what_the_template_renders(tiny, tmp_path, system, i
     assert load_text_model(folder, chat=True).prompt_ids(MESSAGE) == ids_of(tiny[1], rendered)
 
 
-def test_the_think_template_keeps_earlier_reasoning(tiny, tmp_path):
-    """What a next turn would hold: the template keeps an earlier reply whole, its <think>
-    block included (tinygpt's chat answers each message on its own, so it keeps none)."""
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_a_conversation_is_what_the_template_renders(tiny, tmp_path, system):
+    """A next turn holds the earlier reply whole, its <think> block included, and tinygpt's
+    conversation prompt (tinygpt chat's history, the API's messages) is what the template renders."""
+    from tinygpt.cli.models import load_text_model
     reply = "<think>Short.</think>Hello."
-    rendered = render(olmo3_template(SYSTEM_31, THINK_PROMPT, True), [
-        {"role": "user", "content": MESSAGE}, {"role": "assistant", "content": reply},
-        {"role": "user", "content": "Again."}])
+    messages = ([("system", system)] if system else []) + [
+        ("user", MESSAGE), ("assistant", reply), ("user", "Again.")]
+    template = olmo3_template(SYSTEM_31, THINK_PROMPT, True)
+    rendered = render(template, [{"role": r, "content": c} for r, c in messages])
     assert f"<|im_start|>assistant\n{reply}<|im_end|>\n<|im_start|>user\nAgain." in rendered
+    text_model = load_text_model(with_template(tiny, tmp_path, template), chat=True)
+    assert text_model.conversation_ids(messages) == ids_of(tiny[1], rendered)
 
 
 def test_a_think_model_chats_with_transformers_greedy_reply(tiny, tmp_path):
