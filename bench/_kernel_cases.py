@@ -229,8 +229,7 @@ def gelu_cases(inp, rows, d):
 
 
 def modern_cases(inp, rows, d, hidden):
-    """Qwen3/Llama's RMSNorm kernels and the SiLU op (NumPy only: both columns run it), at
-    Qwen3-0.6B's width over a 512-token prompt."""
+    """Qwen3/Llama's RMSNorm and SiLU kernels, at Qwen3-0.6B's width over a 512-token prompt."""
     nbk, ref, F = inp.nbk, inp.ref, inp.F
     x, w, dy = inp.arr(rows, d), inp.arr(d), inp.arr(rows, d)
     _, rstd = ref["rmsnorm_forward"](x, w, 1e-6)
@@ -243,10 +242,13 @@ def modern_cases(inp, rows, d, hidden):
     yield ("rmsnorm bwd", sh, lambda: nbk["rmsnorm_backward"](dy, x, w, rstd),
            lambda: ref["rmsnorm_backward"](dy, x, w, rstd),
            lambda: inp.torch.autograd.grad(tout, (txg, twg), tdy, retain_graph=True), None)
-    from tinygpt.ops import silu
-    h = inp.arr(rows, hidden, scale=4.0)
-    th = inp.tt(h)
-    yield ("silu fwd", f"({rows}, {hidden})", lambda: silu(h), lambda: silu(h), lambda: F.silu(th), None)
+    h, dh = inp.arr(rows, hidden, scale=4.0), inp.arr(rows, hidden)
+    th, tdh = inp.tt(h), inp.tt(dh)
+    sh = f"({rows}, {hidden})"
+    yield ("silu fwd", sh, lambda: nbk["silu_forward"](h), lambda: ref["silu_forward"](h),
+           lambda: F.silu(th), None)
+    yield ("silu bwd", sh, lambda: nbk["silu_backward"](h, dh), lambda: ref["silu_backward"](h, dh),
+           lambda: inp.torch.ops.aten.silu_backward(tdh, th), None)
 
 
 def cross_entropy_cases(inp, rows, vocab):

@@ -158,8 +158,8 @@ def test_warmup_leaves_the_teaching_gemm_uncompiled():
 
 def test_chunked_paths(monkeypatch):
     """Force many chunks on small inputs: every row-split kernel still equals its reference."""
-    from tinygpt.kernels import adamw, attention, cross_entropy, dropout, gelu, layernorm, softmax
-    for mod in (softmax, layernorm, gelu, cross_entropy, adamw, dropout, attention):
+    from tinygpt.kernels import adamw, attention, cross_entropy, dropout, gelu, layernorm, silu, softmax
+    for mod in (softmax, layernorm, gelu, silu, cross_entropy, adamw, dropout, attention):
         monkeypatch.setattr(mod, "MIN_ELEMS", 1)
     old = _jit.num_threads()
     _jit.set_num_threads(3)
@@ -192,6 +192,8 @@ def test_chunked_paths(monkeypatch):
                 check("layernorm bwd", g, r, scale=10.0)
             check("gelu", NB["gelu_forward"](x), REF["gelu_forward"](x), scale=10.0)
             check("gelu bwd", NB["gelu_backward"](x, dy), REF["gelu_backward"](x, dy), scale=10.0)
+            check("silu", NB["silu_forward"](x), REF["silu_forward"](x), scale=10.0)
+            check("silu bwd", NB["silu_backward"](x, dy), REF["silu_backward"](x, dy), scale=10.0)
             t = rng.integers(0, 65, x2.shape[0])
             t[::4] = -100
             loss, lse = REF["cross_entropy_forward"](x2, t, -100)

@@ -184,6 +184,28 @@ def test_gelu_extremes(dtype):
     assert np.isnan(NB["gelu_forward"](np.array([np.nan], dtype))[0])
 
 
+@fast(60)
+@given(shape=st.lists(ODD, min_size=1, max_size=3), layout=LAYOUTS, dtype=DTYPES,
+       scale=st.sampled_from([1.0, 4.0]), seed=SEEDS)
+def test_silu(shape, layout, dtype, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = make(rng, tuple(shape), dtype, scale, layout)
+    dy = make(rng, tuple(shape), dtype, layout=layout)
+    check("silu_forward", NB["silu_forward"](x), REF["silu_forward"](x), scale=scale)
+    check("silu_backward", NB["silu_backward"](x, dy), REF["silu_backward"](x, dy), scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_extremes(dtype):
+    # far below exp's range sigmoid is exactly 0 (y = -0.0 * ... = 0), far above it is 1 (y = x)
+    x = np.array([-1e4, -800.0, -100.0, -30.0, -1e-3, -0.0, 0.0, 1e-30, 1e-3, 30.0, 100.0, 800.0, 1e4], dtype)
+    dy = np.ones_like(x)
+    check("silu_forward", NB["silu_forward"](x), REF["silu_forward"](x), scale=10.0)
+    check("silu_backward", NB["silu_backward"](x, dy), REF["silu_backward"](x, dy), scale=10.0)
+    assert NB["silu_forward"](x)[0] == 0.0 and NB["silu_forward"](x)[-1] == x[-1]
+    assert np.isnan(NB["silu_forward"](np.array([np.nan], dtype))[0])
+
+
 # ---------------------------------------------------------------- cross-entropy
 
 @fast(80)

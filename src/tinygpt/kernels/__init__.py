@@ -10,7 +10,7 @@ This package is a leaf: it imports NumPy and Numba only, never tinygpt or torch.
 import os
 
 from . import (adamw, attention, causal_attention, cross_entropy, dropout, embedding, gelu, gemm,
-               layernorm, rmsnorm, softmax)
+               layernorm, rmsnorm, silu, softmax)
 from ._jit import HAVE_NUMBA, num_threads, set_num_threads
 
 _CHOICES = ("numba", "numpy")   # as tinygpt/kernel_choice.py, which `import tinygpt` checks first
@@ -41,6 +41,8 @@ if USE_NUMBA:
     rmsnorm_backward = rmsnorm.rmsnorm_backward_numba
     gelu_forward = gelu.gelu_forward_numba
     gelu_backward = gelu.gelu_backward_numba
+    silu_forward = silu.silu_forward_numba
+    silu_backward = silu.silu_backward_numba
     cross_entropy_forward = cross_entropy.cross_entropy_forward_numba
     cross_entropy_backward = cross_entropy.cross_entropy_backward_numba
     adamw_step = adamw.adamw_step_numba
@@ -64,6 +66,8 @@ else:
     rmsnorm_backward = rmsnorm.rmsnorm_backward_ref
     gelu_forward = gelu.gelu_forward_ref
     gelu_backward = gelu.gelu_backward_ref
+    silu_forward = silu.silu_forward_ref
+    silu_backward = silu.silu_backward_ref
     cross_entropy_forward = cross_entropy.cross_entropy_forward_ref
     cross_entropy_backward = cross_entropy.cross_entropy_backward_ref
     adamw_step = adamw.adamw_step_ref
@@ -89,6 +93,8 @@ REFERENCE = {
     "rmsnorm_backward": rmsnorm.rmsnorm_backward_ref,
     "gelu_forward": gelu.gelu_forward_ref,
     "gelu_backward": gelu.gelu_backward_ref,
+    "silu_forward": silu.silu_forward_ref,
+    "silu_backward": silu.silu_backward_ref,
     "cross_entropy_forward": cross_entropy.cross_entropy_forward_ref,
     "cross_entropy_backward": cross_entropy.cross_entropy_backward_ref,
     "adamw_step": adamw.adamw_step_ref,
@@ -113,6 +119,8 @@ NUMBA = {
     "rmsnorm_backward": rmsnorm.rmsnorm_backward_numba,
     "gelu_forward": gelu.gelu_forward_numba,
     "gelu_backward": gelu.gelu_backward_numba,
+    "silu_forward": silu.silu_forward_numba,
+    "silu_backward": silu.silu_backward_numba,
     "cross_entropy_forward": cross_entropy.cross_entropy_forward_numba,
     "cross_entropy_backward": cross_entropy.cross_entropy_backward_numba,
     "adamw_step": adamw.adamw_step_numba,
@@ -156,6 +164,7 @@ def warmup(dtype="float32"):
     y, rstd = rmsnorm.rmsnorm_forward_numba(x2, w, 1e-6)
     rmsnorm.rmsnorm_backward_numba(x2, x2, w, rstd)
     gelu.gelu_backward_numba(x2, gelu.gelu_forward_numba(x2))
+    silu.silu_backward_numba(x2, silu.silu_forward_numba(x2))
     t = np.array([1, -100, 2, 3, 4, 5], np.int64)
     _, lse = cross_entropy.cross_entropy_forward_numba(x2, t, -100)
     cross_entropy.cross_entropy_backward_numba(x2, t, lse, -100, 1.0)

@@ -40,7 +40,7 @@ from .. import kernels
 from ..core.autograd import is_grad_enabled
 from ..core.tensor import Tensor
 from ..nn import functional as F
-from ..ops.modern import rope, rotate, sigmoid
+from ..ops.modern import rope, rotate
 from .attention import LayerKVCache
 from .modern import FeedForward, GroupedQueryAttention
 from .packing import FastTwin, PackedLinears
@@ -129,7 +129,7 @@ class FastFeedForward(FastTwin, FeedForward):
         if x.size > DECODE_TOKENS * x.shape[-1] or not _packed_applies(self._fc12, x):
             return super().forward(x)                               # the book's route
         x_fc1, x_fc2 = self._fc12(x.data)                           # (b, T, hidden) each
-        gated = x_fc1 * sigmoid(x_fc1)                              # silu(fc1)
+        gated = kernels.silu_forward(x_fc1)                         # silu(fc1)
         gated *= x_fc2
         return self.fc3(Tensor(gated))                              # (b, T, emb)
 

@@ -62,16 +62,6 @@ def rotate(x, cos, sin):
     return x * cos + _rotate_half(x) * sin
 
 
-def sigmoid(x):
-    """1 / (1 + exp(-x)) of an array, in three in-place passes over one buffer. For x below about
-    -88 (float32) exp(-x) overflows to inf and the result is exactly 0, sigmoid's limit, so the
-    overflow is silenced, not avoided. Speed against torch: bench/kernels.py "silu fwd"."""
-    with np.errstate(over="ignore"):
-        s = np.exp(-x)
-        s += 1.0
-        return np.divide(1.0, s, out=s)
-
-
 class Rope(Function):
     """x * cos + rotate_half(x) * sin, a fixed rotation per position, so its gradient is the
     inverse rotation: g * cos + rotate_half^T(g * sin). cos/sin are constants (T, hd)."""
@@ -86,15 +76,15 @@ class Rope(Function):
 
 
 class Silu(Function):
-    """x * sigmoid(x); derivative s * (1 + x * (1 - s)) with s = sigmoid(x)."""
+    """x * sigmoid(x); derivative s * (1 + x * (1 - s)) with s = sigmoid(x), recomputed from x
+    in `kernels.silu_backward` (Numba, or the NumPy reference beside it), so only x is kept."""
 
     def forward(self, x):
         self.x = x
-        self.s = sigmoid(x)
-        return x * self.s
+        return kernels.silu_forward(x)
 
     def backward(self, g):
-        return g * self.s * (1.0 + self.x * (1.0 - self.s))
+        return kernels.silu_backward(self.x, g)
 
 
 def rms_norm(x, scale, eps: float = 1e-6):
