@@ -162,48 +162,33 @@ def test_layernorm(n, d, layout, dtype, offset, eps, seed):
         check(f"layernorm_backward {name}", g, r, scale=np.sqrt(n) * cond)
 
 
-# ---------------------------------------------------------------- GELU
+# ---------------------------------------------------------------- GELU and SiLU
 
+@pytest.mark.parametrize("name", ["gelu", "silu"])
 @fast(60)
 @given(shape=st.lists(ODD, min_size=1, max_size=3), layout=LAYOUTS, dtype=DTYPES,
        scale=st.sampled_from([1.0, 4.0]), seed=SEEDS)
-def test_gelu(shape, layout, dtype, scale, seed):
+def test_activation(name, shape, layout, dtype, scale, seed):
     rng = np.random.default_rng(seed)
     x = make(rng, tuple(shape), dtype, scale, layout)
     dy = make(rng, tuple(shape), dtype, layout=layout)
-    check("gelu_forward", NB["gelu_forward"](x), REF["gelu_forward"](x), scale=scale)
-    check("gelu_backward", NB["gelu_backward"](x, dy), REF["gelu_backward"](x, dy), scale=scale)
+    fwd, bwd = f"{name}_forward", f"{name}_backward"
+    check(fwd, NB[fwd](x), REF[fwd](x), scale=scale)
+    check(bwd, NB[bwd](x, dy), REF[bwd](x, dy), scale=scale)
 
 
+@pytest.mark.parametrize("name", ["gelu", "silu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_extremes(dtype):
-    x = np.array([-1e4, -100.0, -30.0, -10.0, -1e-3, -0.0, 0.0, 1e-30, 1e-3, 10.0, 30.0, 100.0, 1e4], dtype)
+def test_activation_extremes(name, dtype):
+    # far below exp's range the gate is exactly 0 (y = 0), far above it exactly 1 (y = x)
+    x = np.array([-1e4, -800.0, -100.0, -30.0, -10.0, -1e-3, -0.0, 0.0, 1e-30, 1e-3, 10.0, 30.0,
+                  100.0, 800.0, 1e4], dtype)
     dy = np.ones_like(x)
-    check("gelu_forward", NB["gelu_forward"](x), REF["gelu_forward"](x), scale=10.0)
-    check("gelu_backward", NB["gelu_backward"](x, dy), REF["gelu_backward"](x, dy), scale=10.0)
-    assert np.isnan(NB["gelu_forward"](np.array([np.nan], dtype))[0])
-
-
-@fast(60)
-@given(shape=st.lists(ODD, min_size=1, max_size=3), layout=LAYOUTS, dtype=DTYPES,
-       scale=st.sampled_from([1.0, 4.0]), seed=SEEDS)
-def test_silu(shape, layout, dtype, scale, seed):
-    rng = np.random.default_rng(seed)
-    x = make(rng, tuple(shape), dtype, scale, layout)
-    dy = make(rng, tuple(shape), dtype, layout=layout)
-    check("silu_forward", NB["silu_forward"](x), REF["silu_forward"](x), scale=scale)
-    check("silu_backward", NB["silu_backward"](x, dy), REF["silu_backward"](x, dy), scale=scale)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_silu_extremes(dtype):
-    # far below exp's range sigmoid is exactly 0 (y = -0.0 * ... = 0), far above it is 1 (y = x)
-    x = np.array([-1e4, -800.0, -100.0, -30.0, -1e-3, -0.0, 0.0, 1e-30, 1e-3, 30.0, 100.0, 800.0, 1e4], dtype)
-    dy = np.ones_like(x)
-    check("silu_forward", NB["silu_forward"](x), REF["silu_forward"](x), scale=10.0)
-    check("silu_backward", NB["silu_backward"](x, dy), REF["silu_backward"](x, dy), scale=10.0)
-    assert NB["silu_forward"](x)[0] == 0.0 and NB["silu_forward"](x)[-1] == x[-1]
-    assert np.isnan(NB["silu_forward"](np.array([np.nan], dtype))[0])
+    fwd, bwd = f"{name}_forward", f"{name}_backward"
+    check(fwd, NB[fwd](x), REF[fwd](x), scale=10.0)
+    check(bwd, NB[bwd](x, dy), REF[bwd](x, dy), scale=10.0)
+    assert NB[fwd](x)[0] == 0.0 and NB[fwd](x)[-1] == x[-1]
+    assert np.isnan(NB[fwd](np.array([np.nan], dtype))[0])
 
 
 # ---------------------------------------------------------------- cross-entropy

@@ -14,7 +14,7 @@ fast-math: eight explicit running maxima vectorise by themselves, where the plai
 """
 import numpy as np
 
-from ._jit import HAVE_NUMBA, njit
+from ._jit import HAVE_NUMBA, chunks, njit, run_chunks
 
 REDUCTION_FASTMATH = {"reassoc", "contract"}  # what the reductions need; nnan/ninf/afn stay off
 
@@ -137,3 +137,17 @@ def exp_row(x, n, scale, shift, y):
         p = inf if t > hi else p
         p = t if t != t else p
         y[j] = p
+
+
+def run_elementwise(kernel, x, others, min_elems, scratch_shape):
+    """out = kernel over the values of x (and of `others`, same shape), split in chunks of at least
+    `min_elems` values over the threads: kernel(x, *others, out, scratch, c, nchunks) on the flat
+    C-contiguous arrays, scratch (nchunks, *scratch_shape) of x's dtype. GELU's and SiLU's
+    forward and backward wrappers."""
+    xf = np.ascontiguousarray(x).reshape(-1)
+    more = [np.ascontiguousarray(o, xf.dtype).reshape(-1) for o in others]
+    out = np.empty_like(xf)
+    if xf.size:
+        nc = chunks(xf.size, min_elems)
+        run_chunks(kernel, nc, xf, *more, out, np.empty((nc, *scratch_shape), xf.dtype))
+    return out.reshape(np.shape(x))

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from ._jit import chunk_bounds, chunks, njit, run_chunks
-from ._rows import exp_row
+from ._jit import chunk_bounds, njit
+from ._rows import exp_row, run_elementwise
 
 GELU_C = math.sqrt(2.0 / math.pi)  # Python floats: never upcast float32
 GELU_A = 0.044715
@@ -95,24 +95,9 @@ def _gelu_bwd(x, dy, dx, scratch, c, nchunks):
 MIN_ELEMS = 1 << 18  # values per chunk: enough work to pay for a thread hand-off (bench/kernels.py)
 
 
-def _scratch(nc, dt):
-    return np.empty((nc, 2, BLOCK), dt)
-
-
 def gelu_forward_numba(x):
-    xf = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(xf)
-    if xf.size:
-        nc = chunks(xf.size, MIN_ELEMS)
-        run_chunks(_gelu_fwd, nc, xf, y, _scratch(nc, xf.dtype))
-    return y.reshape(np.shape(x))
+    return run_elementwise(_gelu_fwd, x, (), MIN_ELEMS, (2, BLOCK))
 
 
 def gelu_backward_numba(x, dy):
-    xf = np.ascontiguousarray(x).reshape(-1)
-    dyf = np.ascontiguousarray(dy, xf.dtype).reshape(-1)
-    dx = np.empty_like(xf)
-    if xf.size:
-        nc = chunks(xf.size, MIN_ELEMS)
-        run_chunks(_gelu_bwd, nc, xf, dyf, dx, _scratch(nc, xf.dtype))
-    return dx.reshape(np.shape(x))
+    return run_elementwise(_gelu_bwd, x, (dy,), MIN_ELEMS, (2, BLOCK))

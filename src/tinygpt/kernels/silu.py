@@ -13,8 +13,8 @@ VM: forward 0.73 ms against the reference's 1.5 and torch's 0.72, backward 0.81 
 """
 import numpy as np
 
-from ._jit import chunk_bounds, chunks, njit, run_chunks
-from ._rows import exp_row
+from ._jit import chunk_bounds, njit
+from ._rows import exp_row, run_elementwise
 
 BLOCK = 512
 
@@ -82,19 +82,8 @@ MIN_ELEMS = 1 << 18  # values per chunk before a call is split over threads (as 
 
 
 def silu_forward_numba(x):
-    xf = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(xf)
-    if xf.size:
-        nc = chunks(xf.size, MIN_ELEMS)
-        run_chunks(_silu_fwd, nc, xf, y, np.empty((nc, BLOCK), xf.dtype))
-    return y.reshape(np.shape(x))
+    return run_elementwise(_silu_fwd, x, (), MIN_ELEMS, (BLOCK,))
 
 
 def silu_backward_numba(x, dy):
-    xf = np.ascontiguousarray(x).reshape(-1)
-    dyf = np.ascontiguousarray(dy, xf.dtype).reshape(-1)
-    dx = np.empty_like(xf)
-    if xf.size:
-        nc = chunks(xf.size, MIN_ELEMS)
-        run_chunks(_silu_bwd, nc, xf, dyf, dx, np.empty((nc, BLOCK), xf.dtype))
-    return dx.reshape(np.shape(x))
+    return run_elementwise(_silu_bwd, x, (dy,), MIN_ELEMS, (BLOCK,))
