@@ -35,6 +35,9 @@ def test_the_whole_conversation_is_the_prompt(server):
         assert answer["usage"]["prompt_tokens"] == len(tm.tokenizer.encode_conversation(messages))
     status, answer = chat(server, [("user", Q2)])   # one message: today's prompt
     assert answer["usage"]["prompt_tokens"] == len(tm.tokenizer.encode(Q2))
+    status, answer = chat(server, [("developer", SYSTEM), ("user", Q2)])   # OpenAI's new name
+    assert status == 200 and answer["usage"]["prompt_tokens"] == len(
+        tm.tokenizer.encode_conversation([("system", SYSTEM), ("user", Q2)])), answer
 
 
 def test_the_greedy_reply_is_tinygpt_chats_for_the_same_conversation(server, qwen3_folder,

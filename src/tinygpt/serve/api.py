@@ -2,10 +2,11 @@
 (a wrong type or range is an HTTP 400 naming the field), and the answers in OpenAI's shapes:
 `chat.completion` / `chat.completion.chunk`, `text_completion`, `usage`, `finish_reason`.
 
-Fields read: messages (chat: the whole conversation, system / user / assistant roles, a system
-message only first, ending with the user message to answer, in the model's chat template as
-`tinygpt chat` builds it; GPT-2 and tinygpt checkpoints, whose chapter-7 Alpaca prompt has no
-multi-turn form, answer the last user message alone) or prompt (completions), max_tokens (or
+Fields read: messages (chat: the whole conversation, system (or developer) / user / assistant
+roles, a system message only first, ending with the user message to answer, in the model's chat
+template as `tinygpt chat` builds it; GPT-2 and tinygpt checkpoints, whose chapter-7 Alpaca
+prompt has no multi-turn form, answer the last user message alone) or prompt (completions),
+max_tokens (or
 max_completion_tokens), temperature (0 to 2, 0 = greedy), top_p, stop (a string or up to 4),
 seed, stream, stream_options.include_usage, n (1 only), and top_k (beyond OpenAI's API, as
 llama.cpp and Ollama accept it). `model` is ignored: the server answers with the model it was
@@ -102,16 +103,17 @@ def parse_chat(body: dict, engine):
     """-> (Settings, stream, include_usage) of a chat completion request; the Settings' prompt
     is the conversation, ((role, content), ...), each user message stripped as `tinygpt chat`
     strips the lines typed, the others as sent (an assistant reply sent back as the server wrote
-    it gives `tinygpt chat`'s prompt). RequestError for a role other than system / user /
-    assistant, a system message after the first, or a last message that is not a user's with
-    text."""
+    it gives `tinygpt chat`'s prompt); a "developer" message is a system message, as OpenAI
+    renamed it. RequestError for a role other than system (developer) / user / assistant, a
+    system message after the first, or a last message that is not a user's with text."""
     from ..errors import InputError
     from ..tokenizer.qwen3 import check_conversation
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of messages", param="messages")
     texts = [(m.get("role"), _message_text(m, i)) for i, m in enumerate(messages)]
-    texts = [(role, text.strip() if role == "user" else text) for role, text in texts]
+    texts = [("system" if role == "developer" else role,   # OpenAI's newer name for system
+              text.strip() if role == "user" else text) for role, text in texts]
     try:
         conversation = tuple(check_conversation(texts))
     except InputError as err:
