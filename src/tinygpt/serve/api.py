@@ -8,8 +8,8 @@ template as `tinygpt chat` builds it; GPT-2 and tinygpt checkpoints, whose chapt
 prompt has no multi-turn form, answer the last user message alone) or prompt (completions),
 max_tokens (or max_completion_tokens), temperature (0 to 2, 0 = greedy), top_p, stop (a string
 or up to 4), seed, stream, stream_options.include_usage, n (1 only), and top_k (beyond OpenAI's
-API, as llama.cpp and Ollama accept it). `model` is ignored: the server answers with the model it was
-started with, and takes no model names or paths from requests."""
+API, as llama.cpp and Ollama accept it). `model` is ignored: the server answers with the model
+it was started with, and takes no model names or paths from requests."""
 import contextlib
 import time
 import uuid
