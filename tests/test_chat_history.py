@@ -22,7 +22,7 @@ from tinygpt.model import Qwen3Model
 from tinygpt.tokenizer import ChatFormat, Gemma3Tokenizer, Llama3Tokenizer, Olmo3Tokenizer
 from tinygpt.tokenizer import Qwen3Tokenizer
 from tinygpt.tokenizer.qwen3 import check_conversation
-from tinygpt.weights import save_pretrained_hf
+from test_serve_helpers import make_hf_folder
 from tokenizer_files import write_llama3_tokenizer_model, write_qwen3_tokenizer_json
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -147,11 +147,8 @@ QWEN3 = {"vocab_size": 320, "context_length": 128, "emb_dim": 16, "n_heads": 4, 
 
 @pytest.fixture(scope="module")
 def qwen3_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("chat-history-qwen3")
-    write_qwen3_tokenizer_json(folder / "tokenizer.json")
-    manual_seed(11)
-    save_pretrained_hf(Qwen3Model(QWEN3).eval(), folder)
-    return folder
+    return make_hf_folder(tmp_path_factory.mktemp("chat-history-qwen3"), Qwen3Model, QWEN3,
+                          write_qwen3_tokenizer_json, seed=11)
 
 
 class Prompts:

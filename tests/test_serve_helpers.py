@@ -31,6 +31,17 @@ def make_checkpoint(folder, seed=0):
     return folder
 
 
+def make_hf_folder(folder, model_cls, cfg, write_tokenizer, seed=0):
+    """A tiny random `model_cls(cfg)` in Hugging Face's layout beside the tokenizer.json that
+    `write_tokenizer(path)` writes (tests/tokenizer_files.py): a folder `tinygpt chat/serve
+    --model` reads offline. Returns the folder."""
+    from tinygpt.weights import save_pretrained_hf
+    write_tokenizer(folder / "tokenizer.json")
+    manual_seed(seed)
+    save_pretrained_hf(model_cls(cfg).eval(), folder)
+    return folder
+
+
 class ServerProcess:
     """`python -m tinygpt serve` in a subprocess; `url` once it listens."""
 

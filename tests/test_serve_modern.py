@@ -5,11 +5,10 @@ the page's inspection works on grouped-query attention with RoPE."""
 import numpy as np
 import pytest
 
-from test_serve_helpers import events, in_process_server, post
+from test_serve_helpers import events, in_process_server, make_hf_folder, post
 from tinygpt import manual_seed
 from tinygpt.model import Qwen3Model, generate
 from tinygpt.viz import inspect_position
-from tinygpt.weights import save_pretrained_hf
 from tokenizer_files import write_qwen3_tokenizer_json
 
 QWEN3 = {"vocab_size": 320, "context_length": 64, "emb_dim": 16, "n_heads": 4, "n_layers": 2,
@@ -19,10 +18,8 @@ QWEN3 = {"vocab_size": 320, "context_length": 64, "emb_dim": 16, "n_heads": 4, "
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve_qwen3")
-    write_qwen3_tokenizer_json(folder / "tokenizer.json")
-    manual_seed(6)
-    save_pretrained_hf(Qwen3Model(QWEN3).eval(), folder)
+    folder = make_hf_folder(tmp_path_factory.mktemp("serve_qwen3"), Qwen3Model, QWEN3,
+                            write_qwen3_tokenizer_json, seed=6)
     with in_process_server(folder, max_tokens=16) as server:
         yield server
 

@@ -13,11 +13,10 @@ import pytest
 
 from test_chat_families import MESSAGE, OLMO3_SYSTEM, write_olmo3_tokenizer_json
 from test_olmo3_think import INSTRUCT_PROMPT, SYSTEM_31, THINK_PROMPT, olmo3_template, put_template
-from test_serve_helpers import events, in_process_server, post
+from test_serve_helpers import events, in_process_server, make_hf_folder, post
 from tinygpt import cli, manual_seed
 from tinygpt.cli import inference
 from tinygpt.model import Olmo3Model, generate
-from tinygpt.weights import save_pretrained_hf
 
 OLMO3 = {"vocab_size": 408, "context_length": 256, "emb_dim": 32, "n_heads": 4, "n_layers": 4,
          "hidden_dim": 48, "head_dim": 8, "n_kv_groups": 2, "rope_base": 10_000.0,
@@ -29,10 +28,8 @@ OPENING = "<think>"
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """{"think": folder, "instruct": folder}: one tiny model, the two templates."""
-    base = tmp_path_factory.mktemp("serve_olmo3")
-    write_olmo3_tokenizer_json(base / "tokenizer.json")
-    manual_seed(11)
-    save_pretrained_hf(Olmo3Model(OLMO3).eval(), base)
+    base = make_hf_folder(tmp_path_factory.mktemp("serve_olmo3"), Olmo3Model, OLMO3,
+                          write_olmo3_tokenizer_json, seed=11)
     out = {}
     for kind, system, generation in (("think", SYSTEM_31, THINK_PROMPT),
                                      ("instruct", OLMO3_SYSTEM, INSTRUCT_PROMPT)):
